@@ -1,0 +1,5 @@
+import sys
+
+from r1deploy.cli import main
+
+sys.exit(main())

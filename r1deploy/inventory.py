@@ -1,0 +1,41 @@
+"""Load a pyinfra inventory file and validate it against the spec, without connecting anywhere."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from r1deploy.spec import Spec, SpecError, validate_inventory
+
+
+def load_host_data(inventory_path: str, cwd: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Host name and merged data (host > groups > all), exactly as pyinfra would see them."""
+    from pyinfra_cli.inventory import make_inventory
+
+    inventory = make_inventory(inventory_path, cwd=cwd or os.getcwd())
+    return [(host.name, host.data.dict()) for host in inventory]
+
+
+def load_specs(inventory_path: str, cwd: str | None = None) -> dict[str, Spec]:
+    return validate_inventory(load_host_data(inventory_path, cwd))
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        specs = load_specs(args.inventory)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for name, spec in specs.items():
+        print(f"{name:24} {spec.fleet.role:8} {spec.model.repo_id}@{spec.model.revision[:12]} "
+              f"{spec.install.vllm_package}=={spec.install.vllm_version} :{spec.vllm.port}")
+    print(f"ok: {len(specs)} host(s) valid")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="validate an inventory against the spec without touching hosts")
+    p.add_argument("inventory", help="pyinfra inventory file, e.g. inventories/prod.py")
+    p.set_defaults(func=_check)

