@@ -9,6 +9,8 @@ import sys
 # Each module defines register(subparsers) adding its subcommand(s) with set_defaults(func=...).
 COMMANDS = [
     "r1deploy.inventory",
+    "r1deploy.render",
+    "r1deploy.gpu_gate",
 ]
 
 

@@ -134,6 +134,9 @@ class VllmSection(_Section):
     cpu_omp_threads_bind: str | None = None
     startup_timeout_s: int = Field(default=1800, ge=10)
     host_ip: str | None = None
+    # NVLink multicast (NVLS) off where the host's operator asks for it (shared GPU hosts).
+    nvlink_multicast: bool = True
+    nccl_socket_ifname: str | None = None
 
     @field_validator("extra_args")
     @classmethod

@@ -1,0 +1,5 @@
+import sys
+
+from lab.labctl import main
+
+sys.exit(main())

