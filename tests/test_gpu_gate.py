@@ -1,0 +1,107 @@
+"""The verification gate and `r1deploy gpu-check` on recorded and hand-made host outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from r1deploy import gpu_gate
+from r1deploy.cli import main
+
+FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
+H200 = gpu_gate.Expectations(model="NVIDIA H200", min_memory_mib=140000, driver_branch="580",
+                             open_kernel_modules=True)
+
+
+def gate(folder: str, **expect) -> list[gpu_gate.Check]:
+    exp = gpu_gate.Expectations(**{**H200.__dict__, **expect})
+    obs = gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(FIX / folder))
+    return gpu_gate.run_gate(folder, obs, exp)
+
+
+def failed(checks) -> set[str]:
+    return {c.check for c in checks if c.ok is False}
+
+
+@pytest.mark.parametrize("folder,count", [
+    ("h200x1-ubuntu2404", 1), ("h200x2-nvlink-ubuntu2404", 2), ("hgx8-nvswitch-ubuntu2204-handmade", 8)])
+def test_healthy_hosts_pass(folder, count):
+    checks = gate(folder, count=count)
+    assert gpu_gate.exit_code(checks) == 0, gpu_gate.render_table(checks)
+
+
+@pytest.mark.parametrize("folder,expect,bad", [
+    ("hgx8-nvswitch-gpu-missing-handmade", {"count": 8}, {"gpu-count"}),
+    ("hgx8-nvswitch-fm-down-handmade", {}, {"fabric", "fabric-manager"}),
+    ("hgx8-retired-pages-handmade", {}, {"memory-health", "nvlink"}),
+    ("pcie4-h100-debian12-handmade", {"min_memory_mib": 80000}, {"gpu-model"}),
+    ("smi-failed-handmade", {}, {"nvidia-smi", "driver"}),
+    ("no-driver-handmade", {}, {"nvidia-smi", "driver"}),
+    ("no-gpu-handmade", {}, {"nvidia-smi"}),
+    ("old-driver-570-proprietary-handmade", {}, {"driver"}),
+    ("h200x1-ubuntu2404", {"driver_version": "580.126.09"}, {"driver"}),
+    ("h200x1-ubuntu2404", {"min_memory_mib": 200000}, {"gpu-memory"}),
+])
+def test_unfit_hosts_fail_with_the_right_checks(folder, expect, bad):
+    checks = gate(folder, **expect)
+    assert failed(checks) == bad, gpu_gate.render_table(checks)
+    assert gpu_gate.exit_code(checks) == 1
+
+
+def test_pcie_cards_need_no_fabric_manager():
+    checks = {c.check: c for c in gate("pcie4-h100-debian12-handmade", model="H100 PCIe", count=4,
+                                       min_memory_mib=80000)}
+    assert checks["fabric-manager"].ok and "no NVSwitch" in checks["fabric-manager"].detail
+    assert checks["fabric"].ok and all(c.ok for c in checks.values())
+
+
+def test_fabric_manager_forced_but_unknown_is_could_not_check(tmp_path):
+    for name in ("query-gpu.csv", "proc-driver-version.txt", "nvidia-smi-q.txt"):
+        (tmp_path / name).write_text((FIX / "h200x1-ubuntu2404" / name).read_text())
+    (tmp_path / "fabricmanager.txt").write_text("R1DEPLOY_NO_SYSTEMD\n")
+    obs = gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(tmp_path))
+    checks = gpu_gate.run_gate("vm", obs, gpu_gate.Expectations(fabric_manager="yes"))
+    assert gpu_gate.exit_code(checks) == 2
+    assert [c.check for c in checks if c.ok is None] == ["fabric-manager"]
+
+
+def test_nothing_captured_is_could_not_check(tmp_path):
+    checks = gpu_gate.run_gate("h", gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(tmp_path)), H200)
+    assert gpu_gate.exit_code(checks) == 2
+
+
+def test_json_records_are_stable():
+    records = json.loads(gpu_gate.to_json(gate("h200x1-ubuntu2404", count=1)))
+    assert records[0] == {"host": "h200x1-ubuntu2404", "check": "nvidia-smi", "ok": True, "detail": "1 GPU(s) listed"}
+    assert all(set(r) == {"host", "check", "ok", "detail"} for r in records)
+
+
+def test_cli_from_dir_exit_codes(capsys):
+    ok = ["gpu-check", "--from-dir", str(FIX / "h200x1-ubuntu2404"), "--expect-model", "H200",
+          "--expect-count", "1", "--driver-branch", "580"]
+    assert main(ok) == 0
+    assert "h200x1-ubuntu2404: PASS" in capsys.readouterr().out
+    assert main([*ok[:-4], "--expect-count", "2", "--json"]) == 1
+    records = json.loads(capsys.readouterr().out)
+    assert [r["check"] for r in records if r["ok"] is False] == ["gpu-count"]
+
+
+def test_cli_expectations_from_inventory(tmp_path, capsys):
+    inv = tmp_path / "inv.py"
+    inv.write_text(
+        "gpus = [('h200-a', {'gpu_expected_model': 'NVIDIA H200', 'gpu_expected_count': 2,"
+        " 'gpu_min_memory_mib': 140000, 'model_repo_id': 'deepseek-ai/DeepSeek-R1',"
+        " 'model_revision': '" + "a" * 40 + "'})]\n")
+    argv = ["gpu-check", "--inventory", str(inv), "--host", "h200-a", "--from-dir"]
+    assert main([*argv, str(FIX / "h200x2-nvlink-ubuntu2404")]) == 0
+    assert main([*argv, str(FIX / "h200x1-ubuntu2404")]) == 1
+    assert "1 GPU(s), expected 2" in capsys.readouterr().out
+
+
+def test_cli_runs_locally_without_gpus():
+    # This machine has no NVIDIA driver: the real probes run and the gate says so (exit 1).
+    done = subprocess.run([sys.executable, "-m", "r1deploy", "gpu-check", "--json"], capture_output=True, text=True)
+    records = json.loads(done.stdout)
+    assert done.returncode == 1 and records[0]["check"] == "nvidia-smi" and records[0]["ok"] is False
