@@ -9,6 +9,7 @@ import sys
 # Each module defines register(subparsers) adding its subcommand(s) with set_defaults(func=...).
 COMMANDS = [
     "r1deploy.inventory",
+    "r1deploy.mirror",
     "r1deploy.render",
     "r1deploy.gpu_gate",
 ]
