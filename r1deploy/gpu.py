@@ -9,7 +9,7 @@ pyinfra facts, the local ``gpu-check`` and the recorded fixtures all run the sam
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 QUERY_GPU_FIELDS = (
     "index,uuid,name,pci.bus_id,memory.total,memory.used,driver_version,persistence_mode,"
@@ -64,11 +64,18 @@ PROBES: dict[str, tuple[str, str]] = {
 }
 
 
+class _Record:
+    """JSON for `pyinfra ... fact` output (pyinfra's CLI calls to_json on unknown objects)."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 # --- nvidia-smi --query-gpu -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Gpu:
+class Gpu(_Record):
     index: int
     uuid: str
     name: str
@@ -86,7 +93,7 @@ class Gpu:
 
 
 @dataclass(frozen=True)
-class GpuInventory:
+class GpuInventory(_Record):
     """What nvidia-smi said. status: ok | no-gpu | no-driver | smi-failed | unparsable."""
 
     status: str
@@ -154,7 +161,7 @@ def parse_query_gpu(text: str) -> GpuInventory:
 
 
 @dataclass(frozen=True)
-class LoadedDriver:
+class LoadedDriver(_Record):
     """The kernel module actually running (None version: no module loaded)."""
 
     version: str | None
@@ -207,7 +214,7 @@ def parse_smi_q_tree(text: str) -> dict:
 
 
 @dataclass(frozen=True)
-class GpuHealth:
+class GpuHealth(_Record):
     bus_id: str
     ecc_current: bool | None
     retired_sbe: int | None
@@ -241,7 +248,7 @@ class GpuHealth:
 
 
 @dataclass(frozen=True)
-class SmiReport:
+class SmiReport(_Record):
     status: str
     driver_version: str | None = None
     cuda_version: str | None = None
@@ -289,8 +296,12 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
-class Topology:
+class Topology(_Record):
     """GPU-to-GPU links from `topo -m`: "NV18" (NVLink, bonded count) or a PCIe path kind."""
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "gpus": list(self.gpus), "interconnect": self.interconnect,
+                "links": {f"{a}-{b}": kind for (a, b), kind in self.links.items()}, "detail": self.detail}
 
     status: str
     gpus: tuple[str, ...] = ()
@@ -375,7 +386,7 @@ def parse_fabricmanager(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class CudaStack:
+class CudaStack(_Record):
     cuda_runtime_major: str | None
     nccl_soname: str | None
     nvcc_version: str | None
@@ -412,3 +423,43 @@ def parse_madison(text: str) -> dict[str, list[str]]:
 def upstream_version(deb_version: str) -> str:
     """"580.159.04-1ubuntu1" or "1:580.159.04-1" -> "580.159.04" (what the module reports)."""
     return deb_version.split(":", 1)[-1].rsplit("-", 1)[0]
+
+
+def _order(c: str) -> int:
+    """dpkg's character order: "~" sorts before everything, letters before other symbols."""
+    if c == "~":
+        return -1
+    if c.isalpha():
+        return ord(c)
+    return ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    while a or b:
+        na = re.match(r"^[^\d]*", a).group(0)
+        nb = re.match(r"^[^\d]*", b).group(0)
+        for x, y in zip(na + "\0" * (len(nb) - len(na)), nb + "\0" * (len(na) - len(nb)), strict=True):
+            ox, oy = (0 if x == "\0" else _order(x)), (0 if y == "\0" else _order(y))
+            if ox != oy:
+                return -1 if ox < oy else 1
+        a, b = a[len(na):], b[len(nb):]
+        da = re.match(r"^\d*", a).group(0)
+        db = re.match(r"^\d*", b).group(0)
+        if int(da or 0) != int(db or 0):
+            return -1 if int(da or 0) < int(db or 0) else 1
+        a, b = a[len(da):], b[len(db):]
+    return 0
+
+
+def compare_deb_versions(a: str, b: str) -> int:
+    """dpkg --compare-versions as -1/0/1 (epoch, upstream, revision)."""
+    def split(v: str) -> tuple[int, str, str]:
+        epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
+        return int(epoch or 0), upstream, revision
+
+    ea, ua, ra = split(a)
+    eb, ub, rb = split(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)

@@ -1,0 +1,174 @@
+"""GPU host: NVIDIA's CUDA apt repository, a pinned and held driver, NCCL, fabric manager on
+NVSwitch boards, persistence daemon, optional CUDA toolkit and DCGM, a reboot only when the
+loaded kernel module is not the installed driver, then the verification gate.
+
+Host data: the spec's `gpu_*` keys (r1deploy.spec.GpuSection). Facts: roles.gpu_host.facts
+plus pyinfra's LinuxDistribution, KernelVersion, DebPackages, File/Sha1File, Systemd*.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import KernelVersion, LinuxDistribution
+from pyinfra.operations import apt, files, server, systemd
+
+from r1deploy.gpu_gate import Expectations
+from r1deploy.spec import GpuSection, split_host_data
+from roles._rollout import track
+from roles._spec import host_spec
+from roles.gpu_host import facts
+from roles.gpu_host.ops import pinned_packages, reboot_into_driver, verify_gpus
+from roles.gpu_host.platforms import BRANCH_CUDA_MAJOR, KEYRING_DEB, KEYRING_PACKAGE, Platform, platform_for
+from roles.gpu_host.versions import VersionSkew, Want, follow
+
+PIN_DIR = "/etc/apt/preferences.d"
+NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
+NOUVEAU = "# Managed by r1deploy: the NVIDIA driver needs nouveau out of the way.\nblacklist nouveau\noptions nouveau modeset=0\n"
+PERSISTENCED_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/r1deploy.conf"
+# As NVIDIA's own driver role: root, persistence mode on (the packaged unit may not enable it).
+PERSISTENCED = ("[Service]\nExecStart=\nExecStart=/usr/bin/nvidia-persistenced --user root "
+                "--persistence-mode --verbose\n")
+STALE_DRIVER = re.compile(r"^nvidia-driver-\d+(-open)?$")
+STALE_FM = re.compile(r"^nvidia-fabricmanager-\d+$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    platform: Platform
+    driver: list[str]
+    driver_want: Want
+    cuda_major: str
+    fabric_manager: str | None
+
+
+def _platform() -> Platform:
+    meta = (host.get_fact(LinuxDistribution) or {}).get("release_meta") or {}
+    platform = platform_for(meta.get("ID"), meta.get("VERSION_ID"))
+    if platform is None:
+        raise DeployError(f"{host.name}: GPU hosts must run Ubuntu 22.04/24.04 or Debian 12, "
+                          f"not {meta.get('PRETTY_NAME') or 'an unknown OS'}")
+    return platform
+
+
+def _plan(g, platform: Platform) -> Plan:
+    if g.driver_version and not g.driver_version.startswith(f"{g.driver_branch}."):
+        raise DeployError(f"gpu_driver_version {g.driver_version} is not on gpu_driver_branch {g.driver_branch}")
+    major = g.cuda_toolkit_version.split(".")[0] if g.cuda_toolkit_version else BRANCH_CUDA_MAJOR.get(g.driver_branch)
+    if major is None:
+        raise DeployError(f"no known CUDA major for driver branch {g.driver_branch}: set gpu_cuda_toolkit_version")
+    driver = platform.driver_packages(g.driver_branch, g.open_kernel_modules)
+    wants_fm = g.fabric_manager == "yes" or (g.fabric_manager == "auto" and host.get_fact(facts.NvSwitches) > 0)
+    return Plan(platform, driver, Want(driver[0], upstream=g.driver_version, prefix=f"{g.driver_branch}."),
+                major, platform.fabricmanager_package(g.driver_branch) if wants_fm else None)
+
+
+def _repository(platform: Platform, g) -> None:
+    """cuda-keyring (NVIDIA's signing key) and the repository line, at the spec's base URL."""
+    installed = host.get_fact(facts.NvidiaPackages)
+    changed = []
+    if KEYRING_PACKAGE not in installed:
+        changed.append(apt.deb(name="Install cuda-keyring", src=platform.repo_url(g.cuda_repo_url) + KEYRING_DEB))
+    changed.append(files.put(name="CUDA apt repository", src=StringIO(platform.sources_line(g.cuda_repo_url)),
+                             dest=platform.sources_file(), user="root", group="root", mode="644"))
+    if any(op.will_change for op in changed):
+        apt.update(name="apt update (CUDA repository changed)")
+    track(*changed)
+
+
+def _nouveau(platform: Platform) -> None:
+    blacklist = track(files.put(name="Blacklist nouveau", src=StringIO(NOUVEAU), dest=NOUVEAU_CONF,
+                                user="root", group="root", mode="644"))
+    if blacklist.will_change:
+        server.shell(name="Rebuild initramfs without nouveau", commands=[platform.initramfs_update])
+
+
+def _fm_skew_early(plan: Plan) -> None:
+    """Fail before touching the host when fabric manager cannot equal the driver version."""
+    fm = plan.fabric_manager
+    available = host.get_fact(facts.AptVersions, packages=sorted([plan.driver[0], fm]))
+    installed = host.get_fact(facts.NvidiaPackages)
+    current = installed.get(fm, (None,))[0]
+    leader = plan.driver_want.pick(available.get(plan.driver[0], []),
+                                   installed.get(plan.driver[0], (None,))[0])
+    if leader and (available.get(fm) or current):
+        try:
+            follow(Want(fm), leader, available.get(fm, []), current)
+        except VersionSkew as exc:
+            raise DeployError(f"{host.name}: {exc}") from None
+
+
+def _packages(plan: Plan, g) -> None:
+    installed = host.get_fact(facts.NvidiaPackages)
+    track(apt.packages(name="Kernel headers for the driver's DKMS build",
+                       packages=[f"linux-headers-{host.get_fact(KernelVersion)}", "dkms"]))
+    stale = [p for p in installed if STALE_DRIVER.match(p) and p not in plan.driver]
+    track(pinned_packages(name=f"NVIDIA driver {plan.driver_want.describe()}", packages=plan.driver,
+                          want=plan.driver_want, pin_file=f"{PIN_DIR}/r1deploy-nvidia-driver",
+                          why="the NVIDIA driver moves only when the spec says so", remove=stale))
+    if plan.fabric_manager:
+        _fm_skew_early(plan)
+        stale_fm = [p for p in installed if STALE_FM.match(p) and p != plan.fabric_manager]
+        track(pinned_packages(name=f"{plan.fabric_manager} = driver version", packages=[plan.fabric_manager],
+                              want=Want(plan.fabric_manager), leader=plan.driver_want,
+                              pin_file=f"{PIN_DIR}/r1deploy-nvidia-fabricmanager",
+                              why="fabric manager must equal the driver version exactly", remove=stale_fm))
+    nccl = plan.platform.nccl_packages()
+    track(pinned_packages(name=f"NCCL for CUDA {plan.cuda_major}", packages=nccl,
+                          want=Want(nccl[0], upstream=g.nccl_version, pattern=rf"\+cuda{plan.cuda_major}\.\d+$"),
+                          pin_file=f"{PIN_DIR}/r1deploy-nccl", why=f"NCCL built for CUDA {plan.cuda_major}"))
+    optional = []
+    if g.cuda_toolkit:
+        optional.append(plan.platform.cuda_toolkit_package(g.cuda_toolkit_version or f"{plan.cuda_major}.0"))
+    if g.dcgm:
+        optional.append(plan.platform.dcgm_package(plan.cuda_major))
+    if optional:
+        track(apt.packages(name="CUDA toolkit / DCGM", packages=optional))
+
+
+def _services(plan: Plan, g) -> None:
+    dropin = track(files.put(name="nvidia-persistenced as root with persistence mode",
+                             src=StringIO(PERSISTENCED), dest=PERSISTENCED_DROPIN, create_remote_dir=True,
+                             user="root", group="root", mode="644"))
+    track(systemd.service(name="nvidia-persistenced running", service="nvidia-persistenced", running=True,
+                          enabled=True, restarted=dropin.will_change, daemon_reload=dropin.will_change))
+    if plan.fabric_manager:
+        track(systemd.service(name="nvidia-fabricmanager running", service="nvidia-fabricmanager",
+                              running=True, enabled=True))
+    if g.dcgm:
+        track(systemd.service(name="DCGM host engine running", service="nvidia-dcgm", running=True, enabled=True))
+
+
+@deploy("GPU host")
+def gpu_host() -> None:
+    g = host_spec().gpu
+    if not g.manage:
+        host.noop("gpu_manage is False: GPU host provisioning skipped")
+        return
+    platform = _platform()
+    plan = _plan(g, platform)
+    _repository(platform, g)
+    _nouveau(platform)
+    _packages(plan, g)
+    # Batches: the first host's gpu_reboot_batch_size applies to the whole run.
+    reboot_into_driver(name="Reboot into the installed driver if needed", driver_package=plan.driver[0],
+                       expected=plan.driver_want, allow_reboot=g.allow_reboot, _parallel=g.reboot_batch_size)
+    _services(plan, g)
+    verify_gpus(name="GPU verification gate", expectations=Expectations.from_spec(g))
+
+
+@deploy("GPU verify")
+def gpu_verify() -> None:
+    """Only the facts and the gate, changing nothing: drift checks, and hosts outside an
+    inventory (`pyinfra @local roles/gpu_host/verify.py --data gpu_expected_count=8`).
+    Reads only the gpu_* keys, so it needs no model settings."""
+    try:
+        g = GpuSection.model_validate(split_host_data(host.data.dict()).get("gpu", {}))
+    except ValueError as exc:
+        raise DeployError(f"{host.name}: gpu_* settings: {exc}") from None
+    verify_gpus(name="GPU verification gate", expectations=Expectations.from_spec(g))

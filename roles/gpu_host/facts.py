@@ -1,0 +1,167 @@
+"""pyinfra facts for NVIDIA hosts: thin wrappers around the pure parsers in r1deploy.gpu.
+
+Every probe command exits 0 and prints a marker when its binary is missing, so a host with no
+GPU, no driver or a broken driver gives a fact value that says so instead of failing the host.
+Try them on any host: `pyinfra @local fact roles.gpu_host.facts.Gpus` (from the repo root).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+from r1deploy import gpu
+
+
+def _text(output: list[str]) -> str:
+    return "\n".join(output) + "\n"
+
+
+class Gpus(FactBase):
+    """nvidia-smi --query-gpu: a GpuInventory (status ok | no-gpu | no-driver | smi-failed)."""
+
+    def command(self) -> str:
+        return gpu.PROBES["query_gpu"][1]
+
+    @staticmethod
+    def default():
+        return gpu.GpuInventory("no-driver", detail="no output")
+
+    def process(self, output):
+        return gpu.parse_query_gpu(_text(output))
+
+
+class LoadedDriver(FactBase):
+    """The NVIDIA kernel module running now (/proc/driver/nvidia/version): version, open or not.
+    On simulated lab hosts it reads the SIMULATION's boot-time file instead (gpu.SIM_PROC_VERSION)."""
+
+    def command(self) -> str:
+        return gpu.PROBES["proc_version"][1]
+
+    @staticmethod
+    def default():
+        return gpu.LoadedDriver(None)
+
+    def process(self, output):
+        return gpu.parse_proc_version(_text(output))
+
+
+class GpuHealth(FactBase):
+    """nvidia-smi -q: ECC, retired pages, row remapper and NVLink fabric state per GPU."""
+
+    def command(self) -> str:
+        return gpu.PROBES["smi_q"][1]
+
+    @staticmethod
+    def default():
+        return gpu.SmiReport("no-driver")
+
+    def process(self, output):
+        return gpu.parse_smi_q(_text(output))
+
+
+class GpuTopology(FactBase):
+    """nvidia-smi topo -m: GPU-to-GPU links (NV# or PCIe path kinds)."""
+
+    def command(self) -> str:
+        return gpu.PROBES["topo"][1]
+
+    @staticmethod
+    def default():
+        return gpu.Topology("no-driver")
+
+    def process(self, output):
+        return gpu.parse_topo(_text(output))
+
+
+class NvLinkStatus(FactBase):
+    """nvidia-smi nvlink -s: GPU index -> link -> speed or <inactive>."""
+
+    def command(self) -> str:
+        return gpu.PROBES["nvlink"][1]
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return gpu.parse_nvlink_status(_text(output))
+
+
+class NvSwitches(FactBase):
+    """How many NVSwitch chips this host has (0 on PCIe cards and VMs without them)."""
+
+    def command(self) -> str:
+        return gpu.PROBES["nvswitch"][1]
+
+    @staticmethod
+    def default():
+        return 0
+
+    def process(self, output):
+        return gpu.parse_nvswitch_count(_text(output))
+
+
+class FabricManagerState(FactBase):
+    """`systemctl is-active nvidia-fabricmanager`, or "no-systemd"."""
+
+    def command(self) -> str:
+        return gpu.PROBES["fabricmanager"][1]
+
+    @staticmethod
+    def default():
+        return "unknown"
+
+    def process(self, output):
+        return gpu.parse_fabricmanager(_text(output))
+
+
+_SPLIT = "R1DEPLOY_NVCC"
+
+
+class CudaStack(FactBase):
+    """CUDA runtime / NCCL sonames the linker sees and the nvcc release, if any."""
+
+    def command(self) -> str:
+        return f"{gpu.PROBES['ldconfig'][1]}; echo {_SPLIT}; {gpu.PROBES['nvcc'][1]}"
+
+    @staticmethod
+    def default():
+        return gpu.CudaStack(None, None, None)
+
+    def process(self, output):
+        ldconfig, _, nvcc = _text(output).partition(_SPLIT)
+        return gpu.parse_cuda_stack(ldconfig, nvcc)
+
+
+NVIDIA_PATTERNS = ("nvidia-*", "libnvidia-*", "libnccl*", "cuda-*", "datacenter-gpu-manager*")
+
+
+class NvidiaPackages(FactBase):
+    """Installed NVIDIA/CUDA/NCCL/DCGM packages: name -> (version, held by apt-mark)."""
+
+    def command(self) -> str:
+        patterns = " ".join(shlex.quote(p) for p in NVIDIA_PATTERNS)
+        return f"dpkg-query -W -f='${{db:Status-Abbrev}}|${{Package}}|${{Version}}\\n' {patterns} 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return gpu.parse_dpkg_packages(_text(output))
+
+
+class AptVersions(FactBase):
+    """Versions the configured apt repositories offer: package -> [version, newest first]."""
+
+    def command(self, packages) -> str:
+        return f"apt-cache madison {' '.join(shlex.quote(p) for p in packages)} 2>/dev/null || true"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return gpu.parse_madison(_text(output))

@@ -1,0 +1,129 @@
+"""Operations of the GPU role that must decide at execute time, on facts read then.
+
+pyinfra re-runs an operation's body when executing, with facts read at that moment: the
+exact version in the (just configured) repository, the driver just installed, the kernel
+module loaded after a reboot. At prepare time on a fresh host those are unknown, so the
+body yields a comment saying what will be decided. Host-stopping outcomes are yielded as
+Python commands returning False, which fails that host only (an exception would abort
+the whole run).
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host, logger, state
+from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.operations import files, server
+
+from r1deploy import gpu
+from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
+from roles.gpu_host import facts
+from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
+
+APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
+               "--allow-change-held-packages -o Dpkg::Options::=--force-confdef "
+               "-o Dpkg::Options::=--force-confold")
+
+
+def _stop(state, host, message: str) -> bool:
+    host.log_styled(message, fg="red", log_func=logger.error)
+    return False
+
+
+def stop_host(message: str) -> FunctionCommand:
+    return FunctionCommand(_stop, (message,), {})
+
+
+def _installed(package: str) -> str | None:
+    found = host.get_fact(facts.NvidiaPackages).get(package)
+    return found[0] if found else None
+
+
+@operation()
+def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
+                    leader: Want | None = None, remove: list[str] | None = None):
+    """Install `packages` at one exact version, pin it in `pin_file` and apt-mark hold it.
+
+    + want: the version rule (of packages[0]); with `leader`, the version is instead the
+      one whose upstream equals what `leader` resolves to (fabric manager follows the driver)
+    + remove: packages to remove in the same apt transaction (another branch or flavor)
+    """
+    names = sorted({*packages, *([leader.package] if leader else [])})
+    available = host.get_fact(facts.AptVersions, packages=names)
+    installed = host.get_fact(facts.NvidiaPackages)
+    offered, current_version = available.get(want.package, []), _installed(want.package)
+    if leader:
+        leader_version = leader.pick(available.get(leader.package, []), _installed(leader.package))
+        try:
+            version = follow(want, leader_version, offered, current_version)
+        except VersionSkew as exc:
+            yield stop_host(f"version skew: {exc}")
+            return
+    else:
+        version = want.pick(offered, current_version)
+    if version is None:
+        if state.is_executing:
+            yield stop_host(f"no {want.describe()} in the configured apt repositories")
+        else:
+            yield StringCommand(f"# {' '.join(packages)}: pin {want.describe()}, version read from the "
+                                "repository when executing")
+        return
+
+    yield from files.put._inner(src=StringIO(preferences(packages, version, why)), dest=pin_file,
+                                user="root", group="root", mode="644")
+    current = [installed.get(p) for p in packages]
+    stale = [p for p in remove or [] if p in installed]
+    if stale or any(c is None or c[0] != version for c in current):
+        yield StringCommand(APT_INSTALL, *[f"{p}={version}" for p in packages], *[f"{p}-" for p in stale])
+        yield StringCommand("apt-mark hold", *packages)
+    elif not all(held for _, held in current):
+        yield StringCommand("apt-mark hold", *packages)
+
+
+@operation(is_idempotent=False)
+def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
+                       delay: int = 30, reboot_timeout: int = 900):
+    """Reboot when the loaded kernel module is not the installed driver; with allow_reboot
+    False, report "reboot required" and stop this host instead."""
+    loaded = host.get_fact(facts.LoadedDriver).version
+    installed = _installed(driver_package)
+    if state.is_executing:
+        target = gpu.upstream_version(installed) if installed else None
+    else:
+        picked = expected.pick(host.get_fact(facts.AptVersions, packages=[driver_package]).get(driver_package, []),
+                               installed)
+        target = gpu.upstream_version(picked) if picked else None
+    if target is not None and loaded == target:
+        return
+    if state.is_executing and target is None:
+        yield stop_host(f"{driver_package} is not installed; cannot load a driver")
+        return
+    why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
+    if not allow_reboot:
+        yield stop_host(f"reboot required ({why}); gpu_allow_reboot is False, stopping this host")
+        return
+    yield StringCommand(f"# reboot: {why}")
+    yield from server.reboot._inner(delay=delay, interval=5, reboot_timeout=reboot_timeout)
+
+
+def _gate(state, host, expectations: Expectations) -> bool:
+    obs = Observation(
+        host.get_fact(facts.Gpus), host.get_fact(facts.LoadedDriver), host.get_fact(facts.GpuHealth),
+        host.get_fact(facts.NvSwitches), host.get_fact(facts.FabricManagerState),
+        host.get_fact(facts.NvLinkStatus),
+    )
+    checks = run_gate(host.name, obs, expectations)
+    table = render_table(checks)
+    if exit_code(checks):
+        host.log_styled(f"GPU gate failed, not serving from this host:\n{table}", fg="red", log_func=logger.error)
+        return False
+    host.log(f"GPU gate passed:\n{table}")
+    return True
+
+
+@operation()
+def verify_gpus(expectations: Expectations):
+    """The verification gate on facts read now; a failure fails this host (nothing to change)."""
+    if state.is_executing:
+        yield FunctionCommand(_gate, (expectations,), {})
