@@ -1,0 +1,547 @@
+"""Host agent for model weights: pull a pinned repo into real files, verify every byte, publish.
+
+    python -m r1deploy.weights pull --repo org/name --revision SHA --root /srv/models --endpoint URL
+        [--token-file F] [--allow PAT ...] [--ignore PAT ...] [--extra-bytes N] [--margin-gib G]
+    python -m r1deploy.weights verify --dir /srv/models/org--name/SHA [--full]
+    python -m r1deploy.weights status --root /srv/models --repo org/name
+
+Layout: ``<root>/<org>--<name>/<commit>/`` holds the files and ``.r1deploy-manifest.json``;
+``<root>/<org>--<name>/current`` is a symlink to ``<commit>`` moved only after verification.
+
+Unlike huggingface-hub's own download (which restarts a killed file from zero and checks only
+sizes), each file is fetched into ``<file>.part`` with ranged requests that continue from the
+bytes on disk, hashed against the tree listing (sha256 for LFS, git sha1 otherwise), and only
+then renamed into place. It runs on hosts with only huggingface-hub, requests and pydantic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+# Before huggingface_hub reads its constants: no telemetry, plain HTTP downloads.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+
+import requests  # noqa: E402
+from huggingface_hub import HfApi, hf_hub_url  # noqa: E402
+from huggingface_hub.hf_api import RepoFile  # noqa: E402
+from huggingface_hub.utils import build_hf_headers, filter_repo_objects  # noqa: E402
+
+MANIFEST = ".r1deploy-manifest.json"
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+CHUNK = 1024 * 1024
+GIB = 1024**3
+PROGRESS_EVERY_S = 2.0
+RETRIES = 5  # transient network errors per file, counted since the last byte received
+USER_AGENT = "r1deploy-weights"
+
+
+class WeightsError(Exception):
+    exit_code = 1
+
+
+class DiskSpaceError(WeightsError):
+    exit_code = 3
+
+
+class IntegrityError(WeightsError):
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file of the pinned commit as the tree listing describes it."""
+
+    path: str
+    size: int
+    sha256: str | None  # LFS files
+    sha1: str  # git blob id (of the LFS pointer for LFS files)
+
+    @property
+    def algo(self) -> str:
+        return "sha256" if self.sha256 else "sha1"
+
+    @property
+    def expected(self) -> str:
+        return self.sha256 or self.sha1
+
+    @classmethod
+    def from_hub(cls, f: RepoFile) -> RemoteFile:
+        return cls(f.path, f.size, f.lfs.sha256 if f.lfs else None, f.blob_id)
+
+
+# --------------------------------------------------------------------------- hashing, manifest
+
+def digest(path: Path, algo: str, size: int | None = None) -> str:
+    """sha256 of the content, or git's blob sha1 (`blob <size>\\0` + content)."""
+    if algo == "sha256":
+        h = hashlib.sha256()
+    else:
+        h = hashlib.sha1(b"blob %d\0" % (os.path.getsize(path) if size is None else size))
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_entry(path: Path, rf: RemoteFile) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": rf.path, "size": st.st_size, rf.algo: rf.expected, "mtime_ns": st.st_mtime_ns,
+            "verified_at": _now()}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def read_manifest(local_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((local_dir / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_manifest(local_dir: Path, manifest: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=local_dir, prefix=f".{MANIFEST}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, local_dir / MANIFEST)
+
+
+def public_endpoint(endpoint: str | None) -> str | None:
+    """The endpoint as it may be written down: no user:password, query or fragment."""
+    if not endpoint:
+        return endpoint
+    u = urlsplit(endpoint)
+    return urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else "") if u.hostname else "",
+                       u.path, "", ""))
+
+
+# --------------------------------------------------------------------------- verify / status
+
+def _entry_expected(entry: dict[str, Any]) -> tuple[str, str]:
+    return ("sha256", entry["sha256"]) if "sha256" in entry else ("sha1", entry["sha1"])
+
+
+def check_entry(local_dir: Path, entry: dict[str, Any], full: bool) -> str | None:
+    """Why this manifest entry no longer describes the file on disk, or None."""
+    try:
+        st = (local_dir / entry["path"]).stat()
+    except FileNotFoundError:
+        return "missing"
+    if st.st_size != entry["size"]:
+        return f"size {st.st_size} != {entry['size']}"
+    if st.st_mtime_ns != entry["mtime_ns"]:
+        return "modified since verification (mtime changed)"
+    if full:
+        algo, want = _entry_expected(entry)
+        got = digest(local_dir / entry["path"], algo)
+        if got != want:
+            return f"{algo} mismatch: {got} != {want}"
+    return None
+
+
+def verify(local_dir: str | os.PathLike[str], full: bool = False) -> dict[str, Any]:
+    """Compare the files with the manifest: size+mtime (cheap) or a full rehash.
+
+    A full check that finds a corrupted file drops its manifest entry, so the next pull
+    re-fetches it even though size and mtime still match.
+    """
+    local_dir = Path(local_dir)
+    manifest = read_manifest(local_dir)
+    if manifest is None:
+        return {"ok": False, "dir": str(local_dir), "files": 0, "problems": [{"path": MANIFEST, "problem": "missing"}]}
+    problems = []
+    for entry in manifest["files"]:
+        problem = check_entry(local_dir, entry, full)
+        if problem:
+            problems.append({"path": entry["path"], "problem": problem})
+    if full and problems:
+        bad = {p["path"] for p in problems}
+        manifest["files"] = [e for e in manifest["files"] if e["path"] not in bad]
+        write_manifest(local_dir, manifest)
+    return {"ok": not problems, "dir": str(local_dir), "commit": manifest.get("commit"),
+            "files": len(manifest["files"]) + (len(problems) if full else 0), "problems": problems}
+
+
+def repo_base(root: str | os.PathLike[str], repo_id: str) -> Path:
+    return Path(root) / repo_id.replace("/", "--")
+
+
+def status(root: str | os.PathLike[str], repo_id: str) -> dict[str, Any]:
+    """What `current` points to and whether its manifest still checks out (cheap check)."""
+    link = repo_base(root, repo_id) / "current"
+    commit = os.readlink(link) if link.is_symlink() else None
+    out: dict[str, Any] = {"repo": repo_id, "current": commit, "ok": False}
+    if commit:
+        report = verify(link.parent / commit)
+        manifest = read_manifest(link.parent / commit) or {}
+        out.update(ok=report["ok"], dir=report["dir"], files=report["files"], problems=report["problems"],
+                   bytes=sum(e["size"] for e in manifest.get("files", [])))
+    return out
+
+
+# --------------------------------------------------------------------------- progress
+
+class Progress:
+    """Plain-text progress lines (bytes, rate, ETA) every few seconds: readable in a journal."""
+
+    def __init__(self, label: str, total: int, out: TextIO):
+        self.label, self.total, self.out = label, total, out
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def add(self, n: int, current: str) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S:
+            self.last = now
+            self.line(current)
+
+    def line(self, current: str = "") -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        eta = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        print(f"weights {self.label}: {_mib(self.done)}/{_mib(self.total)} MiB ({pct:.0f}%) "
+              f"{_mib(rate)} MiB/s ETA {eta} {current}".rstrip(), file=self.out, flush=True)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+# --------------------------------------------------------------------------- pull
+
+@dataclass
+class Plan:
+    verified: list[dict[str, Any]]  # manifest entries for files already good on disk
+    fetch: list[tuple[RemoteFile, int]]  # files to download, with bytes already in .part
+
+    @property
+    def bytes_to_fetch(self) -> int:
+        return sum(rf.size - have for rf, have in self.fetch)
+
+
+def list_remote(api: HfApi, repo_id: str, commit: str, allow: list[str] | None,
+                ignore: list[str] | None) -> list[RemoteFile]:
+    files = [f for f in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(f, RepoFile)]
+    chosen = filter_repo_objects(files, allow_patterns=allow or None, ignore_patterns=ignore or None,
+                                 key=lambda f: f.path)
+    return sorted((RemoteFile.from_hub(f) for f in chosen), key=lambda rf: rf.path)
+
+
+def _part(target: Path) -> Path:
+    return target.with_name(target.name + ".part")
+
+
+def plan_pull(local_dir: Path, files: list[RemoteFile], manifest: dict[str, Any] | None, log: TextIO) -> Plan:
+    """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part)."""
+    known = {e["path"]: e for e in (manifest or {}).get("files", [])}
+    plan = Plan([], [])
+    for rf in files:
+        target = local_dir / rf.path
+        entry = known.get(rf.path)
+        if entry and _entry_expected(entry) == (rf.algo, rf.expected) and not check_entry(local_dir, entry, False):
+            plan.verified.append(entry)
+            continue
+        if target.is_file():
+            if target.stat().st_size == rf.size and digest(target, rf.algo) == rf.expected:
+                plan.verified.append(manifest_entry(target, rf))
+                continue
+            print(f"weights: {rf.path} on disk does not match {rf.algo} {rf.expected[:12]}; re-fetching",
+                  file=log, flush=True)
+            target.unlink()
+        part = _part(target)
+        have = part.stat().st_size if part.is_file() else 0
+        if have > rf.size:
+            part.unlink()
+            have = 0
+        plan.fetch.append((rf, have))
+    return plan
+
+
+def preflight(local_dir: Path, fetch_bytes: int, extra_bytes: int, margin_gib: float) -> None:
+    """Refuse before writing anything when the target filesystem cannot take the pull."""
+    probe = local_dir
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    margin = int(margin_gib * GIB)
+    need = fetch_bytes + extra_bytes + margin
+    if need > free:
+        raise DiskSpaceError(
+            f"not enough disk for {local_dir}: need {need} bytes ({need / GIB:.2f} GiB) = "
+            f"{fetch_bytes} to fetch + {extra_bytes} extra + {margin} margin ({margin_gib} GiB), "
+            f"but {probe} has {free} bytes ({free / GIB:.2f} GiB) free")
+
+
+class Fetcher:
+    """Ranged downloads into .part files that continue from the bytes already on disk."""
+
+    def __init__(self, repo_id: str, commit: str, endpoint: str | None, token: str | None, progress: Progress,
+                 log: TextIO):
+        self.repo_id, self.commit, self.endpoint = repo_id, commit, endpoint
+        self.headers = build_hf_headers(token=token or False, user_agent=USER_AGENT)
+        self.headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets in the file
+        self.session = requests.Session()
+        self.progress, self.log = progress, log
+        self.fetched = 0
+
+    def fetch(self, rf: RemoteFile, target: Path) -> dict[str, Any]:
+        part = _part(target)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            part.touch(exist_ok=True)  # empty files too end up verified and renamed
+            self._download(rf, part)
+            got = digest(part, rf.algo, part.stat().st_size)
+            if part.stat().st_size == rf.size and got == rf.expected:
+                os.replace(part, target)
+                return manifest_entry(target, rf)
+            print(f"weights: {rf.path} failed verification ({rf.algo} {got[:12]} != {rf.expected[:12]}, "
+                  f"{part.stat().st_size}/{rf.size} bytes); "
+                  + ("re-fetching from zero" if attempt == 1 else "giving up"), file=self.log, flush=True)
+            part.unlink()
+            self.progress.total += rf.size
+        raise IntegrityError(f"{rf.path}: content from {public_endpoint(self.endpoint) or 'the hub'} does "
+                             f"not match the tree listing's {rf.algo} {rf.expected}; not published")
+
+    def _download(self, rf: RemoteFile, part: Path) -> None:
+        url = hf_hub_url(self.repo_id, rf.path, revision=self.commit, endpoint=self.endpoint)
+        failures = 0
+        while (have := _size(part)) < rf.size:
+            try:
+                self._stream(url, rf, part, have)
+                if _size(part) <= have:
+                    raise _Retry("the server sent no bytes")
+                failures = 0
+            except (_Retry, requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                failures += 1
+                if failures > RETRIES:
+                    raise WeightsError(f"{rf.path}: download failed {failures} times in a row "
+                                       f"({type(exc).__name__}); rerun to continue from the bytes on disk") from None
+                print(f"weights: {rf.path}: {type(exc).__name__}, retrying from byte {_size(part)}",
+                      file=self.log, flush=True)
+                time.sleep(min(2 ** (failures - 1), 30))
+
+    def _stream(self, url: str, rf: RemoteFile, part: Path, have: int) -> None:
+        headers = dict(self.headers, Range=f"bytes={have}-") if have else self.headers
+        with self.session.get(url, headers=headers, stream=True, timeout=(10, 60)) as r:
+            if r.status_code not in (200, 206):
+                raise WeightsError(f"{rf.path}: HTTP {r.status_code} from {url}")
+            if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                part.unlink(missing_ok=True)
+                raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
+            resumed = r.status_code == 206
+            if have and not resumed:  # the server ignored our Range: start over
+                self.progress.total += have
+            with open(part, "ab" if resumed else "wb") as f:
+                try:
+                    for chunk in r.iter_content(CHUNK):
+                        f.write(chunk)
+                        self.fetched += len(chunk)
+                        self.progress.add(len(chunk), rf.path)
+                        if f.tell() > rf.size:
+                            break  # a longer body than listed can only fail verification
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
+
+
+class _Retry(Exception):
+    """A transient download problem worth another ranged request."""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def publish_current(base: Path, commit: str) -> bool:
+    """Point `current` at commit atomically (symlink to a temp name, then rename). True if it moved."""
+    link = base / "current"
+    if link.is_symlink() and os.readlink(link) == commit:
+        return False
+    tmp = base / f".current.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(commit, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(base)
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _settled(base: Path, repo_id: str, commit: str, allow: list[str] | None, ignore: list[str] | None) -> bool:
+    """Published before with the same selection, every selected file verified and unchanged on disk.
+
+    Then there is nothing to ask the hub: a pinned commit never changes.
+    """
+    manifest = read_manifest(base / commit)
+    return bool(manifest and manifest.get("repo") == repo_id and manifest.get("allow") == (allow or None)
+                and manifest.get("ignore") == (ignore or None)
+                and manifest.get("selected") == [e["path"] for e in manifest["files"]]
+                and verify(base / commit)["ok"])
+
+
+def pull(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: str | None = None, *,
+         token: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
+         extra_bytes: int = 0, margin_gib: float = 10.0, log: TextIO = sys.stderr) -> dict[str, Any]:
+    """Make `<root>/<org>--<name>/<commit>` hold verified files and point `current` at it."""
+    base = repo_base(root, repo_id)
+    allow, ignore = allow or None, ignore or None
+    if HEX40.match(revision) and _settled(base, repo_id, revision, allow, ignore):
+        moved = publish_current(base, revision)
+        return _result(moved, revision, 0, read_manifest(base / revision), base)
+    api = HfApi(endpoint=endpoint, token=token or False, user_agent=USER_AGENT)
+    commit = revision if HEX40.match(revision) else api.model_info(repo_id, revision=revision).sha
+    local_dir = base / commit
+    files = list_remote(api, repo_id, commit, allow, ignore)
+    if not files:
+        raise WeightsError(f"{repo_id}@{commit}: no files match allow={allow} ignore={ignore}")
+    manifest = read_manifest(local_dir) if local_dir.is_dir() else None
+    plan = plan_pull(local_dir, files, manifest, log)
+    preflight(local_dir, plan.bytes_to_fetch, extra_bytes, margin_gib)
+
+    progress = Progress(f"{repo_id}@{commit[:12]}", plan.bytes_to_fetch, log)
+    fetcher = Fetcher(repo_id, commit, endpoint, token, progress, log)
+    entries = list(plan.verified)
+    if plan.fetch:
+        print(f"weights {repo_id}@{commit[:12]}: fetching {len(plan.fetch)} of {len(files)} files, "
+              f"{_mib(plan.bytes_to_fetch)} MiB ({sum(h for _, h in plan.fetch)} bytes already in .part files)",
+              file=log, flush=True)
+    for rf, _ in plan.fetch:
+        entries.append(fetcher.fetch(rf, local_dir / rf.path))
+    if plan.fetch:
+        progress.line("done")
+
+    new_manifest = {"repo": repo_id, "commit": commit, "endpoint": public_endpoint(endpoint),
+                    "allow": allow, "ignore": ignore, "selected": [rf.path for rf in files],
+                    "files": sorted(entries, key=lambda e: e["path"])}
+    changed_manifest = _comparable(manifest) != _comparable(new_manifest)
+    if changed_manifest:
+        local_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(local_dir, new_manifest)
+        _fsync_dir(local_dir)
+    moved = publish_current(base, commit)
+    return _result(moved or changed_manifest or fetcher.fetched > 0, commit, fetcher.fetched, new_manifest, base)
+
+
+def _comparable(manifest: dict[str, Any] | None) -> Any:
+    if manifest is None:
+        return None
+    files = [{k: v for k, v in e.items() if k != "verified_at"} for e in manifest.get("files", [])]
+    return {**{k: v for k, v in manifest.items() if k != "files"}, "files": files}
+
+
+def _result(changed: bool, commit: str, fetched: int, manifest: dict[str, Any] | None, base: Path) -> dict[str, Any]:
+    files = (manifest or {}).get("files", [])
+    return {"changed": changed, "commit": commit, "bytes_fetched": fetched, "files": len(files),
+            "bytes": sum(e["size"] for e in files), "dir": str(base / commit)}
+
+
+# --------------------------------------------------------------------------- CLI
+
+def read_token_file(path: str) -> str:
+    """The hub token from a file only the service user can read (never argv or env)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise WeightsError(f"token file {path} has mode {mode:o}; it must not be readable by group or others "
+                           "(chmod 600)")
+    token = Path(path).read_text().strip()
+    if not token:
+        raise WeightsError(f"token file {path} is empty")
+    return token
+
+
+def _scrub(text: str, secrets: Iterable[str | None]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
+    token = read_token_file(args.token_file) if args.token_file else None
+    args.secrets.append(token)
+    return pull(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib)
+
+
+def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    return verify(args.dir, full=args.full)
+
+
+def _cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    return status(args.root, args.repo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m r1deploy.weights", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pl = sub.add_parser("pull", help="download, verify and publish a repo revision")
+    pl.add_argument("--repo", required=True, help="org/name")
+    pl.add_argument("--revision", required=True, help="40-hex commit (a branch is resolved once)")
+    pl.add_argument("--root", required=True, help="models root, e.g. /srv/models")
+    pl.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
+    pl.add_argument("--token-file", help="file holding the hub token (mode 0600)")
+    pl.add_argument("--allow", nargs="*", default=None, metavar="PAT", help="only files matching these globs")
+    pl.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
+    pl.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")
+    pl.add_argument("--margin-gib", type=float, default=10.0, help="free space to leave on the filesystem")
+    pl.set_defaults(func=_cmd_pull)
+    v = sub.add_parser("verify", help="check a pulled directory against its manifest")
+    v.add_argument("--dir", required=True)
+    v.add_argument("--full", action="store_true", help="rehash every file instead of size+mtime")
+    v.set_defaults(func=_cmd_verify)
+    s = sub.add_parser("status", help="JSON: what current points to and whether it checks out")
+    s.add_argument("--root", required=True)
+    s.add_argument("--repo", required=True)
+    s.set_defaults(func=_cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.secrets = []
+    try:
+        result = args.func(args)
+    except Exception as exc:  # one JSON line for the caller, one readable line for the operator
+        message = _scrub(f"{type(exc).__name__}: {exc}", args.secrets)
+        print(f"error: {message}", file=sys.stderr)
+        print(json.dumps({"changed": False, "error": message}))
+        return getattr(exc, "exit_code", 1)
+    print(json.dumps(result, sort_keys=True))
+    if args.command == "verify" and not result["ok"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
