@@ -7,6 +7,7 @@ max model len, memory utilization, vLLM generation); the planner sees only that 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,12 @@ def compare(obs: dict[str, Any]) -> Row:
 
 def agreement(path: Path = OBSERVATIONS) -> list[Row]:
     return [compare(o) for o in load_observations(path)]
+
+
+_KV_LINE = re.compile(r"GPU KV cache size: ([0-9,]+) tokens")
+
+
+def kv_tokens_from_log(text: str) -> int | None:
+    """The "GPU KV cache size: N tokens" a vLLM server printed (the CPU backend prints it too)."""
+    found = _KV_LINE.findall(text)
+    return int(found[-1].replace(",", "")) if found else None

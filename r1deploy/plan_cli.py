@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"])
     p.add_argument("--quantization", choices=["none", "fp8_dynamic", "w8a8_int8", "w4a16"])
     p.add_argument("--prefer", choices=["throughput", "latency"], default="throughput")
+    p.add_argument("--target-concurrency", type=int, help="full-length requests the fleet must hold at once")
     p.add_argument("--tp", type=int, help="fix tensor-parallel size")
     p.add_argument("--pp", type=int, help="fix pipeline-parallel size")
     p.add_argument("--dp", type=int, help="fix data-parallel size")
@@ -74,7 +75,7 @@ def _flag_plan(args: argparse.Namespace) -> Plan:
                 gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_dtype=args.kv_cache_dtype,
                 quantization=args.quantization, tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp,
                 data_parallel_size=args.dp, prefer=args.prefer, device=args.device,
-                cpu_kvcache_space_gib=args.cpu_kvcache_gib,
+                cpu_kvcache_space_gib=args.cpu_kvcache_gib, target_concurrency=args.target_concurrency,
                 costs=costs if any(v is not None for v in costs.values()) else None)
 
 

@@ -165,6 +165,7 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
     cost: Cost | None = None
+    meets_target: bool | None = None  # against plan_target_concurrency, when set
     recommended_args: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -454,7 +455,7 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          enable_expert_parallel: bool | None = None, prefer: str = "throughput", engine: EngineProfile = V1,
          cuda_graphs: bool = True, device: str = "cuda", cpu_kvcache_space_gib: float = 4.0,
          costs: dict[str, float | None] | None = None, overrides: dict[str, Any] | None = None,
-         suggest: bool = True) -> Plan:
+         target_concurrency: int | None = None, suggest: bool = True) -> Plan:
     """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``."""
     quant = None if quantization in (None, "none") else quantization
     req = Request(model, gpu, gpus_per_node, nodes, max_model_len, gpu_memory_utilization, kv_cache_dtype,
@@ -472,7 +473,23 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
         result.reasons.extend(_cost_reasons(result.cost))
     if suggest and not result.fits:
         result.suggestions = suggestions(req, result)
+    if target_concurrency:
+        _check_target(req, result, target_concurrency)
     return result
+
+
+def _check_target(req: Request, result: Plan, target: int) -> None:
+    """plan_target_concurrency: full-length requests the fleet must hold at once."""
+    result.meets_target = result.fits and result.max_concurrency >= target
+    if not result.fits or result.meets_target:
+        return
+    result.reasons.append(f"below target: {result.max_concurrency:g} concurrent {result.max_model_len:,}-token "
+                          f"requests, target {target}")
+    per_node = result.max_concurrency / req.nodes
+    if per_node > 0:
+        result.suggestions.append(f"more nodes: ~{math.ceil(target / per_node)} nodes like this reach {target}")
+    if req.kv_cache_dtype == "auto" and req.device != "cpu":
+        result.suggestions.append("kv_cache_dtype fp8 roughly doubles the KV tokens (small accuracy cost)")
 
 
 def _fixed_layout(req: Request, tp: int | None, pp: int | None, dp: int | None, ep: bool | None) -> Layout | None:
@@ -549,17 +566,25 @@ def _hardware_reasons(req: Request, layout: Layout) -> list[str]:
 
 
 def _plan_cpu(req: Request) -> Plan:
-    """vLLM CPU: the KV cache is exactly VLLM_CPU_KVCACHE_SPACE GiB, in blocks of 16 tokens."""
+    """vLLM CPU: the KV cache is exactly VLLM_CPU_KVCACHE_SPACE GiB (the CPU worker takes it as an
+    explicit kv_cache_memory_bytes, no profiling), laid out [2, blocks, kv_heads, block, head_dim]
+    by CPU_ATTN, which has no FP8 KV cache."""
     arch, context = req.model.arch, req.context
     layout = Layout(1, 1, 1, False)
-    per_token = arch.layers * arch.kv_bytes_per_token_per_layer(req.kv_dtype_bytes())
+    per_token = arch.layers * arch.kv_bytes_per_token_per_layer(arch.dtype_bytes)
     tokens = kv_tokens(req.cpu_kvcache_space_gib, per_token, req.engine.block_size, context, req.engine)
     weights = stage_weights_bytes(arch, layout, 0, arch.layers, req.quantization) / GIB
-    fits = tokens >= context
+    fp8_kv = req.kv_cache_dtype != "auto"
+    fits = tokens >= context and not fp8_kv
     reasons = [f"CPU backend: KV cache = VLLM_CPU_KVCACHE_SPACE = {req.cpu_kvcache_space_gib:g} GiB, "
                f"{int(per_token):,} bytes/token → {tokens:,} tokens",
-               f"weights {weights:.2f} GiB live in host memory",
-               "fits" if fits else f"does not fit: {tokens:,} tokens cannot hold one {context:,}-token request"]
+               f"weights {weights:.2f} GiB live in host memory"]
+    if fp8_kv:
+        reasons.append(f"does not run: the CPU attention backend has no {req.kv_cache_dtype} KV cache; use auto")
+    elif fits:
+        reasons.append(f"fits: {tokens / context:g} concurrent {context:,}-token requests")
+    else:
+        reasons.append(f"does not fit: {tokens:,} tokens cannot hold one {context:,}-token request")
     entry = req.model.entry
     return Plan(fits=fits, model=req.model.name, gpu="cpu", device="cpu", gpus_per_node=1, nodes=req.nodes,
                 tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1,
@@ -688,6 +713,7 @@ def plan_for_spec(spec: Any, gpu_name: str | None = None, gpu_count: int | None 
     costs = {k: getattr(spec.plan, k) for k in
              ("capex_usd", "power_kw", "power_usd_per_kwh", "cloud_usd_per_mtok", "tokens_per_day")}
     common = dict(max_model_len=v.max_model_len, gpu_memory_utilization=v.gpu_memory_utilization,
+                  target_concurrency=spec.plan.target_concurrency,
                   kv_cache_dtype=v.kv_cache_dtype, quantization=spec.quant.scheme,
                   costs=costs if any(x is not None for x in costs.values()) else None,
                   overrides=spec_overrides(spec))

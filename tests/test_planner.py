@@ -226,3 +226,27 @@ def test_cli_plans_an_inventory(tmp_path, capsys):
 def test_cli_bad_gpu_is_a_usage_error(capsys):
     assert main(["plan", "--model", "R1", "--gpu", "Voodoo 5"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+
+
+def test_target_concurrency_is_checked_with_a_way_to_reach_it():
+    spec = spec_from_host_data("n1", {**BASE, "plan_gpu": "H200", "plan_target_concurrency": 200})
+    p = plan_for_spec(spec)
+    assert p.fits and p.meets_target is False
+    assert any("below target" in r for r in p.reasons)
+    assert any(s.startswith("more nodes: ~") for s in p.suggestions)
+    assert plan_for_spec(spec_from_host_data("n1", {**BASE, "plan_gpu": "H200",
+                                                    "plan_target_concurrency": 8})).meets_target is True
+
+
+def test_cpu_backend_has_no_fp8_kv_cache():
+    p = plan(ModelSpec.from_config("tiny", TINY), find_gpu("H200"), 1, device="cpu", cpu_kvcache_space_gib=1,
+             max_model_len=2048, kv_cache_dtype="fp8")
+    assert not p.fits and any("no fp8 KV cache" in r for r in p.reasons)
+
+
+def test_kv_tokens_from_a_vllm_log():
+    from r1deploy.agreement import kv_tokens_from_log
+
+    log = "INFO [kv_cache_utils.py:1307] GPU KV cache size: 2,097,152 tokens\nINFO Maximum concurrency ..."
+    assert kv_tokens_from_log(log) == 2_097_152
+    assert kv_tokens_from_log("nothing here") is None
