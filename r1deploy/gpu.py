@@ -21,9 +21,12 @@ QUERY_GPU = f"nvidia-smi --query-gpu={QUERY_GPU_FIELDS} --format=csv"
 MISSING = "R1DEPLOY_MISSING"
 NO_SYSTEMD = "R1DEPLOY_NO_SYSTEMD"
 
-# SIMULATION ONLY: lab hosts cannot change /proc, so the simulated "kernel module" writes
-# its loaded version here at boot; the probe prefers it when present. Absent on real hosts.
-SIM_PROC_VERSION = "/var/lib/r1deploy-gpu-sim/proc-driver-version"
+# SIMULATION ONLY (lab/gpu_repo.py): lab hosts cannot change /proc or grow PCI devices, so the
+# simulated "kernel module" writes its version here at boot and the lab declares NVSwitches
+# here; the probes prefer these files when present. They never exist on real hosts.
+SIM_DIR = "/var/lib/r1deploy-gpu-sim"
+SIM_PROC_VERSION = f"{SIM_DIR}/proc-driver-version"
+SIM_NVSWITCH = f"{SIM_DIR}/nvswitch.txt"
 PROC_VERSION = "/proc/driver/nvidia/version"
 
 SMI_FAILED = "NVIDIA-SMI has failed"
@@ -51,7 +54,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "nvswitch.txt",
         # NVSwitch chips are PCI bridges (class 0680) of vendor 10de; /dev nodes appear once
         # the driver binds them. Either one is evidence of an HGX/DGX baseboard.
-        "{ ls -1 /dev/nvidia-nvswitch* 2>/dev/null; "
+        f"{{ cat {SIM_NVSWITCH} 2>/dev/null; ls -1 /dev/nvidia-nvswitch* 2>/dev/null; "
         "lspci -n -d 10de: 2>/dev/null | grep ' 0680: ' || true; } | cat",
     ),
     "fabricmanager": (

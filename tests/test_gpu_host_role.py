@@ -111,7 +111,8 @@ def test_fresh_pcie_host_gets_repo_pinned_driver_nccl_and_reboot(os_key):
     assert has(cmds, "apt-mark hold nvidia-driver-580-open")
     assert has(cmds, f"libnccl2={NCCL} libnccl-dev={NCCL}") and has(cmds, "apt-mark hold libnccl2 libnccl-dev")
     assert has(cmds, "# reboot: running kernel module none, installed driver 580.159.04")
-    assert has(cmds, "( sleep 1 && reboot )")
+    assert has(cmds, "python _remember_boot") and has(cmds, "( sleep 1 && reboot )")
+    assert has(cmds, "python _wait_for_new_boot")
     assert has(cmds, "systemctl start nvidia-persistenced.service")
     assert not has(cmds, "fabricmanager")
     # order: packages, then the reboot, then services started on the new driver

@@ -165,3 +165,13 @@ class AptVersions(FactBase):
 
     def process(self, output):
         return gpu.parse_madison(_text(output))
+
+
+class BootId(FactBase):
+    """This boot's random id: changes on every boot, also in containers (unlike uptime)."""
+
+    def command(self) -> str:
+        return "cat /proc/sys/kernel/random/boot_id"
+
+    def process(self, output):
+        return output[0].strip() if output else None

@@ -10,11 +10,12 @@ the whole run).
 
 from __future__ import annotations
 
+import time
 from io import StringIO
 
 from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, operation
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from r1deploy import gpu
 from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
@@ -104,7 +105,30 @@ def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
         yield stop_host(f"reboot required ({why}); gpu_allow_reboot is False, stopping this host")
         return
     yield StringCommand(f"# reboot: {why}")
-    yield from server.reboot._inner(delay=delay, interval=5, reboot_timeout=reboot_timeout)
+    boot: list[str] = []
+    yield FunctionCommand(_remember_boot, (boot,), {})
+    yield StringCommand("( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &")
+    yield FunctionCommand(_wait_for_new_boot, (boot, delay, reboot_timeout), {})
+
+
+def _remember_boot(state, host, boot: list[str]) -> bool:
+    boot.append(host.get_fact(facts.BootId))
+    return True
+
+
+def _wait_for_new_boot(state, host, boot: list[str], delay: int, timeout: int) -> bool:
+    """Like server.reboot, but a new boot is a new kernel boot_id, not a smaller uptime:
+    containers (the lab's simulated hosts) report the machine's uptime, never their own."""
+    time.sleep(delay)
+    host.disconnect()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        host.connect(show_errors=False)
+        if host.connected and host.get_fact(facts.BootId) not in (None, boot[0]):
+            return True
+        time.sleep(5)
+    host.log_styled(f"did not come back from the reboot within {timeout}s", fg="red", log_func=logger.error)
+    return False
 
 
 def _gate(state, host, expectations: Expectations) -> bool:

@@ -25,7 +25,8 @@ BRANCH_CUDA_MAJOR = {"535": "12", "550": "12", "560": "12", "565": "12", "570": 
 class Platform:
     key: str  # NVIDIA's repo directory name, e.g. ubuntu2404
     name: str
-    initramfs_update: str = "update-initramfs -u"
+    # Hosts without initramfs-tools (dracut, containers) have no initramfs of ours to rebuild.
+    initramfs_update: str = "if command -v update-initramfs >/dev/null 2>&1; then update-initramfs -u; fi"
 
     def repo_url(self, base: str | None) -> str:
         return f"{(base or NVIDIA_CUDA_REPO).rstrip('/')}/{self.key}/{ARCH_DIR}/"
