@@ -266,6 +266,7 @@ class GpuSpec:
     vendor: str = "nvidia"
     devices_per_package: int = 1  # MI250X: two GCDs, each its own device
     aliases: tuple[tuple[str, ...], ...] = ()
+    arch: str = ""  # hopper, ada, ampere, cdna3, cdna2: which kernels vLLM can use
 
     @property
     def fast_interconnect(self) -> bool:
@@ -277,21 +278,21 @@ def _aliases(*names: str) -> tuple[tuple[str, ...], ...]:
 
 
 GPUS: tuple[GpuSpec, ...] = (
-    GpuSpec("H200", 143771, 139.72, True, "nvswitch", 4.8, aliases=_aliases("h200", "h200 sxm", "h200 nvl")),
-    GpuSpec("H20-3e", 143771, 139.72, True, "nvswitch", 4.0, aliases=_aliases("h20 3e")),
+    GpuSpec("H200", 143771, 139.72, True, "nvswitch", 4.8, aliases=_aliases("h200", "h200 sxm", "h200 nvl"), arch="hopper"),
+    GpuSpec("H20-3e", 143771, 139.72, True, "nvswitch", 4.0, aliases=_aliases("h20 3e"), arch="hopper"),
     GpuSpec("H100 SXM", 81559, 79.18, True, "nvswitch", 3.35,
-            aliases=_aliases("h100", "h100 sxm", "h100 sxm5", "h100 hbm3", "h100 80gb hbm3")),
-    GpuSpec("H100 PCIe", 81559, 79.18, True, "pcie", 2.0, aliases=_aliases("h100 pcie", "h100 80gb pcie")),
-    GpuSpec("H20", 97871, 95.0, True, "nvswitch", 4.0, aliases=_aliases("h20")),
+            aliases=_aliases("h100", "h100 sxm", "h100 sxm5", "h100 hbm3", "h100 80gb hbm3"), arch="hopper"),
+    GpuSpec("H100 PCIe", 81559, 79.18, True, "pcie", 2.0, aliases=_aliases("h100 pcie", "h100 80gb pcie"), arch="hopper"),
+    GpuSpec("H20", 97871, 95.0, True, "nvswitch", 4.0, aliases=_aliases("h20"), arch="hopper"),
     GpuSpec("A100 80GB", 81920, 79.15, False, "nvswitch", 2.04,
-            aliases=_aliases("a100", "a100 80gb", "a100 sxm4 80gb", "a100 sxm", "a800")),
-    GpuSpec("A100 40GB", 40960, 39.39, False, "nvswitch", 1.56, aliases=_aliases("a100 40gb", "a100 sxm4 40gb")),
-    GpuSpec("L40S", 46068, 44.53, True, "pcie", 0.864, aliases=_aliases("l40s", "l40")),
-    GpuSpec("RTX 4090", 24564, 23.64, True, "pcie", 1.008, aliases=_aliases("4090", "rtx 4090")),
-    GpuSpec("RTX 3090", 24576, 23.58, False, "pcie", 0.936, aliases=_aliases("3090", "rtx 3090")),
-    GpuSpec("MI300X", 196592, 191.5, True, "infinity-fabric", 5.3, vendor="amd", aliases=_aliases("mi300x", "mi300")),
+            aliases=_aliases("a100", "a100 80gb", "a100 sxm4 80gb", "a100 sxm", "a800"), arch="ampere"),
+    GpuSpec("A100 40GB", 40960, 39.39, False, "nvswitch", 1.56, aliases=_aliases("a100 40gb", "a100 sxm4 40gb"), arch="ampere"),
+    GpuSpec("L40S", 46068, 44.53, True, "pcie", 0.864, aliases=_aliases("l40s", "l40"), arch="ada"),
+    GpuSpec("RTX 4090", 24564, 23.64, True, "pcie", 1.008, aliases=_aliases("4090", "rtx 4090"), arch="ada"),
+    GpuSpec("RTX 3090", 24576, 23.58, False, "pcie", 0.936, aliases=_aliases("3090", "rtx 3090"), arch="ampere"),
+    GpuSpec("MI300X", 196592, 191.5, True, "infinity-fabric", 5.3, vendor="amd", aliases=_aliases("mi300x", "mi300"), arch="cdna3"),
     GpuSpec("MI250X", 65520, 63.98, False, "infinity-fabric", 1.6, vendor="amd", devices_per_package=2,
-            aliases=_aliases("mi250x", "mi250")),
+            aliases=_aliases("mi250x", "mi250"), arch="cdna2"),
 )
 
 _NOISE = {"nvidia", "geforce", "amd", "instinct", "tesla", "radeon", "gpu", "oam"}
@@ -321,4 +322,4 @@ def custom_gpu(memory_mib: int, like: GpuSpec | None = None, name: str | None = 
     # torch sees ~0.5% less than nvidia-smi (driver reservations): measured 0.4–0.7% on H100/H200/RTX.
     ratio = base.usable_gib * 1024 / base.memory_mib if base.usable_gib else 0.995
     return GpuSpec(name or base.name, memory_mib, round(memory_mib * ratio / 1024, 2), base.fp8,
-                   base.interconnect, base.bandwidth_tbs, base.vendor, 1, base.aliases)
+                   base.interconnect, base.bandwidth_tbs, base.vendor, 1, base.aliases, base.arch)

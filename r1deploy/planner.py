@@ -166,6 +166,7 @@ class Plan:
     suggestions: list[str] = field(default_factory=list)
     cost: Cost | None = None
     meets_target: bool | None = None  # against plan_target_concurrency, when set
+    recommended_env: dict[str, str] = field(default_factory=dict)
     recommended_args: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +175,7 @@ class Plan:
         data = asdict(self)
         data.pop("overrides")
         data["engine_args"] = self.engine_args()
+        data["engine_env"] = self.engine_env()
         return data
 
     def engine_args(self) -> dict[str, Any]:
@@ -207,7 +209,7 @@ class Plan:
         """Environment the engine needs for this plan (the CPU backend sizes KV from it)."""
         if self.device == "cpu":
             return {"VLLM_CPU_KVCACHE_SPACE": str(round(self.kv_cache_gib_per_gpu))}
-        return {}
+        return dict(self.recommended_env)
 
 
 # --------------------------------------------------------------------------- memory per GPU
@@ -370,7 +372,8 @@ class Evaluation:
 
 
 def evaluate(req: Request, layout: Layout, context: int) -> Evaluation:
-    nodes_spanned = math.ceil(layout.tp * layout.pp / req.devices_per_node) if layout.pp > 1 else 1
+    ranks = layout.tp * layout.pp * (layout.dp if layout.dp_shares_experts else 1)
+    nodes_spanned = max(1, math.ceil(ranks / req.devices_per_node))
     block = req.engine.mla_block_size if req.model.arch.is_mla else req.engine.block_size
     stages = [stage_memory(req.model, req.gpu, layout, i, utilization=req.gpu_memory_utilization,
                            kv_dtype_bytes=req.kv_dtype_bytes(), max_model_len=context, engine=req.engine,
@@ -511,6 +514,7 @@ def _to_plan(req: Request, ev: Evaluation, context: int, why: list[str]) -> Plan
     reasons += _hardware_reasons(req, layout)
     concurrency = ev.tokens / context * layout.dp if context else 0.0
     entry = req.model.entry
+    plan_env = recipe_env(req.model.arch, req.gpu)
     return Plan(
         fits=fits, model=req.model.name, gpu=req.gpu.name, device=req.device, gpus_per_node=req.gpus_per_node,
         nodes=req.nodes, tensor_parallel_size=layout.tp, pipeline_parallel_size=layout.pp,
@@ -520,10 +524,19 @@ def _to_plan(req: Request, ev: Evaluation, context: int, why: list[str]) -> Plan
         non_torch_gib=round(worst.non_torch_gib, 2), activation_gib=round(worst.activation_gib, 2),
         cuda_graph_gib=round(worst.cuda_graph_gib, 2), kv_cache_gib_per_gpu=round(max(worst.kv_gib, 0.0), 2),
         kv_bytes_per_token=int(worst.kv_bytes_per_token), kv_cache_tokens=ev.tokens,
-        max_concurrency=round(concurrency, 2), reasons=reasons,
+        max_concurrency=round(concurrency, 2), reasons=reasons, recommended_env=plan_env,
         recommended_args=dict(entry.recommended_args) if entry else {"reasoning-parser": "deepseek_r1"},
         sampling=dict(entry.sampling) if entry else {"temperature": 0.6, "top_p": 0.95},
     )
+
+
+def recipe_env(arch: Architecture, gpu: GpuSpec) -> dict[str, str]:
+    """vLLM recipe environment: DeepGEMM for block-FP8 MoE on Hopper, AITER kernels on MI300."""
+    if gpu.arch == "cdna3":
+        return {"VLLM_ROCM_USE_AITER": "1"}
+    if arch.is_moe and arch.linear_quant == "fp8" and gpu.arch == "hopper":
+        return {"VLLM_USE_DEEP_GEMM": "1"}
+    return {}
 
 
 def _memory_reasons(req: Request, ev: Evaluation, context: int, fits: bool) -> list[str]:
@@ -717,6 +730,10 @@ def plan_for_spec(spec: Any, gpu_name: str | None = None, gpu_count: int | None 
                   kv_cache_dtype=v.kv_cache_dtype, quantization=spec.quant.scheme,
                   costs=costs if any(x is not None for x in costs.values()) else None,
                   overrides=spec_overrides(spec))
+    engine = replace(V1, max_num_seqs=v.max_num_seqs,
+                     max_num_batched_tokens=v.extra_args.get("max-num-batched-tokens")
+                     or v.extra_args.get("max_num_batched_tokens"))
+    common["engine"] = engine
     if v.device == "cpu":
         return plan(model, custom_gpu(1024, name="cpu"), 1, spec.plan.nodes, device="cpu",
                     cpu_kvcache_space_gib=v.cpu_kvcache_space_gib, **common)

@@ -250,3 +250,21 @@ def test_kv_tokens_from_a_vllm_log():
     log = "INFO [kv_cache_utils.py:1307] GPU KV cache size: 2,097,152 tokens\nINFO Maximum concurrency ..."
     assert kv_tokens_from_log(log) == 2_097_152
     assert kv_tokens_from_log("nothing here") is None
+
+
+def test_recipe_environment_follows_the_hardware():
+    assert r1_on("H200", 8).engine_env() == {"VLLM_USE_DEEP_GEMM": "1"}
+    assert r1_on("MI300X", 8).engine_env() == {"VLLM_ROCM_USE_AITER": "1"}
+    qwen = plan(ModelSpec.from_catalog("DeepSeek-R1-Distill-Qwen-32B"), find_gpu("RTX 4090"), 4)
+    assert qwen.engine_env() == {}
+
+
+def test_spec_max_num_seqs_shrinks_the_sampler_reserve():
+    base = {**BASE, "model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "plan_gpu": "H100",
+            "plan_gpus_per_node": 1}
+    default = plan_for_spec(spec_from_host_data("n", base))
+    small = plan_for_spec(spec_from_host_data("n", {**base, "vllm_max_num_seqs": 64}))
+    # 1024 vs 64 sequences × 152,064-entry vocab × ~38 B of sampler scratch
+    assert default.activation_gib - small.activation_gib == pytest.approx(5.5 - 1.03, abs=0.3)
+    assert small.kv_cache_tokens > default.kv_cache_tokens
+    assert small.engine_args()["max-num-seqs"] == 64
