@@ -148,9 +148,20 @@ exec sleep infinity
 """
 
 DCGMI = """#!/bin/sh
-# SIMULATION (r1deploy lab): DCGM stand-in.
-echo "Health Monitor Report (SIMULATION)"
-echo "Overall Health: Healthy"
+# SIMULATION (r1deploy lab): DCGM stand-in; `dcgmi diag -r 1` passes while the host engine runs.
+if [ -d /run/systemd/system ] && ! systemctl is-active --quiet nvidia-dcgm; then
+  echo "Error: unable to establish a connection to the specified host: localhost"
+  exit 1
+fi
+cat <<'EOF'
+Successfully ran diagnostic for group. (SIMULATION)
++---------------------------+------------------------------------------------+
+| Diagnostic                | Result                                         |
++===========================+================================================+
+|-----  Deployment  --------+------------------------------------------------|
+| Software                  | Pass                                           |
++---------------------------+------------------------------------------------+
+EOF
 """
 
 

@@ -62,6 +62,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "if [ -d /run/systemd/system ]; then systemctl is-active nvidia-fabricmanager 2>&1 || true; "
         f"else echo {NO_SYSTEMD}; fi",
     ),
+    "dcgm": ("dcgm-diag.txt", _guarded("dcgmi", "dcgmi diag -r 1")),
     "ldconfig": ("ldconfig.txt", "ldconfig -p 2>/dev/null | grep -E 'libnccl|libcudart|libcuda\\.' || true"),
     "nvcc": ("nvcc.txt", "{ nvcc --version || /usr/local/cuda/bin/nvcc --version; } 2>/dev/null || true"),
 }
@@ -141,10 +142,12 @@ def parse_query_gpu(text: str) -> GpuInventory:
     if failed:
         return failed
     lines = [line for line in text.splitlines() if line.strip()]
-    if not lines[0].startswith("index"):
+    header = next((i for i, line in enumerate(lines) if line.startswith("index,")), None)
+    if header is None:
         return GpuInventory("unparsable", detail=lines[0][:200])
+    warnings = " ".join(lines[:header])  # e.g. "WARNING: infoROM is corrupted at gpu ..."
     gpus = []
-    for line in lines[1:]:
+    for line in lines[header + 1:]:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != 14:
             return GpuInventory("unparsable", detail=line[:200])
@@ -157,7 +160,7 @@ def parse_query_gpu(text: str) -> GpuInventory:
         ))
     if not gpus:
         return GpuInventory("no-gpu", detail="nvidia-smi listed no GPU")
-    return GpuInventory("ok", tuple(gpus))
+    return GpuInventory("ok", tuple(gpus), detail=warnings[:500])
 
 
 # --- /proc/driver/nvidia/version --------------------------------------------------------
@@ -400,6 +403,22 @@ def parse_cuda_stack(ldconfig: str, nvcc: str) -> CudaStack:
     nccl = re.search(r"libnccl\.so\.(\d+)\b", ldconfig)
     release = re.search(r"release [\d.]+, V([\d.]+)", nvcc)
     return CudaStack(cudart and cudart.group(1), nccl and nccl.group(1), release and release.group(1))
+
+
+def parse_dcgm_diag(text: str) -> tuple[bool | None, str]:
+    """`dcgmi diag -r 1`: (False, failing rows) | (True, "n tests passed") | (None, why not)."""
+    if text.strip().startswith(MISSING):
+        return None, "dcgmi is not installed"
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|--") and not line.startswith("|==")]
+    results = [(r[0], r[1]) for r in rows if len(r) >= 2 and r[1].split(" ")[:1][0] in ("Pass", "Fail", "Warn", "Skip")]
+    failed = [f"{name}: {result}" for name, result in results if result.startswith(("Fail", "Warn"))]
+    if failed:
+        return False, "; ".join(failed)
+    if not results:
+        first = (text.strip().splitlines() or ["no output"])[0]
+        return False, f"no diagnostic results: {first[:200]}"
+    return True, f"{sum(r.startswith('Pass') for _, r in results)} diagnostic(s) passed"
 
 
 def parse_dpkg_packages(text: str) -> dict[str, tuple[str, bool]]:

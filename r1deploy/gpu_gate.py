@@ -29,13 +29,14 @@ class Expectations:
     open_kernel_modules: bool | None = None
     require_ecc: bool = True
     fabric_manager: str = "auto"  # auto | yes | no
+    dcgm: bool = False  # run DCGM's quick diagnostic (`dcgmi diag -r 1`)
 
     @classmethod
     def from_spec(cls, section) -> Expectations:
         """From a GpuSection (duck-typed so this module stays free of pydantic)."""
         return cls(section.expected_model, section.expected_count, section.min_memory_mib,
                    section.driver_branch, section.driver_version, section.open_kernel_modules,
-                   section.require_ecc, section.fabric_manager)
+                   section.require_ecc, section.fabric_manager, section.dcgm)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Observation:
     nvswitches: int | None
     fabricmanager: str | None
     nvlink: dict | None
+    dcgm: tuple[bool | None, str] | None = None
 
     @classmethod
     def from_outputs(cls, out: dict[str, str | None]) -> Observation:
@@ -61,6 +63,7 @@ class Observation:
             parsed("nvswitch", gpu.parse_nvswitch_count),
             parsed("fabricmanager", gpu.parse_fabricmanager),
             parsed("nvlink", gpu.parse_nvlink_status),
+            parsed("dcgm", gpu.parse_dcgm_diag),
         )
 
 
@@ -176,6 +179,8 @@ def run_gate(host: str, obs: Observation, exp: Expectations) -> list[Check]:
         nvlink = _nvlink(obs.nvlink)
         if nvlink:
             records.append(("nvlink", *nvlink))
+        if exp.dcgm:
+            records.append(("dcgm", *(obs.dcgm or (None, "dcgmi diag not captured"))))
     return [Check(host, name, ok, detail) for name, ok, detail in records]
 
 
@@ -207,13 +212,28 @@ def outputs_from_dir(directory: str | Path) -> dict[str, str | None]:
             for name, (fname, _) in gpu.PROBES.items()}
 
 
-def outputs_from_local() -> dict[str, str | None]:
-    """Run the probes here, as the pyinfra facts would run them over SSH."""
+def outputs_from_local(dcgm: bool = False) -> dict[str, str | None]:
+    """Run the probes here, as the pyinfra facts would run them over SSH (DCGM's diagnostic
+    takes a while and only runs when asked for)."""
     out: dict[str, str | None] = {}
     for name, (_, command) in gpu.PROBES.items():
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
+        if name == "dcgm" and not dcgm:
+            continue
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=600)
         out[name] = done.stdout
     return out
+
+
+def save_outputs(outputs: dict[str, str | None], checks: list[Check], directory: str | Path) -> None:
+    """Write what the probes printed under their fixture names, plus the verdict: evidence
+    from a real host that doubles as a test fixture."""
+    base = Path(directory)
+    base.mkdir(parents=True, exist_ok=True)
+    for name, text in outputs.items():
+        if text is not None:
+            (base / gpu.PROBES[name][0]).write_text(text)
+    (base / "gate.json").write_text(to_json(checks) + "\n")
+    (base / "gate.txt").write_text(render_table(checks) + "\n")
 
 
 def expectations_from_args(args: argparse.Namespace) -> Expectations:
@@ -235,6 +255,8 @@ def expectations_from_args(args: argparse.Namespace) -> Expectations:
         "driver_branch": args.driver_branch, "driver_version": args.driver_version,
         "fabric_manager": args.fabric_manager,
     }
+    if args.dcgm:
+        overrides["dcgm"] = True
     values = {**asdict(base), **{k: v for k, v in overrides.items() if v is not None}}
     if args.no_ecc:
         values["require_ecc"] = False
@@ -249,9 +271,11 @@ def _gpu_check(args: argparse.Namespace) -> int:
     except Exception as exc:  # a bad inventory: say so, "could not check"
         print(f"gpu-check: {exc}", file=sys.stderr)
         return 2
-    outputs = outputs_from_dir(args.from_dir) if args.from_dir else outputs_from_local()
+    outputs = outputs_from_dir(args.from_dir) if args.from_dir else outputs_from_local(exp.dcgm)
     host = args.host or (Path(args.from_dir).name if args.from_dir else "localhost")
     checks = run_gate(host, Observation.from_outputs(outputs), exp)
+    if args.save_dir:
+        save_outputs(outputs, checks, args.save_dir)
     if args.json:
         print(to_json(checks))
     else:
@@ -272,5 +296,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open-kernel-modules", choices=["yes", "no"])
     p.add_argument("--fabric-manager", choices=["auto", "yes", "no"])
     p.add_argument("--no-ecc", action="store_true", help="do not require ECC")
+    p.add_argument("--dcgm", action="store_true", help="also run DCGM's quick diagnostic (dcgmi diag -r 1)")
+    p.add_argument("--save-dir", help="write the probe outputs (fixture names) and the verdict here")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
     p.set_defaults(func=_gpu_check)

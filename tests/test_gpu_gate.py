@@ -105,3 +105,24 @@ def test_cli_runs_locally_without_gpus():
     done = subprocess.run([sys.executable, "-m", "r1deploy", "gpu-check", "--json"], capture_output=True, text=True)
     records = json.loads(done.stdout)
     assert done.returncode == 1 and records[0]["check"] == "nvidia-smi" and records[0]["ok"] is False
+
+
+def test_dcgm_check_only_when_asked(tmp_path):
+    for name in ("query-gpu.csv", "proc-driver-version.txt", "nvidia-smi-q.txt"):
+        (tmp_path / name).write_text((FIX / "h200x1-ubuntu2404" / name).read_text())
+    obs = gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(tmp_path))
+    assert "dcgm" not in {c.check for c in gpu_gate.run_gate("h", obs, H200)}
+    with_dcgm = gpu_gate.Expectations(**{**H200.__dict__, "dcgm": True})
+    assert gpu_gate.exit_code(gpu_gate.run_gate("h", obs, with_dcgm)) == 2  # asked for, not captured
+    (tmp_path / "dcgm-diag.txt").write_text("| Software | Pass |\n")
+    obs = gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(tmp_path))
+    assert gpu_gate.exit_code(gpu_gate.run_gate("h", obs, with_dcgm)) == 0
+
+
+def test_save_dir_writes_fixture_layout_and_verdict(tmp_path):
+    out = tmp_path / "evidence"
+    assert main(["gpu-check", "--from-dir", str(FIX / "h200x2-nvlink-ubuntu2404"), "--save-dir", str(out)]) == 0
+    assert (out / "query-gpu.csv").read_text() == (FIX / "h200x2-nvlink-ubuntu2404" / "query-gpu.csv").read_text()
+    assert json.loads((out / "gate.json").read_text())[0]["check"] == "nvidia-smi"
+    # saved evidence reads back as a fixture
+    assert main(["gpu-check", "--from-dir", str(out), "--expect-count", "2"]) == 0

@@ -127,3 +127,28 @@ def test_dpkg_and_madison():
         "libnccl2 | 2.27.7-1+cuda12.9 | https://repo/ubuntu2404/x86_64  Packages\n")
     assert madison == {"libnccl2": ["2.28.3-1+cuda13.0", "2.27.7-1+cuda12.9"]}
     assert gpu.upstream_version("1:580.159.04-1ubuntu1") == "580.159.04"
+
+
+def test_query_gpu_tolerates_warnings_before_the_header():
+    inv = gpu.parse_query_gpu("WARNING: infoROM is corrupted at gpu 0000:00:06.0\n" + text(X1, "query-gpu.csv"))
+    assert inv.ok and len(inv.gpus) == 1 and "infoROM" in inv.detail
+
+
+DIAG = """Successfully ran diagnostic for group.
++---------------------------+------------------------------------------------+
+| Diagnostic                | Result                                         |
++===========================+================================================+
+|-----  Deployment  --------+------------------------------------------------|
+| Denylist                  | Pass                                           |
+| NVML Library              | Pass                                           |
+| Environment Variables     | Fail - GPU(s) 3                                |
++---------------------------+------------------------------------------------+
+"""
+
+
+def test_dcgm_diag():
+    assert gpu.parse_dcgm_diag(DIAG) == (False, "Environment Variables: Fail - GPU(s) 3")
+    assert gpu.parse_dcgm_diag(DIAG.replace("Fail - GPU(s) 3", "Pass")) == (True, "3 diagnostic(s) passed")
+    assert gpu.parse_dcgm_diag(f"{gpu.MISSING} dcgmi\n") == (None, "dcgmi is not installed")
+    ok, detail = gpu.parse_dcgm_diag("Error: unable to establish a connection to the specified host: localhost\n")
+    assert ok is False and "unable to establish" in detail

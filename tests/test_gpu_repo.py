@@ -174,3 +174,10 @@ def test_stub_units_and_labels(repo, tmp_path):
     info = subprocess.run(["dpkg-deb", "-f", str(next((repo.root / "debian12/x86_64").glob("libnccl2_2.28*"))),
                            "Description"], capture_output=True, text=True, check=True).stdout
     assert info.startswith("SIMULATION")
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="the stand-in asks systemd for its engine")
+def test_dcgm_stub_diag_parses(repo, tmp_path):
+    extract(repo, "datacenter-gpu-manager-4-cuda13", tmp_path)
+    out = subprocess.run(["sh", str(tmp_path / "usr/bin/dcgmi"), "diag", "-r", "1"], capture_output=True, text=True)
+    assert gpu.parse_dcgm_diag(out.stdout) == (True, "1 diagnostic(s) passed")

@@ -117,6 +117,20 @@ class FabricManagerState(FactBase):
         return gpu.parse_fabricmanager(_text(output))
 
 
+class DcgmDiag(FactBase):
+    """DCGM's quick diagnostic (`dcgmi diag -r 1`): (ok, detail); ok None without dcgmi."""
+
+    def command(self) -> str:
+        return gpu.PROBES["dcgm"][1]
+
+    @staticmethod
+    def default():
+        return (None, "no output")
+
+    def process(self, output):
+        return gpu.parse_dcgm_diag(_text(output))
+
+
 _SPLIT = "R1DEPLOY_NVCC"
 
 

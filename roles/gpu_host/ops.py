@@ -136,6 +136,7 @@ def _gate(state, host, expectations: Expectations) -> bool:
         host.get_fact(facts.Gpus), host.get_fact(facts.LoadedDriver), host.get_fact(facts.GpuHealth),
         host.get_fact(facts.NvSwitches), host.get_fact(facts.FabricManagerState),
         host.get_fact(facts.NvLinkStatus),
+        host.get_fact(facts.DcgmDiag) if expectations.dcgm else None,
     )
     checks = run_gate(host.name, obs, expectations)
     table = render_table(checks)
