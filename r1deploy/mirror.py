@@ -39,6 +39,7 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx"
                 ".model", ".npy", ".npz", ".zst", ".gz", ".tar")
 LFS_MIN_SIZE = 10 * 1024 * 1024
 CHUNK = 1024 * 1024
+PULL_MANIFEST = ".r1deploy-manifest.json"  # written by r1deploy.weights next to the files it verified
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 
 
@@ -159,15 +160,29 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def publish(src_dir: str | os.PathLike[str], root: str | os.PathLike[str], repo_id: str,
-            branch: str = "main") -> str:
-    """Publish the files of src_dir as a commit of repo_id and point branch at it; returns the commit."""
-    repo_dir = _repo_dir(Path(root), repo_id)
+def publish(src_dir: str | os.PathLike[str], root: str | os.PathLike[str], repo_id: str | None = None,
+            branch: str = "main", commit: str | None = None) -> str:
+    """Publish the files of src_dir as a commit of repo_id and point branch at it; returns the commit.
+
+    A directory pulled by the weights agent is published under its upstream repo and commit
+    (so nodes pulling that pinned commit can use this mirror), reusing its verified hashes.
+    Otherwise the commit id is derived from the content, unless given.
+    """
     src = Path(src_dir)
-    entries = build_index(src)
+    pulled = entries_from_pull(src)
+    if pulled:
+        repo_id, commit = _agree(repo_id, pulled[0], "repo"), _agree(commit, pulled[1], "commit")
+        entries = pulled[2]
+    else:
+        entries = build_index(src)
     if not entries:
         raise ValueError(f"{src} has no files to publish")
-    commit = commit_id(entries)
+    if repo_id is None:
+        raise ValueError("a repo id is needed (org/name)")
+    commit = commit or commit_id(entries)
+    if not HEX40.match(commit):
+        raise ValueError(f"commit {commit!r} is not 40 hex digits")
+    repo_dir = _repo_dir(Path(root), repo_id)
     commit_dir = repo_dir / "commits" / commit
     if not commit_dir.is_dir():
         staging = Path(tempfile.mkdtemp(dir=_mkdir(repo_dir / "commits"), prefix=".staging-"))
@@ -179,6 +194,35 @@ def publish(src_dir: str | os.PathLike[str], root: str | os.PathLike[str], repo_
     refs[branch] = commit
     _write_json_atomic(repo_dir / "refs.json", refs)
     return commit
+
+
+def _agree(given: str | None, found: str, what: str) -> str:
+    if given and given != found:
+        raise ValueError(f"{what} {given!r} differs from the pulled directory's {found!r}")
+    return found
+
+
+def entries_from_pull(src: Path) -> tuple[str, str, list[Entry]] | None:
+    """Repo, commit and entries of a directory the weights agent verified, or None.
+
+    LFS files keep the sha256 the agent checked (no rehash of large shards); small files are
+    hashed again, which is cheap. A file changed since its verification is refused.
+    """
+    try:
+        manifest = json.loads((src / PULL_MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    entries = []
+    for f in manifest["files"]:
+        st = (src / f["path"]).stat()
+        if (st.st_size, st.st_mtime_ns) != (f["size"], f["mtime_ns"]):
+            raise ValueError(f"{src / f['path']} changed since it was verified; run the weights agent again")
+        if "sha256" in f:
+            entries.append(Entry(f["path"], f["size"], f["sha256"], "", True))
+        else:
+            sha256, sha1, size = hash_file(src / f["path"])
+            entries.append(Entry(f["path"], size, sha256, sha1, False))
+    return manifest["repo"], manifest["commit"], entries
 
 
 def _mkdir(path: Path) -> Path:
@@ -553,8 +597,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    commit = publish(args.src, args.root, args.repo, branch=args.branch)
-    print(json.dumps({"repo": args.repo, "branch": args.branch, "commit": commit}))
+    commit = publish(args.src, args.root, args.repo, branch=args.branch, commit=args.commit)
+    repo = args.repo or json.loads((Path(args.src) / PULL_MANIFEST).read_text())["repo"]
+    print(json.dumps({"repo": repo, "branch": args.branch, "commit": commit}))
     return 0
 
 
@@ -573,8 +618,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub = msub.add_parser("publish", help="publish a directory as a commit of a repo")
     pub.add_argument("src")
     pub.add_argument("--root", required=True)
-    pub.add_argument("--repo", required=True, help="org/name")
+    pub.add_argument("--repo", help="org/name (default: the repo of a directory pulled by the weights agent)")
     pub.add_argument("--branch", default="main")
+    pub.add_argument("--commit", help="40-hex commit id (default: the pulled commit, or one derived from content)")
     pub.set_defaults(func=_publish)
 
 

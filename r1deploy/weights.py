@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -25,8 +26,11 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -186,15 +190,18 @@ def repo_base(root: str | os.PathLike[str], repo_id: str) -> Path:
 
 
 def status(root: str | os.PathLike[str], repo_id: str) -> dict[str, Any]:
-    """What `current` points to and whether its manifest still checks out (cheap check)."""
+    """What `current` points to and whether its manifest still checks out (cheap check).
+
+    {"repo", "current"/"commit": sha or None, "ok"/"verified": bool, "dir", "files", "bytes", "problems"}
+    """
     link = repo_base(root, repo_id) / "current"
     commit = os.readlink(link) if link.is_symlink() else None
-    out: dict[str, Any] = {"repo": repo_id, "current": commit, "ok": False}
+    out: dict[str, Any] = {"repo": repo_id, "current": commit, "commit": commit, "ok": False, "verified": False}
     if commit:
         report = verify(link.parent / commit)
         manifest = read_manifest(link.parent / commit) or {}
-        out.update(ok=report["ok"], dir=report["dir"], files=report["files"], problems=report["problems"],
-                   bytes=sum(e["size"] for e in manifest.get("files", [])))
+        out.update(ok=report["ok"], verified=report["ok"], dir=report["dir"], files=report["files"],
+                   problems=report["problems"], bytes=sum(e["size"] for e in manifest.get("files", [])))
     return out
 
 
@@ -207,13 +214,21 @@ class Progress:
         self.label, self.total, self.out = label, total, out
         self.done = 0
         self.started = self.last = time.monotonic()
+        self._lock = threading.Lock()
 
     def add(self, n: int, current: str) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_S:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.last < PROGRESS_EVERY_S:
+                return
             self.last = now
-            self.line(current)
+        self.line(current)
+
+    def grow(self, n: int) -> None:
+        """More to fetch than planned (a server ignored Range, a file failed verification)."""
+        with self._lock:
+            self.total += n
 
     def line(self, current: str = "") -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -232,6 +247,7 @@ def _mib(n: float) -> str:
 
 @dataclass
 class Plan:
+    manifest: dict[str, Any] | None  # what was on disk when planning
     verified: list[dict[str, Any]]  # manifest entries for files already good on disk
     fetch: list[tuple[RemoteFile, int]]  # files to download, with bytes already in .part
 
@@ -252,10 +268,11 @@ def _part(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
-def plan_pull(local_dir: Path, files: list[RemoteFile], manifest: dict[str, Any] | None, log: TextIO) -> Plan:
+def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
     """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part)."""
+    manifest = read_manifest(local_dir) if local_dir.is_dir() else None
     known = {e["path"]: e for e in (manifest or {}).get("files", [])}
-    plan = Plan([], [])
+    plan = Plan(manifest, [], [])
     for rf in files:
         target = local_dir / rf.path
         entry = known.get(rf.path)
@@ -301,9 +318,27 @@ class Fetcher:
         self.repo_id, self.commit, self.endpoint = repo_id, commit, endpoint
         self.headers = build_hf_headers(token=token or False, user_agent=USER_AGENT)
         self.headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets in the file
-        self.session = requests.Session()
+        self._local = threading.local()  # one keep-alive session per download thread
         self.progress, self.log = progress, log
         self.fetched = 0
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def fetch_all(self, todo: list[RemoteFile], local_dir: Path, workers: int) -> list[dict[str, Any]]:
+        """Fetch files in parallel, largest first; every file is attempted before the first error is raised."""
+        todo = sorted(todo, key=lambda rf: -rf.size)
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            futures = [pool.submit(self.fetch, rf, local_dir / rf.path) for rf in todo]
+            wait(futures)
+        errors = [f.exception() for f in futures if f.exception()]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def fetch(self, rf: RemoteFile, target: Path) -> dict[str, Any]:
         part = _part(target)
@@ -319,7 +354,7 @@ class Fetcher:
                   f"{part.stat().st_size}/{rf.size} bytes); "
                   + ("re-fetching from zero" if attempt == 1 else "giving up"), file=self.log, flush=True)
             part.unlink()
-            self.progress.total += rf.size
+            self.progress.grow(rf.size)
         raise IntegrityError(f"{rf.path}: content from {public_endpoint(self.endpoint) or 'the hub'} does "
                              f"not match the tree listing's {rf.algo} {rf.expected}; not published")
 
@@ -352,12 +387,13 @@ class Fetcher:
                 raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
             resumed = r.status_code == 206
             if have and not resumed:  # the server ignored our Range: start over
-                self.progress.total += have
+                self.progress.grow(have)
             with open(part, "ab" if resumed else "wb") as f:
                 try:
                     for chunk in r.iter_content(CHUNK):
                         f.write(chunk)
-                        self.fetched += len(chunk)
+                        with self._lock:
+                            self.fetched += len(chunk)
                         self.progress.add(len(chunk), rf.path)
                         if f.tell() > rf.size:
                             break  # a longer body than listed can only fail verification
@@ -412,8 +448,12 @@ def _settled(base: Path, repo_id: str, commit: str, allow: list[str] | None, ign
 
 def pull(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: str | None = None, *,
          token: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
-         extra_bytes: int = 0, margin_gib: float = 10.0, log: TextIO = sys.stderr) -> dict[str, Any]:
-    """Make `<root>/<org>--<name>/<commit>` hold verified files and point `current` at it."""
+         extra_bytes: int = 0, margin_gib: float = 10.0, workers: int = 4,
+         log: TextIO = sys.stderr) -> dict[str, Any]:
+    """Make `<root>/<org>--<name>/<commit>` hold verified files and point `current` at it.
+
+    Returns {"changed", "commit", "bytes_fetched", "files", "bytes", "dir"}.
+    """
     base = repo_base(root, repo_id)
     allow, ignore = allow or None, ignore or None
     if HEX40.match(revision) and _settled(base, repo_id, revision, allow, ignore):
@@ -425,32 +465,48 @@ def pull(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: st
     files = list_remote(api, repo_id, commit, allow, ignore)
     if not files:
         raise WeightsError(f"{repo_id}@{commit}: no files match allow={allow} ignore={ignore}")
-    manifest = read_manifest(local_dir) if local_dir.is_dir() else None
-    plan = plan_pull(local_dir, files, manifest, log)
+    plan = plan_pull(local_dir, files, log)
     preflight(local_dir, plan.bytes_to_fetch, extra_bytes, margin_gib)
-
-    progress = Progress(f"{repo_id}@{commit[:12]}", plan.bytes_to_fetch, log)
-    fetcher = Fetcher(repo_id, commit, endpoint, token, progress, log)
-    entries = list(plan.verified)
-    if plan.fetch:
-        print(f"weights {repo_id}@{commit[:12]}: fetching {len(plan.fetch)} of {len(files)} files, "
-              f"{_mib(plan.bytes_to_fetch)} MiB ({sum(h for _, h in plan.fetch)} bytes already in .part files)",
-              file=log, flush=True)
-    for rf, _ in plan.fetch:
-        entries.append(fetcher.fetch(rf, local_dir / rf.path))
-    if plan.fetch:
-        progress.line("done")
-
-    new_manifest = {"repo": repo_id, "commit": commit, "endpoint": public_endpoint(endpoint),
-                    "allow": allow, "ignore": ignore, "selected": [rf.path for rf in files],
-                    "files": sorted(entries, key=lambda e: e["path"])}
-    changed_manifest = _comparable(manifest) != _comparable(new_manifest)
-    if changed_manifest:
-        local_dir.mkdir(parents=True, exist_ok=True)
-        write_manifest(local_dir, new_manifest)
-        _fsync_dir(local_dir)
-    moved = publish_current(base, commit)
+    with _pull_lock(base, log) as waited:
+        if waited:  # another pull just ran: start from what it left
+            plan = plan_pull(local_dir, files, log)
+            preflight(local_dir, plan.bytes_to_fetch, extra_bytes, margin_gib)
+        progress = Progress(f"{repo_id}@{commit[:12]}", plan.bytes_to_fetch, log)
+        fetcher = Fetcher(repo_id, commit, endpoint, token, progress, log)
+        if plan.fetch:
+            print(f"weights {repo_id}@{commit[:12]}: fetching {len(plan.fetch)} of {len(files)} files, "
+                  f"{_mib(plan.bytes_to_fetch)} MiB ({sum(h for _, h in plan.fetch)} bytes already in .part "
+                  "files)", file=log, flush=True)
+            plan.verified += fetcher.fetch_all([rf for rf, _ in plan.fetch], local_dir, workers)
+            progress.line("done")
+        new_manifest = {"repo": repo_id, "commit": commit, "endpoint": public_endpoint(endpoint),
+                        "allow": allow, "ignore": ignore, "selected": [rf.path for rf in files],
+                        "files": sorted(plan.verified, key=lambda e: e["path"])}
+        changed_manifest = _comparable(plan.manifest) != _comparable(new_manifest)
+        if changed_manifest:
+            local_dir.mkdir(parents=True, exist_ok=True)
+            write_manifest(local_dir, new_manifest)
+            _fsync_dir(local_dir)
+        moved = publish_current(base, commit)
     return _result(moved or changed_manifest or fetcher.fetched > 0, commit, fetcher.fetched, new_manifest, base)
+
+
+@contextmanager
+def _pull_lock(base: Path, log: TextIO) -> Iterator[bool]:
+    """One pull per repo on a host at a time (a converge and a timer may overlap); yields True if it waited."""
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(base / ".pull.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            print(f"weights: another pull holds {base / '.pull.lock'}; waiting", file=log, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+    finally:
+        os.close(fd)
 
 
 def _comparable(manifest: dict[str, Any] | None) -> Any:
@@ -491,7 +547,8 @@ def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
     token = read_token_file(args.token_file) if args.token_file else None
     args.secrets.append(token)
     return pull(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
-                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib)
+                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib,
+                workers=args.workers)
 
 
 def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
@@ -515,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
     pl.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")
     pl.add_argument("--margin-gib", type=float, default=10.0, help="free space to leave on the filesystem")
+    pl.add_argument("--workers", type=int, default=4, help="files downloaded in parallel")
     pl.set_defaults(func=_cmd_pull)
     v = sub.add_parser("verify", help="check a pulled directory against its manifest")
     v.add_argument("--dir", required=True)

@@ -177,12 +177,14 @@ def test_flipped_byte_caught_by_full_verify_and_refetched(tmp_path, hub, mirror_
 def test_modified_file_seen_by_cheap_check(tmp_path, hub, mirror_factory):  # noqa: F811
     root, commit, src = hub
     m = mirror_factory(root)
+    before = weights.status(tmp_path / "models", REPO)
+    assert before["commit"] is None and before["verified"] is False
     assert pull(m, tmp_path, commit).returncode == 0
     local = model_dir(tmp_path, commit)
     flip_byte(local / "config.json", 5, keep_mtime=False)
     status = agent("status", "--root", str(tmp_path / "models"), "--repo", REPO, env_home=tmp_path / "hf")
     report = result(status)
-    assert report["current"] == commit and report["ok"] is False
+    assert report["current"] == report["commit"] == commit and report["ok"] is report["verified"] is False
     assert report["problems"][0]["path"] == "config.json"
     assert pull(m, tmp_path, commit).returncode == 0
     assert (local / "config.json").read_bytes() == (src / "config.json").read_bytes()
@@ -289,3 +291,19 @@ def test_allow_and_ignore_patterns_select_files(tmp_path, hub, mirror_factory): 
     # Widening the selection later fetches just the new files.
     wider = weights.pull(REPO, commit, tmp_path / "models", m.url, margin_gib=0, log=log)
     assert wider["files"] == 8 and len(m.file_gets()) == 8
+
+
+def test_pulled_directory_seeds_other_nodes_under_the_upstream_commit(tmp_path, hub, mirror_factory):  # noqa: F811
+    root, commit, src = hub
+    upstream = mirror_factory(root)
+    node_a = tmp_path / "a"
+    assert weights.pull(REPO, commit, node_a, upstream.url, margin_gib=0, log=io.StringIO())["changed"]
+    pulled = node_a / "lab--tiny-r1" / commit
+    seed_root = tmp_path / "seed"
+    assert publish(pulled, seed_root) == commit  # repo and commit come from the manifest
+    assert (seed_root / REPO / "commits" / commit / SHARD1).stat().st_ino == (pulled / SHARD1).stat().st_ino
+    seed = mirror_factory(seed_root)
+    node_b = weights.pull(REPO, commit, tmp_path / "b", seed.url, margin_gib=0, log=io.StringIO())
+    assert node_b["changed"] and node_b["files"] == 8
+    assert len(seed.file_gets()) == 8 and len(upstream.file_gets()) == 8  # B never asked upstream
+    assert weights.verify(tmp_path / "b" / "lab--tiny-r1" / commit, full=True)["ok"]
