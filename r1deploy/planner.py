@@ -3,10 +3,14 @@
 The memory model follows what vLLM does at startup. It loads the weights, runs one profile
 step (peak activations: a prefill of ``max_num_batched_tokens`` or the sampler over
 ``max_num_seqs`` logits, whichever is larger), counts memory held outside torch (NCCL,
-cuBLAS), reserves CUDA-graph memory (V1), and gives the rest of
+cuBLAS, custom all-reduce), reserves CUDA-graph memory (since 0.21), and gives the rest of
 ``gpu_memory_utilization × memory`` to the KV cache, in blocks of 16 tokens (64 for MLA).
 Every worker does this and the engine takes the smallest pool, so the plan works out each
-pipeline stage and keeps the worst one.
+pipeline stage and keeps the worst one. ``bench/planner_agreement.py`` checks the model
+against KV sizes vLLM printed in public logs.
+
+Entry points: ``plan()`` (pure), ``plan_for_spec()`` (a host's Spec plus real GPU facts),
+``Plan.engine_args()`` / ``Plan.engine_env()`` for rendering the vLLM config.
 """
 
 from __future__ import annotations
@@ -425,7 +429,7 @@ def choose(req: Request, fixed: Layout | None) -> tuple[Evaluation, int, list[st
     """The first layout that serves one full-length request; else the roomiest, with the reason."""
     context = req.context
     if fixed is not None:
-        return _shrink_context(req, evaluate(req, fixed, context), context, ["layout fixed by the spec"])
+        return _shrink_context(req, evaluate(req, fixed, context), context, ["layout fixed by the caller (spec or flags)"])
     tried = [(evaluate(req, layout, context), why) for layout, why in candidate_layouts(req)]
     for ev, why in tried:
         if _fits(ev, context):
