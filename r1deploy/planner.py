@@ -569,6 +569,9 @@ def _unsupported(req: Request) -> bool:
 
 def _hardware_reasons(req: Request, layout: Layout) -> list[str]:
     out = []
+    if not req.gpu.arch:
+        out.append(f"{req.gpu.name} is not in the GPU catalog: planned from its memory alone, assuming "
+                   "no FP8 and PCIe links")
     if _unsupported(req):
         out.append(f"does not run: {req.gpu.name} lacks FP8 and vLLM on ROCm has no weight-only FP8 path; "
                    "use a BF16/INT8/INT4 checkpoint or MI300-class GPUs")

@@ -283,3 +283,10 @@ def test_cli_plans_an_inventory_of_a_model_the_catalog_lacks(tmp_path, capsys):
     assert main(["plan", "--inventory", str(inv), "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "KV cache tokens  2,097,152 per replica" in out and "--dtype bfloat16" in out
+
+
+def test_unknown_gpu_is_planned_from_its_memory_and_says_so():
+    spec = spec_from_host_data("n1", {**BASE, "model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"})
+    p = plan_for_spec(spec, gpu_name="NVIDIA Future GPU", gpu_count=1, gpu_memory_mib=98304)
+    assert p.fits and p.gpu == "NVIDIA Future GPU"
+    assert any("not in the GPU catalog" in r for r in p.reasons)
