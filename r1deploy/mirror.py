@@ -321,6 +321,15 @@ def tree_entries(files: dict[str, Entry], path: str, recursive: bool) -> list[di
     return [out[k] for k in sorted(out)]
 
 
+def _sibling(e: Entry, blobs: bool) -> dict[str, Any]:
+    if not blobs:
+        return {"rfilename": e.path}
+    out: dict[str, Any] = {"rfilename": e.path, "size": e.size, "blobId": e.oid}
+    if e.lfs:
+        out["lfs"] = {"sha256": e.sha256, "size": e.size, "pointerSize": len(e.pointer)}
+    return out
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(start, end inclusive) of a single `bytes=` range; None means the whole file.
 
@@ -361,6 +370,7 @@ class AccessLog:
 class MirrorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # many nodes x parallel downloads connect at once during a fan-out
 
     def __init__(self, address: tuple[str, int], root: str | os.PathLike[str], *,
                  log_path: str | None = None, max_rate: int | None = None, page_size: int = 1000,
@@ -380,6 +390,7 @@ class MirrorServer(ThreadingHTTPServer):
 
 class MirrorHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries a Content-Length
+    timeout = 120  # seconds: idle keep-alive connections and stalled clients give their thread back
     server: MirrorServer
     server_version = "r1deploy-mirror"
 
@@ -396,6 +407,8 @@ class MirrorHandler(BaseHTTPRequestHandler):
 
     def _handle(self, body: bool) -> None:
         self._sent, self._status, self._started = 0, 0, time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length else b""  # read now, so keep-alive stays in step
         try:
             self._authorize()
             self._route(body)
@@ -435,20 +448,21 @@ class MirrorHandler(BaseHTTPRequestHandler):
         if self.command == "POST" and len(rest) == 2 and rest[0] == "paths-info":
             return self._paths_info(repo_id, rest[1])
         if not rest or (len(rest) == 2 and rest[0] == "revision"):
-            return self._revision(repo_id, rest[1] if rest else "main")
+            return self._revision(repo_id, rest[1] if rest else "main", query)
         if len(rest) >= 2 and rest[0] == "tree":
             return self._tree(repo_id, rest[1], "/".join(rest[2:]), query)
         raise HubError("RepoNotFound", f"no such endpoint: {self.path}")
 
     # ---- endpoints
 
-    def _revision(self, repo_id: str, revision: str) -> None:
+    def _revision(self, repo_id: str, revision: str, query: dict[str, str]) -> None:
         commit = self.server.store.resolve(repo_id, revision)
         files = self.server.store.files(repo_id, commit)
+        blobs = query.get("blobs", "false").lower() == "true"  # model_info(files_metadata=True)
         self._json({
             "id": repo_id, "modelId": repo_id, "sha": commit, "private": False, "disabled": False,
             "gated": False, "tags": [], "downloads": 0, "likes": 0,
-            "siblings": [{"rfilename": p} for p in sorted(files)],
+            "siblings": [_sibling(files[p], blobs) for p in sorted(files)],
         }, commit)
 
     def _tree(self, repo_id: str, revision: str, path: str, query: dict[str, str]) -> None:
@@ -468,8 +482,7 @@ class MirrorHandler(BaseHTTPRequestHandler):
 
     def _paths_info(self, repo_id: str, revision: str) -> None:
         commit = self.server.store.resolve(repo_id, revision)
-        length = int(self.headers.get("Content-Length") or 0)
-        form = parse_qs(self.rfile.read(length).decode())
+        form = parse_qs(self._body.decode())
         files = self.server.store.files(repo_id, commit)
         listing = {e["path"]: e for e in tree_entries(files, "", recursive=True)}
         self._json([listing[p] for p in form.get("paths", []) if p in listing], commit)
@@ -515,19 +528,20 @@ class MirrorHandler(BaseHTTPRequestHandler):
 
     def _send_file(self, f: Any, offset: int, length: int) -> None:
         """Body straight from the page cache with sendfile, optionally paced to max_rate."""
-        sock = self.connection
         rate = self.server.max_rate
-        step = max(rate // 10, 1) if rate else 64 * CHUNK
+        step = max(rate // 10, 1) if rate else 4 * CHUNK
         end = offset + length
-        while offset < end:
-            tick = time.monotonic()
-            n = os.sendfile(sock.fileno(), f.fileno(), offset, min(step, end - offset))
-            if n == 0:
-                raise BrokenPipeError("client went away")
-            offset += n
-            self._sent += n
-            if rate:
-                time.sleep(max(n / rate - (time.monotonic() - tick), 0))
+        f.seek(offset)
+        try:
+            while (pos := f.tell()) < end:
+                tick = time.monotonic()
+                # socket.sendfile copes with the socket timeout and leaves f at the bytes really sent.
+                if self.connection.sendfile(f, pos, min(step, end - pos)) == 0:
+                    raise BrokenPipeError("client went away")
+                if rate:
+                    time.sleep(max((f.tell() - pos) / rate - (time.monotonic() - tick), 0))
+        finally:
+            self._sent += f.tell() - offset
 
     def _json(self, data: Any, commit: str | None = None, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(data).encode()

@@ -69,6 +69,8 @@ def test_model_info_and_tree_describe_the_commit(published, mirror_factory):  # 
     m = mirror_factory(root)
     api = HfApi(endpoint=m.url, token=False)
     assert api.model_info(REPO).sha == commit
+    siblings = {s.rfilename: s for s in api.model_info(REPO, files_metadata=True).siblings}
+    assert siblings[SHARD].lfs is not None and siblings["config.json"].size > 0
     files = {f.path: f for f in api.list_repo_tree(REPO, revision=commit, recursive=True)}
     data = (root / REPO / "commits" / commit / SHARD).read_bytes()
     assert files[SHARD].lfs.sha256 == hashlib.sha256(data).hexdigest()
