@@ -1,7 +1,8 @@
 """Host agent for model weights: pull a pinned repo into real files, verify every byte, publish.
 
     python -m r1deploy.weights pull --repo org/name --revision SHA --root /srv/models --endpoint URL
-        [--token-file F] [--allow PAT ...] [--ignore PAT ...] [--extra-bytes N] [--margin-gib G]
+        [--token-file F] [--allow PAT ...] [--ignore PAT ...] [--extra-bytes N] [--margin-gib G] [--workers 4]
+    python -m r1deploy.weights plan   (same arguments as pull: JSON of bytes to fetch vs free disk)
     python -m r1deploy.weights verify --dir /srv/models/org--name/SHA [--full]
     python -m r1deploy.weights status --root /srv/models --repo org/name
 
@@ -269,7 +270,10 @@ def _part(target: Path) -> Path:
 
 
 def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
-    """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part)."""
+    """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part).
+
+    Changes nothing on disk: a bad file is replaced only when its verified successor is renamed over it.
+    """
     manifest = read_manifest(local_dir) if local_dir.is_dir() else None
     known = {e["path"]: e for e in (manifest or {}).get("files", [])}
     plan = Plan(manifest, [], [])
@@ -285,25 +289,28 @@ def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
                 continue
             print(f"weights: {rf.path} on disk does not match {rf.algo} {rf.expected[:12]}; re-fetching",
                   file=log, flush=True)
-            target.unlink()
-        part = _part(target)
-        have = part.stat().st_size if part.is_file() else 0
-        if have > rf.size:
-            part.unlink()
-            have = 0
-        plan.fetch.append((rf, have))
+        have = _size(_part(target))
+        plan.fetch.append((rf, have if have <= rf.size else 0))
     return plan
 
 
-def preflight(local_dir: Path, fetch_bytes: int, extra_bytes: int, margin_gib: float) -> None:
-    """Refuse before writing anything when the target filesystem cannot take the pull."""
+def disk_check(local_dir: Path, fetch_bytes: int, extra_bytes: int, margin_gib: float) -> dict[str, Any]:
+    """Bytes needed (to fetch + extra + margin) against free space on the target's filesystem."""
     probe = local_dir
     while not probe.exists():
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     margin = int(margin_gib * GIB)
     need = fetch_bytes + extra_bytes + margin
-    if need > free:
+    return {"bytes_to_fetch": fetch_bytes, "extra_bytes": extra_bytes, "margin_bytes": margin,
+            "need": need, "free": free, "fs_path": str(probe), "fits": need <= free}
+
+
+def preflight(local_dir: Path, fetch_bytes: int, extra_bytes: int, margin_gib: float) -> None:
+    """Refuse before writing anything when the target filesystem cannot take the pull."""
+    check = disk_check(local_dir, fetch_bytes, extra_bytes, margin_gib)
+    need, free, probe, margin = check["need"], check["free"], check["fs_path"], check["margin_bytes"]
+    if not check["fits"]:
         raise DiskSpaceError(
             f"not enough disk for {local_dir}: need {need} bytes ({need / GIB:.2f} GiB) = "
             f"{fetch_bytes} to fetch + {extra_bytes} extra + {margin} margin ({margin_gib} GiB), "
@@ -343,6 +350,8 @@ class Fetcher:
     def fetch(self, rf: RemoteFile, target: Path) -> dict[str, Any]:
         part = _part(target)
         part.parent.mkdir(parents=True, exist_ok=True)
+        if _size(part) > rf.size:  # longer than the listing says: cannot be a prefix of the file
+            part.unlink()
         for attempt in (1, 2):
             part.touch(exist_ok=True)  # empty files too end up verified and renamed
             self._download(rf, part)
@@ -459,36 +468,57 @@ def pull(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: st
     if HEX40.match(revision) and _settled(base, repo_id, revision, allow, ignore):
         moved = publish_current(base, revision)
         return _result(moved, revision, 0, read_manifest(base / revision), base)
-    api = HfApi(endpoint=endpoint, token=token or False, user_agent=USER_AGENT)
-    commit = revision if HEX40.match(revision) else api.model_info(repo_id, revision=revision).sha
+    commit, files = resolve(repo_id, revision, endpoint, token, allow, ignore)
     local_dir = base / commit
-    files = list_remote(api, repo_id, commit, allow, ignore)
-    if not files:
-        raise WeightsError(f"{repo_id}@{commit}: no files match allow={allow} ignore={ignore}")
-    plan = plan_pull(local_dir, files, log)
-    preflight(local_dir, plan.bytes_to_fetch, extra_bytes, margin_gib)
+    work = plan_pull(local_dir, files, log)
+    preflight(local_dir, work.bytes_to_fetch, extra_bytes, margin_gib)
     with _pull_lock(base, log) as waited:
         if waited:  # another pull just ran: start from what it left
-            plan = plan_pull(local_dir, files, log)
-            preflight(local_dir, plan.bytes_to_fetch, extra_bytes, margin_gib)
-        progress = Progress(f"{repo_id}@{commit[:12]}", plan.bytes_to_fetch, log)
+            work = plan_pull(local_dir, files, log)
+            preflight(local_dir, work.bytes_to_fetch, extra_bytes, margin_gib)
+        progress = Progress(f"{repo_id}@{commit[:12]}", work.bytes_to_fetch, log)
         fetcher = Fetcher(repo_id, commit, endpoint, token, progress, log)
-        if plan.fetch:
-            print(f"weights {repo_id}@{commit[:12]}: fetching {len(plan.fetch)} of {len(files)} files, "
-                  f"{_mib(plan.bytes_to_fetch)} MiB ({sum(h for _, h in plan.fetch)} bytes already in .part "
+        if work.fetch:
+            print(f"weights {repo_id}@{commit[:12]}: fetching {len(work.fetch)} of {len(files)} files, "
+                  f"{_mib(work.bytes_to_fetch)} MiB ({sum(h for _, h in work.fetch)} bytes already in .part "
                   "files)", file=log, flush=True)
-            plan.verified += fetcher.fetch_all([rf for rf, _ in plan.fetch], local_dir, workers)
+            work.verified += fetcher.fetch_all([rf for rf, _ in work.fetch], local_dir, workers)
             progress.line("done")
         new_manifest = {"repo": repo_id, "commit": commit, "endpoint": public_endpoint(endpoint),
                         "allow": allow, "ignore": ignore, "selected": [rf.path for rf in files],
-                        "files": sorted(plan.verified, key=lambda e: e["path"])}
-        changed_manifest = _comparable(plan.manifest) != _comparable(new_manifest)
+                        "files": sorted(work.verified, key=lambda e: e["path"])}
+        changed_manifest = _comparable(work.manifest) != _comparable(new_manifest)
         if changed_manifest:
             local_dir.mkdir(parents=True, exist_ok=True)
             write_manifest(local_dir, new_manifest)
             _fsync_dir(local_dir)
         moved = publish_current(base, commit)
     return _result(moved or changed_manifest or fetcher.fetched > 0, commit, fetcher.fetched, new_manifest, base)
+
+
+def resolve(repo_id: str, revision: str, endpoint: str | None, token: str | None,
+            allow: list[str] | None, ignore: list[str] | None) -> tuple[str, list[RemoteFile]]:
+    """The commit a revision names and its selected files, from the hub's tree listing."""
+    api = HfApi(endpoint=endpoint, token=token or False, user_agent=USER_AGENT)
+    commit = revision if HEX40.match(revision) else api.model_info(repo_id, revision=revision).sha
+    files = list_remote(api, repo_id, commit, allow, ignore)
+    if not files:
+        raise WeightsError(f"{repo_id}@{commit}: no files match allow={allow} ignore={ignore}")
+    return commit, files
+
+
+def plan(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: str | None = None, *,
+         token: str | None = None, allow: list[str] | None = None, ignore: list[str] | None = None,
+         extra_bytes: int = 0, margin_gib: float = 10.0, log: TextIO = sys.stderr) -> dict[str, Any]:
+    """What a pull would do, without writing anything: files, bytes to fetch, and whether they fit."""
+    allow, ignore = allow or None, ignore or None
+    commit, files = resolve(repo_id, revision, endpoint, token, allow, ignore)
+    local_dir = repo_base(root, repo_id) / commit
+    p = plan_pull(local_dir, files, log)
+    return {"repo": repo_id, "commit": commit, "dir": str(local_dir), "files": len(files),
+            "bytes": sum(rf.size for rf in files), "files_to_fetch": len(p.fetch),
+            "bytes_in_parts": sum(have for _, have in p.fetch),
+            **disk_check(local_dir, p.bytes_to_fetch, extra_bytes, margin_gib)}
 
 
 @contextmanager
@@ -551,6 +581,13 @@ def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
                 workers=args.workers)
 
 
+def _cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
+    token = read_token_file(args.token_file) if args.token_file else None
+    args.secrets.append(token)
+    return plan(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib)
+
+
 def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     return verify(args.dir, full=args.full)
 
@@ -559,21 +596,28 @@ def _cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     return status(args.root, args.repo)
 
 
+def _repo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", required=True, help="org/name")
+    p.add_argument("--revision", required=True, help="40-hex commit (a branch is resolved once)")
+    p.add_argument("--root", required=True, help="models root, e.g. /srv/models")
+    p.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
+    p.add_argument("--token-file", help="file holding the hub token (mode 0600)")
+    p.add_argument("--allow", nargs="*", default=None, metavar="PAT", help="only files matching these globs")
+    p.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
+    p.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")
+    p.add_argument("--margin-gib", type=float, default=10.0, help="free space to leave on the filesystem")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m r1deploy.weights", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     pl = sub.add_parser("pull", help="download, verify and publish a repo revision")
-    pl.add_argument("--repo", required=True, help="org/name")
-    pl.add_argument("--revision", required=True, help="40-hex commit (a branch is resolved once)")
-    pl.add_argument("--root", required=True, help="models root, e.g. /srv/models")
-    pl.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
-    pl.add_argument("--token-file", help="file holding the hub token (mode 0600)")
-    pl.add_argument("--allow", nargs="*", default=None, metavar="PAT", help="only files matching these globs")
-    pl.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
-    pl.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")
-    pl.add_argument("--margin-gib", type=float, default=10.0, help="free space to leave on the filesystem")
+    _repo_args(pl)
     pl.add_argument("--workers", type=int, default=4, help="files downloaded in parallel")
     pl.set_defaults(func=_cmd_pull)
+    pn = sub.add_parser("plan", help="JSON: what a pull would fetch and whether it fits on disk (writes nothing)")
+    _repo_args(pn)
+    pn.set_defaults(func=_cmd_plan)
     v = sub.add_parser("verify", help="check a pulled directory against its manifest")
     v.add_argument("--dir", required=True)
     v.add_argument("--full", action="store_true", help="rehash every file instead of size+mtime")

@@ -238,6 +238,13 @@ def test_disk_preflight_refuses_before_writing(tmp_path, hub, mirror_factory):  
     assert not (tmp_path / "models").exists()
     assert m.file_gets() == []
 
+    planned = agent("plan", "--repo", REPO, "--revision", "main", "--root", str(tmp_path / "models"),
+                    "--endpoint", m.url, "--margin-gib", "1000000", env_home=tmp_path / "hf", endpoint=m.url)
+    assert planned.returncode == 0, planned.stderr
+    assert {k: result(planned)[k] for k in ("commit", "files", "bytes_to_fetch", "fits")} == {
+        "commit": commit, "files": 8, "bytes_to_fetch": total, "fits": False}
+    assert not (tmp_path / "models").exists()
+
 
 def test_token_never_in_argv_output_manifest_or_logs(tmp_path, hub, mirror_factory):  # noqa: F811
     root, commit, _ = hub
