@@ -289,3 +289,27 @@ def test_gate_operation_passes_or_fails_the_host(folder, data, passes):
         (command,) = list(state.ops[host][op_hash].command_generator())
         assert command.function is ops._gate
         assert command.execute(state, host, {}) is passes
+
+
+def test_skew_found_only_when_executing_stops_before_the_driver_moves():
+    """Fresh host: the repository is read at execute time; the driver step checks fabric
+    manager first, so the host stops with the old driver in place."""
+    from pyinfra.context import ctx_host, ctx_state
+
+    w = world(nvswitches=4, repo={})
+    state, _ = plan(gpu_host, {"gpu-1": (MODEL, w)})
+    w.repo = {**REPO, "nvidia-fabricmanager-580": ["580.126.09-1"]}  # what apt update brought
+    host = state.inventory.get_host("gpu-1")
+    state.is_executing = True
+    with ctx_state.use(state), ctx_host.use(host):
+        (driver_op,) = [h for h in state.get_op_order() if "NVIDIA driver" in sorted(state.op_meta[h].names)[0]]
+        (command,) = list(state.ops[host][driver_op].command_generator())
+    assert command.function is ops._stop
+    assert "must equal the driver version 580.159.04 exactly, but the repository offers 580.126.09-1" in command.args[0]
+
+
+def test_stale_apt_lists_are_refreshed_when_a_pinned_version_is_missing():
+    w = converged()
+    cmds = run(w, gpu_driver_version="580.170.01")  # newer than this host's lists know
+    assert has(cmds, "apt-get update")
+    assert has(cmds, "# nvidia-driver-580-open: pin nvidia-driver-580-open 580.170.01, version read from")

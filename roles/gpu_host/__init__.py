@@ -45,6 +45,7 @@ class Plan:
     driver_want: Want
     cuda_major: str
     fabric_manager: str | None
+    nccl_want: Want
 
 
 def _platform() -> Platform:
@@ -65,19 +66,43 @@ def _plan(g, platform: Platform) -> Plan:
     driver = platform.driver_packages(g.driver_branch, g.open_kernel_modules)
     wants_fm = g.fabric_manager == "yes" or (g.fabric_manager == "auto" and host.get_fact(facts.NvSwitches) > 0)
     return Plan(platform, driver, Want(driver[0], upstream=g.driver_version, prefix=f"{g.driver_branch}."),
-                major, platform.fabricmanager_package(g.driver_branch) if wants_fm else None)
+                major, platform.fabricmanager_package(g.driver_branch) if wants_fm else None,
+                Want(platform.nccl_packages()[0], upstream=g.nccl_version, pattern=rf"\+cuda{major}\.\d+$"))
 
 
-def _repository(platform: Platform, g) -> None:
-    """cuda-keyring (NVIDIA's signing key) and the repository line, at the spec's base URL."""
+def _resolvable(plan: Plan) -> bool:
+    """Whether the host's apt lists already hold every version we pin (else refresh them:
+    a version the spec names may be newer than the host's last `apt update`)."""
+    names = [plan.driver[0], plan.nccl_want.package, *([plan.fabric_manager] if plan.fabric_manager else [])]
+    available = host.get_fact(facts.AptVersions, packages=sorted(names))
+    installed = {name: version for name, (version, _) in host.get_fact(facts.NvidiaPackages).items()}
+
+    def pick(want: Want) -> str | None:
+        return want.pick(available.get(want.package, []), installed.get(want.package))
+
+    driver = pick(plan.driver_want)
+    if driver is None or pick(plan.nccl_want) is None:
+        return False
+    if plan.fabric_manager:
+        try:
+            follow(Want(plan.fabric_manager), driver, available.get(plan.fabric_manager, []),
+                   installed.get(plan.fabric_manager))
+        except VersionSkew:
+            return False
+    return True
+
+
+def _repository(platform: Platform, g, refresh: bool) -> None:
+    """cuda-keyring (NVIDIA's signing key) and the repository line, at the spec's base URL;
+    apt update when they change or the lists lack a version we pin."""
     installed = host.get_fact(facts.NvidiaPackages)
     changed = []
     if KEYRING_PACKAGE not in installed:
         changed.append(apt.deb(name="Install cuda-keyring", src=platform.repo_url(g.cuda_repo_url) + KEYRING_DEB))
     changed.append(files.put(name="CUDA apt repository", src=StringIO(platform.sources_line(g.cuda_repo_url)),
                              dest=platform.sources_file(), user="root", group="root", mode="644"))
-    if any(op.will_change for op in changed):
-        apt.update(name="apt update (CUDA repository changed)")
+    if refresh or any(op.will_change for op in changed):
+        apt.update(name="apt update (CUDA repository changed or a pinned version is not listed)")
     track(*changed)
 
 
@@ -110,7 +135,8 @@ def _packages(plan: Plan, g) -> None:
     stale = [p for p in installed if STALE_DRIVER.match(p) and p not in plan.driver]
     track(pinned_packages(name=f"NVIDIA driver {plan.driver_want.describe()}", packages=plan.driver,
                           want=plan.driver_want, pin_file=f"{PIN_DIR}/r1deploy-nvidia-driver",
-                          why="the NVIDIA driver moves only when the spec says so", remove=stale))
+                          why="the NVIDIA driver moves only when the spec says so", remove=stale,
+                          follower=plan.fabric_manager))
     if plan.fabric_manager:
         _fm_skew_early(plan)
         stale_fm = [p for p in installed if STALE_FM.match(p) and p != plan.fabric_manager]
@@ -118,10 +144,9 @@ def _packages(plan: Plan, g) -> None:
                               want=Want(plan.fabric_manager), leader=plan.driver_want,
                               pin_file=f"{PIN_DIR}/r1deploy-nvidia-fabricmanager",
                               why="fabric manager must equal the driver version exactly", remove=stale_fm))
-    nccl = plan.platform.nccl_packages()
-    track(pinned_packages(name=f"NCCL for CUDA {plan.cuda_major}", packages=nccl,
-                          want=Want(nccl[0], upstream=g.nccl_version, pattern=rf"\+cuda{plan.cuda_major}\.\d+$"),
-                          pin_file=f"{PIN_DIR}/r1deploy-nccl", why=f"NCCL built for CUDA {plan.cuda_major}"))
+    track(pinned_packages(name=f"NCCL for CUDA {plan.cuda_major}", packages=plan.platform.nccl_packages(),
+                          want=plan.nccl_want, pin_file=f"{PIN_DIR}/r1deploy-nccl",
+                          why=f"NCCL built for CUDA {plan.cuda_major}"))
     optional = []
     if g.cuda_toolkit:
         optional.append(plan.platform.cuda_toolkit_package(g.cuda_toolkit_version or f"{plan.cuda_major}.0"))
@@ -152,7 +177,7 @@ def gpu_host() -> None:
         return
     platform = _platform()
     plan = _plan(g, platform)
-    _repository(platform, g)
+    _repository(platform, g, refresh=not _resolvable(plan))
     _nouveau(platform)
     _packages(plan, g)
     # Batches: the first host's gpu_reboot_batch_size applies to the whole run.

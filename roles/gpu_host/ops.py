@@ -43,14 +43,16 @@ def _installed(package: str) -> str | None:
 
 @operation()
 def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
-                    leader: Want | None = None, remove: list[str] | None = None):
+                    leader: Want | None = None, follower: str | None = None, remove: list[str] | None = None):
     """Install `packages` at one exact version, pin it in `pin_file` and apt-mark hold it.
 
     + want: the version rule (of packages[0]); with `leader`, the version is instead the
       one whose upstream equals what `leader` resolves to (fabric manager follows the driver)
+    + follower: a package that must reach this exact upstream version next; checked before
+      installing anything, so a skew stops the host with the old driver still in place
     + remove: packages to remove in the same apt transaction (another branch or flavor)
     """
-    names = sorted({*packages, *([leader.package] if leader else [])})
+    names = sorted({*packages, *([leader.package] if leader else []), *([follower] if follower else [])})
     available = host.get_fact(facts.AptVersions, packages=names)
     installed = host.get_fact(facts.NvidiaPackages)
     offered, current_version = available.get(want.package, []), _installed(want.package)
@@ -63,6 +65,12 @@ def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
             return
     else:
         version = want.pick(offered, current_version)
+    if follower and version:
+        try:
+            follow(Want(follower), version, available.get(follower, []), _installed(follower))
+        except VersionSkew as exc:
+            yield stop_host(f"version skew: {exc}")
+            return
     if version is None:
         if state.is_executing:
             yield stop_host(f"no {want.describe()} in the configured apt repositories")
