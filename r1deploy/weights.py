@@ -122,6 +122,7 @@ def read_manifest(local_dir: Path) -> dict[str, Any] | None:
 
 def write_manifest(local_dir: Path, manifest: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=local_dir, prefix=f".{MANIFEST}.")
+    os.fchmod(fd, 0o644)  # like the model files: readable by the service and a seed's mirror
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -135,8 +136,8 @@ def public_endpoint(endpoint: str | None) -> str | None:
     if not endpoint:
         return endpoint
     u = urlsplit(endpoint)
-    return urlunsplit((u.scheme, u.hostname + (f":{u.port}" if u.port else "") if u.hostname else "",
-                       u.path, "", ""))
+    host = f"[{u.hostname}]" if u.hostname and ":" in u.hostname else (u.hostname or "")
+    return urlunsplit((u.scheme, host + (f":{u.port}" if u.port else ""), u.path, "", ""))
 
 
 # --------------------------------------------------------------------------- verify / status
@@ -379,16 +380,18 @@ class Fetcher:
             except (_Retry, requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 failures += 1
+                reason = str(exc) if isinstance(exc, _Retry) else type(exc).__name__
                 if failures > RETRIES:
                     raise WeightsError(f"{rf.path}: download failed {failures} times in a row "
-                                       f"({type(exc).__name__}); rerun to continue from the bytes on disk") from None
-                print(f"weights: {rf.path}: {type(exc).__name__}, retrying from byte {_size(part)}",
-                      file=self.log, flush=True)
+                                       f"({reason}); rerun to continue from the bytes on disk") from None
+                print(f"weights: {rf.path}: {reason}, retrying from byte {_size(part)}", file=self.log, flush=True)
                 time.sleep(min(2 ** (failures - 1), 30))
 
     def _stream(self, url: str, rf: RemoteFile, part: Path, have: int) -> None:
         headers = dict(self.headers, Range=f"bytes={have}-") if have else self.headers
         with self.session.get(url, headers=headers, stream=True, timeout=(10, 60)) as r:
+            if r.status_code == 429 or r.status_code >= 500:  # a busy seed or hub: worth a retry
+                raise _Retry(f"HTTP {r.status_code}")
             if r.status_code not in (200, 206):
                 raise WeightsError(f"{rf.path}: HTTP {r.status_code} from {url}")
             if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
