@@ -314,3 +314,11 @@ def test_pulled_directory_seeds_other_nodes_under_the_upstream_commit(tmp_path, 
     assert node_b["changed"] and node_b["files"] == 8
     assert len(seed.file_gets()) == 8 and len(upstream.file_gets()) == 8  # B never asked upstream
     assert weights.verify(tmp_path / "b" / "lab--tiny-r1" / commit, full=True)["ok"]
+
+
+def test_agent_and_mirror_import_only_what_hosts_have():
+    code = ("import sys, r1deploy.weights, r1deploy.mirror; "
+            "print([m for m in ('pyinfra', 'jinja2', 'paramiko', 'numpy', 'safetensors', 'tokenizers', "
+            "'r1deploy.spec', 'pydantic') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
