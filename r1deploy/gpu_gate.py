@@ -285,6 +285,10 @@ def _gpu_check(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gpu-check", help="verify NVIDIA GPUs on this host (or recorded outputs) against the spec")
+    _arguments(p)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-dir", help="read recorded probe outputs from this directory instead of running them")
     p.add_argument("--inventory", help="take expectations from this pyinfra inventory (with --host)")
     p.add_argument("--host", help="inventory host name (also the name printed in records)")
@@ -300,3 +304,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-dir", help="write the probe outputs (fixture names) and the verdict here")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
     p.set_defaults(func=_gpu_check)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone: `python3 -m r1deploy.gpu_gate ...` needs only the standard library (a bare
+    GPU host with no wheels yet); --inventory needs pyinfra and pydantic."""
+    parser = argparse.ArgumentParser(prog="gpu-check", description=__doc__)
+    _arguments(parser)
+    return _gpu_check(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -126,3 +126,12 @@ def test_save_dir_writes_fixture_layout_and_verdict(tmp_path):
     assert json.loads((out / "gate.json").read_text())[0]["check"] == "nvidia-smi"
     # saved evidence reads back as a fixture
     assert main(["gpu-check", "--from-dir", str(out), "--expect-count", "2"]) == 0
+
+
+def test_standalone_gate_needs_only_the_standard_library():
+    # -S: no site-packages at all, as on a bare GPU host before any wheel is installed
+    done = subprocess.run([sys.executable, "-S", "-m", "r1deploy.gpu_gate", "--from-dir",
+                           str(FIX / "h200x1-ubuntu2404"), "--expect-count", "1", "--json"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert {r["check"] for r in json.loads(done.stdout)} >= {"gpu-count", "driver", "memory-health"}
