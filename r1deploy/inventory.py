@@ -12,9 +12,16 @@ from r1deploy.spec import Spec, SpecError, validate_inventory
 
 def load_host_data(inventory_path: str, cwd: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Host name and merged data (host > groups > all), exactly as pyinfra would see them."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
-    inventory = make_inventory(inventory_path, cwd=cwd or os.getcwd())
+    # pyinfra executes inventory files inside a state context; an offline one connects nowhere.
+    ctx_state.set(State(check_for_changes=False))
+    cwd = cwd or os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # as pyinfra does, so inventories can import lab/ and r1deploy/
+    inventory = make_inventory(inventory_path, cwd=cwd)
     return [(host.name, host.data.dict()) for host in inventory]
 
 

@@ -1,0 +1,37 @@
+"""The main job: bare hosts to a serving R1 fleet behind a gateway.
+
+    pyinfra inventories/prod.py deploy/main.py [--dry] [--diff] [--limit HOST]
+
+Stages per node: preflight, base, GPU host, weights, vLLM, serve (rollout + health, rollback on
+failure), smoke. Gateways: preflight, base, gateway, smoke. The whole inventory is validated
+before the first operation of the first host, so a bad inventory touches no host.
+"""
+
+from pyinfra import inventory
+
+from r1deploy.spec import validate_inventory
+from roles._spec import host_spec
+from roles.base import base
+from roles.gateway import gateway
+from roles.gpu_host import gpu_host
+from roles.preflight import preflight
+from roles.serve import serve
+from roles.smoke import smoke
+from roles.vllm import vllm
+from roles.weights import weights
+
+# Raises SpecError naming every bad host and field; pyinfra stops before any operation runs.
+validate_inventory((h.name, h.data.dict()) for h in inventory)
+
+spec = host_spec()
+preflight()
+base()
+if spec.fleet.role == "node":
+    if spec.gpu.manage:
+        gpu_host()
+    weights()
+    vllm()
+    serve()
+else:
+    gateway()
+smoke()

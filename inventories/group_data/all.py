@@ -1,0 +1,3 @@
+# Defaults shared by every fleet. Everything not set here falls back to r1deploy/spec.py.
+fleet_name = "r1"
+smoke_max_tokens = 32

@@ -1,0 +1,10 @@
+# One 8×H200 HGX node serves the full R1 (671B, FP8): TP8 + expert parallel, per the plan.
+model_repo_id = "deepseek-ai/DeepSeek-R1"
+model_revision = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
+vllm_max_model_len = 65536
+plan_gpu = "H200"
+plan_gpus_per_node = 8
+gpu_expected_model = "H200"
+gpu_expected_count = 8
+gpu_min_memory_mib = 143000
+gpu_fabric_manager = "yes"

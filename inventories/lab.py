@@ -1,0 +1,24 @@
+"""The local lab (`make lab`): serving nodes and a gateway, as `lab up` made them.
+
+Groups: `nodes`, `gateways`, and `lab` (pyinfra names a group after this file), whose data is
+in group_data/lab.py.
+"""
+
+from lab.state import lab_info
+
+_lab = lab_info()
+_ssh = {
+    "ssh_user": "root",
+    "ssh_key": _lab["ssh_key"],
+    "ssh_known_hosts_file": _lab["known_hosts"],
+    "ssh_strict_host_key_checking": "accept-new",
+}
+
+
+def _hosts(role: str) -> list:
+    return [(h["name"], {"ssh_hostname": h["ip"], "vllm_host_ip": h["ip"], "fleet_role": role, **_ssh})
+            for h in _lab["hosts"] if h["role"] == role]
+
+
+nodes = _hosts("node")
+gateways = _hosts("gateway")

@@ -1,0 +1,18 @@
+"""What `lab up` recorded (hosts, SSH key, lab services, the published model), for inventories."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+STATE = Path(os.environ.get("R1LAB_STATE", "/var/lib/r1deploy-lab"))
+
+
+def lab_info(required: bool = True) -> dict:
+    path = STATE / "lab.json"
+    if not path.exists():
+        if not required:
+            return {}
+        raise SystemExit(f"the lab is not up ({path} missing): run `make lab` or `python -m lab up`")
+    return json.loads(path.read_text())

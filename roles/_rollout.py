@@ -1,0 +1,39 @@
+"""Per-host bookkeeping of a rollout: which operations changed something, and remote checks.
+
+pyinfra counts every command-yielding operation as a change, so health waits and smoke tests
+run only `_if=host_changed()`: a converge that changes nothing also checks nothing it did not
+touch, and reports no changes. Fleet-wide checks outside a rollout are `r1deploy smoke`/drift.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections import defaultdict
+
+from pyinfra import host
+from pyinfra.api import OperationError, StringCommand
+
+_changes: dict[str, list] = defaultdict(list)
+
+
+def track(*ops):
+    """Remember operations whose change means this host is being rolled out."""
+    _changes[host.name].extend(ops)
+    return ops[0] if len(ops) == 1 else ops
+
+
+def host_changed():
+    name = host.name
+    return lambda: any(op.did_change() for op in _changes[name])
+
+
+def remote(command: str, what: str, sudo_user: str | None = None) -> str:
+    """Run a read-only command on the current host from a python.call; raise with its output."""
+    if sudo_user:
+        command = f"runuser -u {sudo_user} -- sh -c {shlex.quote(command)}"
+    ok, output = host.run_shell_command(StringCommand(command), print_output=False, print_input=False)
+    text = "\n".join(output.stdout_lines) if hasattr(output, "stdout_lines") else str(output)
+    if not ok:
+        err = "\n".join(getattr(output, "stderr_lines", []))
+        raise OperationError(f"{what} failed on {host.name}:\n{text}\n{err}".strip())
+    return text
