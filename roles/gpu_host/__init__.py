@@ -138,7 +138,6 @@ def _packages(plan: Plan, g) -> None:
                           why="the NVIDIA driver moves only when the spec says so", remove=stale,
                           follower=plan.fabric_manager))
     if plan.fabric_manager:
-        _fm_skew_early(plan)
         stale_fm = [p for p in installed if STALE_FM.match(p) and p != plan.fabric_manager]
         track(pinned_packages(name=f"{plan.fabric_manager} = driver version", packages=[plan.fabric_manager],
                               want=Want(plan.fabric_manager), leader=plan.driver_want,
@@ -177,6 +176,8 @@ def gpu_host() -> None:
         return
     platform = _platform()
     plan = _plan(g, platform)
+    if plan.fabric_manager:
+        _fm_skew_early(plan)
     _repository(platform, g, refresh=not _resolvable(plan))
     _nouveau(platform)
     _packages(plan, g)
