@@ -465,6 +465,24 @@ def status() -> int:
     return 1 if bad else 0
 
 
+def report() -> int:
+    """Smoke-test every node and the gateway from the controller; print where the fleet answers."""
+    from r1deploy.smoke import smoke, table
+
+    info = json.loads((STATE / "lab.json").read_text())
+    model = info["model"]["repo_id"].split("/", 1)[1]
+    targets = [(h["name"], f"http://{h['ip']}:{8080 if h['role'] == 'gateway' else 8000}") for h in info["hosts"]]
+    reports = [smoke(name, url, model) for name, url in targets]
+    print(table(reports))
+    gateway = next(url for name, url in targets if name == "gateway")
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+                       "max_tokens": 64})
+    print(f"\nThe fleet answers at {gateway} (gateway) and {', '.join(u for n, u in targets if n != 'gateway')}."
+          f"\nTry it:\n  curl -s {gateway}/v1/chat/completions -H 'Content-Type: application/json' "
+          f"-d '{body}'\n")
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("the lab needs root (namespaces, mounts, systemd-nspawn)")
@@ -475,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop and remove every host, mount, namespace, cgroup, link and process")
     sub.add_parser("status", help="show hosts and lab services")
     sub.add_parser("build", help="build the cached rootfs, wheelhouse and tiny model only")
+    sub.add_parser("report", help="smoke-test nodes and gateway; print the URL and a curl to try")
     args = p.parse_args(argv)
     if args.cmd == "up":
         info = up(args.nodes)
@@ -483,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         down()
     elif args.cmd == "build":
         build_rootfs(), build_wheelhouse(), build_model()
+    elif args.cmd == "report":
+        return report()
     else:
         return status()
     return 0

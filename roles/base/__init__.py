@@ -8,6 +8,7 @@ from pyinfra.operations import apt, files, pip, server
 
 from r1deploy import AGENT_REQUIREMENTS
 from r1deploy.render import CACHE_DIR, CONFIG_DIR, STATE_DIR, agent_venv
+from roles._pip import pinned
 from roles._rollout import track
 from roles._spec import host_spec
 
@@ -33,9 +34,8 @@ def pip_source_args(spec) -> str:
 def venv_packages(name: str, venv: str, packages: list[str], spec, present: bool = True):
     """Packages in a virtualenv made with the host's python3 -m venv (no virtualenv tool needed)."""
     made = track(pip.venv(name=f"Virtualenv {venv}", path=venv, python="python3"))
-    args = pip_source_args(spec) if present else None
-    installed = track(pip.packages(name=name, packages=packages, present=present, pip=f"{venv}/bin/pip",
-                                   extra_install_args=args))
+    installed = track(pinned(name=name, venv=venv, requirements=packages, present=present,
+                             source_args=pip_source_args(spec)))
     return made, installed
 
 
@@ -61,7 +61,7 @@ def _agent(spec) -> None:
     venv = agent_venv(spec)
     venv_packages("Agent dependencies", venv, AGENT_REQUIREMENTS, spec)
     track(files.sync(name="Agent code", src=str(AGENT_SRC), dest=f"{venv}/src/r1deploy",
-                     exclude=["*.pyc", "__pycache__"], delete=True))
+                     exclude=["*.pyc"], exclude_dir=["__pycache__"], delete=True))
 
 
 @deploy("Base")

@@ -30,7 +30,7 @@ def _smoke(venv: str, url: str, model: str, max_tokens: int, prompt: str, timeou
     if not require_reasoning:
         argv.append("--no-reasoning")
     try:
-        out = remote(f"PYTHONPATH={venv}/src {shlex.join(argv)}", "smoke test")
+        out = remote(f"PYTHONPATH={venv}/src PYTHONDONTWRITEBYTECODE=1 {shlex.join(argv)}", "smoke test")
     except OperationError as exc:  # exit 1 still prints the JSON report
         out = str(exc).split("\n", 1)[1] if "\n" in str(exc) else str(exc)
     start = out.find("{")

@@ -1,9 +1,9 @@
 """vLLM: a versioned virtualenv per release of the engine, from the spec's index or wheelhouse."""
 
 from pyinfra.api import deploy
-from pyinfra.operations import pip
 
 from r1deploy.render import vllm_venv
+from roles._pip import pinned
 from roles._rollout import track
 from roles._spec import host_spec
 from roles.base import venv_packages
@@ -17,5 +17,5 @@ def vllm() -> None:
     venv_packages(f"Install {wanted[0]}", venv, wanted, spec)
     if spec.install.vllm_without:
         # PyPI's CUDA torchvision next to the CPU torch breaks `import transformers`.
-        track(pip.packages(name="Remove conflicting packages", packages=spec.install.vllm_without,
-                           present=False, pip=f"{venv}/bin/pip"))
+        track(pinned(name="Remove conflicting packages", venv=venv, requirements=spec.install.vllm_without,
+                     present=False))

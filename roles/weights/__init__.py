@@ -42,7 +42,7 @@ def _pull_command(spec, venv: str, token_file: str | None) -> str:
         argv += ["--allow", *m.allow_patterns]
     if m.ignore_patterns:
         argv += ["--ignore", *m.ignore_patterns]
-    cmd = f"PYTHONPATH={venv}/src HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 {shlex.join(argv)}"
+    cmd = f"PYTHONPATH={venv}/src PYTHONDONTWRITEBYTECODE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 {shlex.join(argv)}"
     return f"runuser -u {spec.vllm.user} -- sh -c {shlex.quote(cmd)}"
 
 
