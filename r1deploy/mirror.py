@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -381,12 +382,13 @@ class MirrorServer(ThreadingHTTPServer):
         self.max_rate = max_rate  # bytes/s per response: fair sharing of a seed's uplink
         self.page_size = page_size
         self.token = token
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, MirrorHandler)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class MirrorHandler(BaseHTTPRequestHandler):
