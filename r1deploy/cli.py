@@ -11,6 +11,7 @@ COMMANDS = [
     "r1deploy.inventory",
     "r1deploy.mirror",
     "r1deploy.render",
+    "r1deploy.smoke",
     "r1deploy.gpu_gate",
     "r1deploy.plan_cli",
 ]
