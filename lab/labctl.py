@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lab.state import STATE
 from r1deploy import AGENT_REQUIREMENTS
 
-LAB = "r1lab"
+# Several labs can coexist (e.g. CI's and a developer's): R1LAB_NAME and R1LAB_NET tell them apart.
+LAB = os.environ.get("R1LAB_NAME", "r1lab")
+NET = os.environ.get("R1LAB_NET", "10.77.0")
 CACHE = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab"))
-STATE = Path(os.environ.get("R1LAB_STATE", "/var/lib/r1deploy-lab"))
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE = f"{LAB}0"
-NET = "10.77.0"
 GW = f"{NET}.1"
 PROXY_PORT = 3128
 WHEELS_PORT = 8700
@@ -94,8 +95,6 @@ def _configure_rootfs(root: Path) -> None:
     (root / "etc/apt/sources.list").unlink(missing_ok=True)  # the .sources files replace it
     for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
         shutil.copy(src, root / "etc/apt/sources.list.d" / src.name)
-    (root / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
-        f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\n')
     (root / "etc/machine-id").write_text("")  # one per boot, not one shared by every host
     (root / "etc/hostname").unlink(missing_ok=True)
     ssh_dir = root / "root/.ssh"
@@ -275,6 +274,9 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
     if not os.path.ismount(merged):
         sh("mount", "-t", "overlay", f"{LAB}-{name}", "-o",
            f"lowerdir={rootfs},upperdir={d / 'upper'},workdir={d / 'work'}", str(merged))
+    # apt goes out through this lab's egress proxy; the lab's own repos on the bridge are direct.
+    (merged / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
+        f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\nAcquire::http::Proxy::{GW} "DIRECT";\n')
     ns, veth = _netns(name), _veth(name)
     if not Path(f"/run/netns/{ns}").exists():
         sh("ip", "netns", "add", ns)

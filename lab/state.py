@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-STATE = Path(os.environ.get("R1LAB_STATE", "/var/lib/r1deploy-lab"))
+_NAME = os.environ.get("R1LAB_NAME", "r1lab")
+STATE = Path(os.environ.get("R1LAB_STATE") or
+             ("/var/lib/r1deploy-lab" if _NAME == "r1lab" else f"/var/lib/r1deploy-lab-{_NAME}"))
 
 
 def lab_info(required: bool = True) -> dict:
