@@ -12,7 +12,9 @@ Layout: ``<root>/<org>--<name>/<commit>/`` holds the files and ``.r1deploy-manif
 Unlike huggingface-hub's own download (which restarts a killed file from zero and checks only
 sizes), each file is fetched into ``<file>.part`` with ranged requests that continue from the
 bytes on disk, hashed against the tree listing (sha256 for LFS, git sha1 otherwise), and only
-then renamed into place. It runs on hosts with only huggingface-hub, requests and pydantic.
+then renamed into place. After a killed process the whole .part is continued; after a reboot,
+only up to its last fsync (``<file>.part.json`` records it per boot id). It runs on hosts with
+only huggingface-hub, requests and pydantic.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from huggingface_hub.utils import build_hf_headers, filter_repo_objects  # noqa:
 MANIFEST = ".r1deploy-manifest.json"
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 CHUNK = 1024 * 1024
+SYNC_EVERY = 64 * CHUNK  # bytes of a .part that a reboot may cost at most
 GIB = 1024**3
 PROGRESS_EVERY_S = 2.0
 RETRIES = 5  # transient network errors per file, counted since the last byte received
@@ -268,6 +271,36 @@ def _part(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
 
+# A .part is trusted up to its full length after a killed process (the page cache survived),
+# but after a reboot only up to the last fsync: the sidecar records both, per boot.
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _sidecar(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def resume_point(part: Path) -> int:
+    """Bytes of a .part that can be continued from (0 if there is none)."""
+    have = _size(part)
+    try:
+        mark = json.loads(_sidecar(part).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return have
+    return have if mark.get("boot_id") == _boot_id() else min(have, int(mark.get("synced", 0)))
+
+
+def _mark_synced(part: Path, synced: int) -> None:
+    tmp = _sidecar(part).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"boot_id": _boot_id(), "synced": synced}))
+    os.replace(tmp, _sidecar(part))
+
+
 def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
     """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part).
 
@@ -288,7 +321,7 @@ def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
                 continue
             print(f"weights: {rf.path} on disk does not match {rf.algo} {rf.expected[:12]}; re-fetching",
                   file=log, flush=True)
-        have = _size(_part(target))
+        have = resume_point(_part(target))
         plan.fetch.append((rf, have if have <= rf.size else 0))
     return plan
 
@@ -349,19 +382,24 @@ class Fetcher:
     def fetch(self, rf: RemoteFile, target: Path) -> dict[str, Any]:
         part = _part(target)
         part.parent.mkdir(parents=True, exist_ok=True)
-        if _size(part) > rf.size:  # longer than the listing says: cannot be a prefix of the file
-            part.unlink()
+        keep = resume_point(part)
+        if keep > rf.size:  # longer than the listing says: cannot be a prefix of the file
+            keep = 0
+        if _size(part) > keep:  # what a reboot may have left unsynced, or an oversized part
+            os.truncate(part, keep)
         for attempt in (1, 2):
             part.touch(exist_ok=True)  # empty files too end up verified and renamed
             self._download(rf, part)
             got = digest(part, rf.algo, part.stat().st_size)
             if part.stat().st_size == rf.size and got == rf.expected:
                 os.replace(part, target)
+                _sidecar(part).unlink(missing_ok=True)
                 return manifest_entry(target, rf)
             print(f"weights: {rf.path} failed verification ({rf.algo} {got[:12]} != {rf.expected[:12]}, "
                   f"{part.stat().st_size}/{rf.size} bytes); "
                   + ("re-fetching from zero" if attempt == 1 else "giving up"), file=self.log, flush=True)
             part.unlink()
+            _sidecar(part).unlink(missing_ok=True)
             self.progress.grow(rf.size)
         raise IntegrityError(f"{rf.path}: content from {public_endpoint(self.endpoint) or 'the hub'} does "
                              f"not match the tree listing's {rf.algo} {rf.expected}; not published")
@@ -399,6 +437,7 @@ class Fetcher:
             if have and not resumed:  # the server ignored our Range: start over
                 self.progress.grow(have)
             with open(part, "ab" if resumed else "wb") as f:
+                _mark_synced(part, f.tell())
                 try:
                     for chunk in r.iter_content(CHUNK):
                         f.write(chunk)
@@ -407,9 +446,16 @@ class Fetcher:
                         self.progress.add(len(chunk), rf.path)
                         if f.tell() > rf.size:
                             break  # a longer body than listed can only fail verification
+                        if f.tell() % SYNC_EVERY < len(chunk):
+                            _sync(f, part)
                 finally:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    _sync(f, part)
+
+
+def _sync(f: Any, part: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    _mark_synced(part, f.tell())
 
 
 class _Retry(Exception):

@@ -132,6 +132,23 @@ def test_resume_after_kill_fetches_only_missing_bytes(tmp_path, hub, mirror_fact
     assert not part.exists()
 
 
+def test_after_a_reboot_resume_starts_at_the_last_synced_byte(tmp_path, hub, mirror_factory):  # noqa: F811
+    root, commit, src = hub
+    m = mirror_factory(root)
+    local = model_dir(tmp_path, commit)
+    local.mkdir(parents=True)
+    good = (src / SHARD1).read_bytes()[:400_000]
+    # The page cache died with the old boot: bytes past the last fsync may be zeros on disk.
+    (local / (SHARD1 + ".part")).write_bytes(good + b"\0" * 300_000)
+    (local / (SHARD1 + ".part.json")).write_text(json.dumps({"boot_id": "a-previous-boot", "synced": 400_000}))
+
+    done = pull(m, tmp_path, commit)
+    assert done.returncode == 0, done.stderr
+    assert [g["range"] for g in m.file_gets(SHARD1)] == ["bytes=400000-"]
+    assert (local / SHARD1).read_bytes() == (src / SHARD1).read_bytes()
+    assert not (local / (SHARD1 + ".part.json")).exists()
+
+
 def test_dropped_connection_resumes_within_the_same_run(tmp_path, hub, mirror_factory):  # noqa: F811
     root, commit, src = hub
     with socket.socket() as s:
