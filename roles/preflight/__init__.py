@@ -5,6 +5,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import LinuxDistribution
 
 from r1deploy.catalog import MODELS
+from roles._plan import host_plan
 from roles._spec import host_spec
 from roles.preflight.facts import FreeBytes
 
@@ -31,9 +32,19 @@ def _check_disk(spec) -> None:
                           f"{spec.model.repo_id} needs {need / 2**30:.1f} GiB (weights + margin)")
 
 
+def _check_plan(spec) -> None:
+    """Refuse an impossible spec with the planner's explanation, before any download."""
+    plan = host_plan(spec)
+    if plan is not None and not plan.fits:
+        hints = "".join(f"\n  try: {s}" for s in plan.suggestions)
+        raise DeployError(f"{host.name}: {spec.model.repo_id} does not fit this hardware:\n  "
+                          + "\n  ".join(plan.reasons) + hints)
+
+
 @deploy("Preflight")
 def preflight() -> None:
     spec = host_spec()
     _check_os()
     if spec.fleet.role == "node":
         _check_disk(spec)
+        _check_plan(spec)

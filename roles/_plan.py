@@ -1,0 +1,30 @@
+"""The capacity plan of the current host: its real GPUs, when the driver answers, beat plan_*."""
+
+from __future__ import annotations
+
+from pyinfra import host
+
+from r1deploy.spec import Spec
+
+
+def host_gpus(spec: Spec) -> tuple[str | None, int | None, int | None]:
+    """(GPU name, count, MiB per GPU) from nvidia-smi on the host, or Nones before the driver is in."""
+    if spec.vllm.device != "cuda" or not spec.gpu.manage:
+        return None, None, None
+    from roles.gpu_host.facts import Gpus
+
+    inventory = host.get_fact(Gpus)
+    if not inventory.ok or not inventory.gpus:
+        return None, None, None
+    first = inventory.gpus[0]
+    return first.name, len(inventory.gpus), first.memory_total_mib
+
+
+def host_plan(spec: Spec):
+    """The Plan for this host, or None where there is nothing to plan (CPU lab, no hardware named)."""
+    name, count, mib = host_gpus(spec)
+    if spec.vllm.device == "cpu" or not (name or spec.plan.gpu or spec.gpu.expected_model):
+        return None
+    from r1deploy.planner import plan_for_spec
+
+    return plan_for_spec(spec, gpu_name=name, gpu_count=count, gpu_memory_mib=mib)
