@@ -39,14 +39,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-# Before huggingface_hub reads its constants: no telemetry, plain HTTP downloads.
+# Before huggingface_hub reads its constants: no telemetry, plain HTTP downloads. The hub client
+# and requests are imported only on the network path: status and no-op pulls stay stdlib-fast.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
-
-import requests  # noqa: E402
-from huggingface_hub import HfApi, hf_hub_url  # noqa: E402
-from huggingface_hub.hf_api import RepoFile  # noqa: E402
-from huggingface_hub.utils import build_hf_headers, filter_repo_objects  # noqa: E402
 
 MANIFEST = ".r1deploy-manifest.json"
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -88,7 +84,8 @@ class RemoteFile:
         return self.sha256 or self.sha1
 
     @classmethod
-    def from_hub(cls, f: RepoFile) -> RemoteFile:
+    def from_hub(cls, f: Any) -> RemoteFile:
+        """From huggingface-hub's RepoFile."""
         return cls(f.path, f.size, f.lfs.sha256 if f.lfs else None, f.blob_id)
 
 
@@ -259,8 +256,11 @@ class Plan:
         return sum(rf.size - have for rf, have in self.fetch)
 
 
-def list_remote(api: HfApi, repo_id: str, commit: str, allow: list[str] | None,
+def list_remote(api: Any, repo_id: str, commit: str, allow: list[str] | None,
                 ignore: list[str] | None) -> list[RemoteFile]:
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import filter_repo_objects
+
     files = [f for f in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(f, RepoFile)]
     chosen = filter_repo_objects(files, allow_patterns=allow or None, ignore_patterns=ignore or None,
                                  key=lambda f: f.path)
@@ -354,6 +354,8 @@ class Fetcher:
 
     def __init__(self, repo_id: str, commit: str, endpoint: str | None, token: str | None, progress: Progress,
                  log: TextIO):
+        from huggingface_hub.utils import build_hf_headers
+
         self.repo_id, self.commit, self.endpoint = repo_id, commit, endpoint
         self.headers = build_hf_headers(token=token or False, user_agent=USER_AGENT)
         self.headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets in the file
@@ -363,7 +365,9 @@ class Fetcher:
         self._lock = threading.Lock()
 
     @property
-    def session(self) -> requests.Session:
+    def session(self) -> Any:
+        import requests
+
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
         return self._local.session
@@ -405,6 +409,9 @@ class Fetcher:
                              f"not match the tree listing's {rf.algo} {rf.expected}; not published")
 
     def _download(self, rf: RemoteFile, part: Path) -> None:
+        import requests
+        from huggingface_hub import hf_hub_url
+
         url = hf_hub_url(self.repo_id, rf.path, revision=self.commit, endpoint=self.endpoint)
         failures = 0
         while (have := _size(part)) < rf.size:
@@ -546,6 +553,8 @@ def pull(repo_id: str, revision: str, root: str | os.PathLike[str], endpoint: st
 def resolve(repo_id: str, revision: str, endpoint: str | None, token: str | None,
             allow: list[str] | None, ignore: list[str] | None) -> tuple[str, list[RemoteFile]]:
     """The commit a revision names and its selected files, from the hub's tree listing."""
+    from huggingface_hub import HfApi
+
     api = HfApi(endpoint=endpoint, token=token or False, user_agent=USER_AGENT)
     commit = revision if HEX40.match(revision) else api.model_info(repo_id, revision=revision).sha
     files = list_remote(api, repo_id, commit, allow, ignore)

@@ -339,3 +339,16 @@ def test_agent_and_mirror_import_only_what_hosts_have():
             "'r1deploy.spec', 'pydantic') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_status_and_no_op_need_no_hub_client(tmp_path, hub, mirror_factory):  # noqa: F811
+    root, commit, _ = hub
+    m = mirror_factory(root)
+    assert pull(m, tmp_path, commit).returncode == 0
+    code = ("import sys; from r1deploy import weights; "
+            "s = weights.status(sys.argv[1], sys.argv[2]); "
+            "r = weights.pull(sys.argv[2], sys.argv[3], sys.argv[1], 'http://127.0.0.1:9', margin_gib=0); "
+            "print(s['verified'], r['changed'], 'huggingface_hub' in sys.modules or 'requests' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "models"), REPO, commit], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "False"]
