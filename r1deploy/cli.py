@@ -12,6 +12,7 @@ COMMANDS = [
     "r1deploy.mirror",
     "r1deploy.render",
     "r1deploy.smoke",
+    "r1deploy.drift",
     "r1deploy.gpu_gate",
     "r1deploy.plan_cli",
 ]

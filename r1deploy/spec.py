@@ -30,6 +30,9 @@ class FleetSection(_Section):
     env: Literal["lab", "prod"] = "prod"
     release: str = "r1"
     role: Literal["node", "gateway"] = "node"
+    # deploy/bootstrap.py: the operator account it creates on new hosts.
+    admin_user: str = "r1ops"
+    admin_pubkey_file: str | None = None
 
 
 class ModelSection(_Section):

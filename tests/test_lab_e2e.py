@@ -63,6 +63,58 @@ def test_fleet_deploys_answers_reconverges_and_tears_down(lab):
     assert changed_ops(second.stdout) == 0, second.stdout[-6000:]
 
 
+def ssh(lab, name: str, command: str, user: str = "root", key: str | None = None) -> subprocess.CompletedProcess:
+    ip = next(h["ip"] for h in lab["hosts"] if h["name"] == name)
+    return subprocess.run(
+        ["ssh", "-i", key or lab["ssh_key"], "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['known_hosts']}",
+         "-o", "StrictHostKeyChecking=accept-new", f"{user}@{ip}", command],
+        capture_output=True, text=True, timeout=120)
+
+
+def test_planner_predicts_the_kv_cache_the_served_vllm_reports(lab):
+    from r1deploy.agreement import kv_tokens_from_log
+    from r1deploy.inventory import load_specs
+    from r1deploy.planner import plan_for_spec
+
+    spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
+    config = json.loads(ssh(lab, "node1", f"cat {spec.model.local_dir}/config.json").stdout)
+    predicted = plan_for_spec(spec, model_config=config).kv_cache_tokens
+    served = kv_tokens_from_log(ssh(lab, "node1", "journalctl -u r1-vllm -o cat --no-pager").stdout)
+    assert served, "vLLM printed no KV cache size"
+    assert abs(predicted - served) / served <= 0.10, (predicted, served)
+
+
+def test_drift_check_sees_a_stopped_service_and_a_converge_heals_it(lab, tmp_path):
+    def drift() -> subprocess.CompletedProcess:
+        env = {**os.environ, "R1DEPLOY_REPORTS": str(tmp_path)}
+        ran = subprocess.run([str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/drift.py"],
+                             cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert ran.returncode == 0 and changed_ops(ran.stdout) == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
+        return run(PY, "-m", "r1deploy", "drift", str(tmp_path))
+
+    clean = drift()
+    assert clean.returncode == 0 and "no drift" in clean.stdout, clean.stdout
+    ssh(lab, "node2", "systemctl stop r1-vllm")
+    drifted = drift()
+    assert drifted.returncode == 1, drifted.stdout
+    assert re.search(r"node2 +service +DRIFT", drifted.stdout), drifted.stdout
+    healed = converge()
+    assert healed.returncode == 0, healed.stdout[-6000:]
+    assert drift().returncode == 0
+
+
+def test_bootstrap_creates_a_key_only_sudo_operator(lab, tmp_path):
+    key = tmp_path / "ops"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    boot = [str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/bootstrap.py",
+            "--limit", "node1", "--data", f"fleet_admin_pubkey_file={key}.pub"]
+    first = subprocess.run(boot, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert ssh(lab, "node1", "sudo -n true && id -un", user="r1ops", key=str(key)).stdout.strip() == "r1ops"
+    again = subprocess.run(boot, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and changed_ops(again.stdout) == 0, again.stdout[-4000:]
+
+
 def test_lab_down_leaves_nothing(lab):
     sys.path.insert(0, str(REPO))
     from lab import labctl
