@@ -8,8 +8,9 @@ before the first operation of the first host, so a bad inventory touches no host
 """
 
 from pyinfra import inventory
+from pyinfra.api import DeployError
 
-from r1deploy.spec import validate_inventory
+from r1deploy.spec import SpecError, validate_inventory
 from roles._spec import host_spec
 from roles.base import base
 from roles.gateway import gateway
@@ -20,8 +21,11 @@ from roles.smoke import smoke
 from roles.vllm import vllm
 from roles.weights import weights
 
-# Raises SpecError naming every bad host and field; pyinfra stops before any operation runs.
-validate_inventory((h.name, h.data.dict()) for h in inventory)
+# Every bad host and field at once; pyinfra stops before any operation runs on any host.
+try:
+    validate_inventory((h.name, h.data.dict()) for h in inventory)
+except SpecError as exc:
+    raise DeployError(str(exc)) from None
 
 spec = host_spec()
 preflight()

@@ -22,3 +22,8 @@ def _hosts(role: str) -> list:
 
 nodes = _hosts("node")
 gateways = _hosts("gateway")
+
+# A bad inventory stops here, naming host and field, before pyinfra connects anywhere.
+from r1deploy.inventory import validate_before_connecting  # noqa: E402
+
+validate_before_connecting(__file__)

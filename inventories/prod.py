@@ -21,3 +21,8 @@ gateways = [
     ("gateway-01", {"ssh_hostname": "10.20.0.5", "fleet_role": "gateway",
                     "gateway_workers": ["http://10.20.0.11:8000"], **_ssh}),
 ]
+
+# A bad inventory stops here, naming host and field, before pyinfra connects anywhere.
+from r1deploy.inventory import validate_before_connecting  # noqa: E402
+
+validate_before_connecting(__file__)

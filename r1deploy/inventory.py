@@ -16,13 +16,30 @@ def load_host_data(inventory_path: str, cwd: str | None = None) -> list[tuple[st
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory
 
-    # pyinfra executes inventory files inside a state context; an offline one connects nowhere.
-    ctx_state.set(State(check_for_changes=False))
     cwd = cwd or os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)  # as pyinfra does, so inventories can import lab/ and r1deploy/
-    inventory = make_inventory(inventory_path, cwd=cwd)
-    return [(host.name, host.data.dict()) for host in inventory]
+    # pyinfra executes inventory files inside a state context; an offline one connects nowhere.
+    with ctx_state.use(State(check_for_changes=False)):
+        inventory = make_inventory(inventory_path, cwd=cwd)
+        return [(host.name, host.data.dict()) for host in inventory]
+
+
+_validating: set[str] = set()
+
+
+def validate_before_connecting(inventory_file: str) -> None:
+    """Call at the end of an inventory file. pyinfra connects to every host before it runs a
+    deploy file; this validates every host with its group data while the inventory loads, so a
+    bad inventory stops the run before any connection is made."""
+    path = os.path.abspath(inventory_file)
+    if path in _validating:  # the nested load below executes this inventory file again
+        return
+    _validating.add(path)
+    try:
+        validate_inventory(load_host_data(path))
+    finally:
+        _validating.discard(path)
 
 
 def load_specs(inventory_path: str, cwd: str | None = None) -> dict[str, Spec]:

@@ -1,0 +1,35 @@
+"""A bad inventory stops `pyinfra … deploy/main.py` before connecting, naming host and field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+INVENTORY = '''
+nodes = [("gpu-1", {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "main",
+                    "vllm_port": 99999, "ssh_hostname": "127.0.0.1", "ssh_port": 9})]
+
+from r1deploy.inventory import validate_before_connecting
+
+validate_before_connecting(__file__)
+'''
+
+
+def test_bad_inventory_stops_the_deploy_before_connecting(tmp_path):
+    inventory = tmp_path / "fleet.py"
+    inventory.write_text(INVENTORY)
+    ran = subprocess.run([str(Path(sys.executable).parent / "pyinfra"), "-y", str(inventory), "deploy/main.py"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0
+    assert "host 'gpu-1': vllm_port: Input should be less than or equal to 65535" in out
+    assert "not a 40-hex commit" in out
+    assert "Connecting to hosts" not in out
+
+
+def test_good_inventory_loads(tmp_path):
+    from r1deploy.inventory import load_specs
+
+    specs = load_specs(str(REPO / "inventories" / "prod.py"), cwd=str(REPO))
+    assert specs["gpu-h200-01"].model.repo_id == "deepseek-ai/DeepSeek-R1"
