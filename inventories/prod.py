@@ -1,7 +1,7 @@
 """An example production fleet (not reachable from here; `r1deploy check inventories/prod.py`
 validates it and `r1deploy plan --inventory inventories/prod.py` plans it).
 
-DeepSeek-R1 (671B, FP8) on one 8×H200 HGX node, plus two 8×H100 nodes that serve
+Host names are placeholders (.example): put your own. DeepSeek-R1 (671B, FP8) on one 8×H200 HGX node, plus two 8×H100 nodes that serve
 R1-Distill-Llama-70B, behind one gateway. Per-host data overrides group data
 (group_data/prod.py, then group_data/all.py).
 """
@@ -9,16 +9,16 @@ R1-Distill-Llama-70B, behind one gateway. Per-host data overrides group data
 _ssh = {"ssh_user": "ubuntu", "_sudo": True}
 
 h200_nodes = [
-    ("gpu-h200-01", {"ssh_hostname": "10.20.0.11", "vllm_host_ip": "10.20.0.11", **_ssh}),
+    ("gpu-h200-01", {"ssh_hostname": "gpu-h200-01.r1.example", "vllm_host_ip": "10.20.0.11", **_ssh}),
 ]
 
 h100_nodes = [
-    ("gpu-h100-01", {"ssh_hostname": "10.20.0.21", "vllm_host_ip": "10.20.0.21", **_ssh}),
-    ("gpu-h100-02", {"ssh_hostname": "10.20.0.22", "vllm_host_ip": "10.20.0.22", **_ssh}),
+    ("gpu-h100-01", {"ssh_hostname": "gpu-h100-01.r1.example", "vllm_host_ip": "10.20.0.21", **_ssh}),
+    ("gpu-h100-02", {"ssh_hostname": "gpu-h100-02.r1.example", "vllm_host_ip": "10.20.0.22", **_ssh}),
 ]
 
 gateways = [
-    ("gateway-01", {"ssh_hostname": "10.20.0.5", "fleet_role": "gateway",
+    ("gateway-01", {"ssh_hostname": "gateway-01.r1.example", "fleet_role": "gateway",
                     "gateway_workers": ["http://10.20.0.11:8000"], **_ssh}),
 ]
 
