@@ -2,8 +2,8 @@
 
     pyinfra inventories/prod.py deploy/main.py [--dry] [--diff] [--limit HOST]
 
-Stages per node: preflight, base, GPU host, weights, vLLM, serve (rollout + health, rollback on
-failure), smoke. Gateways: preflight, base, gateway, smoke. The whole inventory is validated
+Stages per node: preflight, base, GPU host, weights, quantize (when quant_scheme is set), vLLM,
+serve (rollout + health, rollback on failure), smoke. Gateways: preflight, base, gateway, smoke. The whole inventory is validated
 before the first operation of the first host, so a bad inventory touches no host.
 """
 
@@ -16,6 +16,7 @@ from roles.base import base
 from roles.gateway import gateway
 from roles.gpu_host import gpu_host
 from roles.preflight import preflight
+from roles.quantize import quantize
 from roles.serve import serve
 from roles.smoke import smoke
 from roles.vllm import vllm
@@ -34,6 +35,8 @@ if spec.fleet.role == "node":
     if spec.gpu.manage:
         gpu_host()
     weights()
+    if spec.quant.scheme != "none":
+        quantize()
     vllm()
     serve()
 else:

