@@ -401,6 +401,17 @@ def sim_hardware(recording: str, rootfs: Path = Path("/"), nvswitch: str | None 
     (sim / "nvswitch.txt").write_text(text)
 
 
+SIM_PREFERENCES = "/etc/apt/preferences.d/r1deploy-gpu-sim"
+
+
+def sim_apt_preferences(repo_host: str) -> str:
+    """apt preferences for a SIMULATED GPU host that also sees its distribution's mirror: the
+    repository's dkms stub wins over the real one, which would pull a compiler toolchain in
+    for nothing (no stub has a module to build). Write it to SIM_PREFERENCES on the host."""
+    return (f"# {LABEL}: dkms from the simulated repository at {repo_host}\n"
+            f"Package: dkms\nPin: origin {repo_host}\nPin-Priority: 1001\n")
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

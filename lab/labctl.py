@@ -220,7 +220,8 @@ def ensure_bridge() -> None:
     sh("ip", "link", "set", BRIDGE, "up")
 
 
-def ensure_services(hub_root: Path, wheelhouse: Path) -> None:
+def ensure_services(hub_root: Path | None, wheelhouse: Path | None) -> None:
+    """The apt egress proxy; the wheelhouse and Hub mirror servers unless given None."""
     if not _pid("proxy"):
         conf = STATE / "tinyproxy.conf"
         mirror_host = urlparse(debian_mirror()).hostname
@@ -231,13 +232,13 @@ def ensure_services(hub_root: Path, wheelhouse: Path) -> None:
             "FilterExtended Yes", "ConnectPort 443", "LogLevel Connect", "",
         ]))
         spawn("proxy", ["tinyproxy", "-d", "-c", str(conf)])
-    if not _pid("wheels"):
+    if wheelhouse and not _pid("wheels"):
         spawn("wheels", [sys.executable, "-m", "http.server", "--bind", GW, "--directory",
                          str(wheelhouse), str(WHEELS_PORT)])
-    if not _pid("hub"):
+    if hub_root and not _pid("hub"):
         spawn("hub", [sys.executable, "-m", "r1deploy", "mirror", "serve", "--root", str(hub_root),
                       "--host", GW, "--port", str(HUB_PORT), "--log", str(STATE / "logs" / "hub-access.jsonl")])
-    for port in (PROXY_PORT, WHEELS_PORT, HUB_PORT):
+    for port in (PROXY_PORT, *([WHEELS_PORT] if wheelhouse else []), *([HUB_PORT] if hub_root else [])):
         if not wait_port(GW, port, 20):
             raise SystemExit(f"lab service on {GW}:{port} did not come up; see {STATE / 'logs'}")
 
@@ -329,18 +330,27 @@ def _cgroup_pids(name: str) -> list[int]:
     return sorted(pids)
 
 
-def stop_host(name: str) -> None:
-    """Power the guest off (SIGTERM to nspawn), then remove whatever is left of it."""
+def _poweroff(name: str) -> list[int]:
+    """Ask the guest to power off (SIGTERM to its nspawn); returns the pids to wait for."""
     pids = _cgroup_pids(name)
     for pid in pids:
         with contextlib.suppress(OSError):
             if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd-nspawn":
                 os.kill(pid, signal.SIGTERM)
-    if not _wait_gone(pids, 10):
-        for pid in _cgroup_pids(name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _wait_gone(_cgroup_pids(name), 5)
+    return pids
+
+
+def stop_host(name: str) -> None:
+    """Power the guest off, then remove whatever is left of it."""
+    pids = _poweroff(name)
+    # A loaded machine can take a while to power a guest off; then nothing is polite any more.
+    if not _wait_gone(pids, 30):
+        for _ in range(3):
+            for pid in _cgroup_pids(name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if _wait_gone(_cgroup_pids(name), 10):
+                break
     stop(f"host-{name}", timeout=1)
     for root in CGROUP_ROOTS:
         base = root / _cgroup(name)
@@ -360,8 +370,11 @@ def stop_host(name: str) -> None:
     if ok("ip", "link", "show", _veth(name)):
         sh("ip", "link", "delete", _veth(name), check=False)
     merged = host_dir(name) / "root"
-    if os.path.ismount(merged):
-        sh("umount", str(merged), check=False) if ok("umount", str(merged)) else sh("umount", "-l", str(merged))
+    for _ in range(5):  # stacked mounts come off one at a time
+        if not os.path.ismount(merged):
+            break
+        if not ok("umount", str(merged)):
+            sh("umount", "-l", str(merged), check=False)
     shutil.rmtree(host_dir(name), ignore_errors=True)
 
 
@@ -376,13 +389,15 @@ def known_host_names() -> set[str]:
 
 # ---------------------------------------------------------------- commands
 
-def up(nodes: int) -> dict:
+def up(nodes: int, hosts_only: bool = False) -> dict:
+    """hosts_only: the hosts and the apt proxy, without the serving stack's wheelhouse, model and
+    Hub mirror (labs that provision hosts only, e.g. the SIMULATED GPU hosts of test_gpu_lab)."""
     STATE.mkdir(parents=True, exist_ok=True)
     rootfs = build_rootfs()
-    wheelhouse = build_wheelhouse()
-    model = build_model()
+    wheelhouse = None if hosts_only else build_wheelhouse()
+    model = None if hosts_only else build_model()
     ensure_bridge()
-    ensure_services(CACHE / "hub", wheelhouse)
+    ensure_services(None if hosts_only else CACHE / "hub", wheelhouse)
     wanted = host_names(nodes)
     for extra in known_host_names() - {n for n, _, _ in wanted}:
         log(f"removing {extra} (not in this lab)")
@@ -404,19 +419,26 @@ def up(nodes: int) -> dict:
         "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
         "ssh_key": str(ssh_key()),
         "known_hosts": str(STATE / "known_hosts"),
-        "wheels_url": f"http://{GW}:{WHEELS_PORT}/",
-        "hub_url": f"http://{GW}:{HUB_PORT}",
-        "hub_access_log": str(STATE / "logs" / "hub-access.jsonl"),
-        "model": model,
-        "kv_space_gib": 1,
+        "bridge_ip": GW,
     }
+    if not hosts_only:
+        info |= {
+            "wheels_url": f"http://{GW}:{WHEELS_PORT}/",
+            "hub_url": f"http://{GW}:{HUB_PORT}",
+            "hub_access_log": str(STATE / "logs" / "hub-access.jsonl"),
+            "model": model,
+            "kv_space_gib": 1,
+        }
     (STATE / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"up: {', '.join(f'{n} {ip}' for n, ip, _ in wanted)} (started {len(started)})")
     return info
 
 
 def down() -> None:
-    for name in sorted(known_host_names()):
+    names = sorted(known_host_names())
+    for name in names:  # every guest shuts down at once, then each is cleaned up
+        _poweroff(name)
+    for name in names:
         stop_host(name)
     for svc in ("hub", "wheels", "proxy"):
         stop(svc)
@@ -440,7 +462,7 @@ def leftovers() -> list[str]:
     found += [f"link {ln.split(':')[1].strip().split('@')[0]}" for ln in links.splitlines()
               if f" {LAB}" in ln]
     found += [f"mount {ln.split()[1]}" for ln in Path("/proc/mounts").read_text().splitlines()
-              if str(STATE) in ln.split()[1]]
+              if ln.split()[1].startswith(f"{STATE}/")]
     found += [f"cgroup {root / LAB}" for root in CGROUP_ROOTS if (root / LAB).exists()]
     found += [f"process {svc} pid {_pid(svc)}" for svc in ("hub", "wheels", "proxy") if _pid(svc)]
     for pid_dir in Path("/proc").glob("[0-9]*"):
@@ -497,13 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="build what is missing and start N node hosts + a gateway host")
     u.add_argument("--nodes", type=int, default=2)
+    u.add_argument("--hosts-only", action="store_true",
+                   help="hosts and apt proxy only: no wheelhouse, model or Hub mirror (GPU host labs)")
     sub.add_parser("down", help="stop and remove every host, mount, namespace, cgroup, link and process")
     sub.add_parser("status", help="show hosts and lab services")
     sub.add_parser("build", help="build the cached rootfs, wheelhouse and tiny model only")
     sub.add_parser("report", help="smoke-test nodes and gateway; print the URL and a curl to try")
     args = p.parse_args(argv)
     if args.cmd == "up":
-        info = up(args.nodes)
+        info = up(args.nodes, hosts_only=args.hosts_only)
         print(json.dumps(info, indent=2))
     elif args.cmd == "down":
         down()
