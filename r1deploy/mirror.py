@@ -12,6 +12,11 @@ On-disk layout under ``root``::
 
 Hashes are never computed per request: a commit directory without an index is hashed once on
 first use and its index written then.
+
+A seed node serves its weights pull in place (``serve --pulled org/name=<root>/<org>--<name>/<commit>``):
+the agent's manifest gives the hashes (no rehash of shards). With ``--upstream`` the listing of a
+pull still under way comes from upstream, and a file not yet verified on disk is waited for
+(``--pending-wait`` seconds, then 503): the other nodes can pull while the seed is still pulling.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.request import Request, urlopen
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -256,15 +262,52 @@ class HubError(Exception):
         self.code, self.status, self.commit = code, status, commit
 
 
-class Store:
-    """Read side of the layout, with per-commit indexes cached in memory."""
+def pull_complete(src: Path) -> bool:
+    """The weights agent finished this directory: every selected file is in its manifest."""
+    try:
+        manifest = json.loads((src / PULL_MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return manifest.get("selected") == [f["path"] for f in manifest["files"]]
 
-    def __init__(self, root: str | os.PathLike[str]):
+
+def upstream_listing(upstream: str, repo_id: str, commit: str, token: str | None = None) -> list[Entry]:
+    """A commit's files as another Hub (or mirror) lists them: sizes and hashes, no content."""
+    url: str | None = f"{upstream.rstrip('/')}/api/models/{repo_id}/tree/{commit}?recursive=true&expand=false"
+    headers = {"User-Agent": "r1deploy-mirror", **({"Authorization": f"Bearer {token}"} if token else {})}
+    entries = []
+    while url:
+        with urlopen(Request(url, headers=headers), timeout=30) as r:
+            page = json.loads(r.read())
+            link = r.headers.get("Link") or ""
+        for f in page:
+            if f.get("type") == "file":
+                lfs = f.get("lfs")
+                entries.append(Entry(f["path"], f["size"], lfs["oid"] if lfs else "", "" if lfs else f["oid"],
+                                     bool(lfs)))
+        m = re.search(r'<([^>]+)>;\s*rel="next"', link)
+        url = m.group(1) if m else None
+    return entries
+
+
+class Store:
+    """Read side of the layout, with per-commit indexes cached in memory.
+
+    `pulled` maps repo ids to directories the weights agent pulls into (named by their commit),
+    served in place; `upstream` lists such a directory's commit while its pull is under way.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], pulled: dict[str, Path] | None = None,
+                 upstream: str | None = None, upstream_token: str | None = None):
         self.root = Path(root)
+        self.pulled = {k: Path(v) for k, v in (pulled or {}).items()}
+        self.upstream, self.upstream_token = upstream, upstream_token
         self._indexes: dict[tuple[str, str], dict[str, Entry]] = {}
         self._lock = threading.Lock()
 
     def repo_dir(self, repo_id: str) -> Path:
+        if repo_id in self.pulled:
+            return self.pulled[repo_id]
         try:
             repo_dir = _repo_dir(self.root, repo_id)
         except ValueError:
@@ -274,6 +317,11 @@ class Store:
         return repo_dir
 
     def resolve(self, repo_id: str, revision: str) -> str:
+        if repo_id in self.pulled:  # one commit: the one being (or already) pulled
+            commit = self.pulled[repo_id].name
+            if revision not in (commit, "main"):
+                raise HubError("RevisionNotFound", f"Revision {revision!r} not served here for {repo_id!r}")
+            return commit
         repo_dir = self.repo_dir(repo_id)
         commit = revision if HEX40.match(revision) else _read_refs(repo_dir).get(revision)
         if not commit or not (repo_dir / "commits" / commit).is_dir():
@@ -288,6 +336,13 @@ class Store:
             return self._indexes[key]
 
     def _load(self, repo_id: str, commit: str) -> list[Entry]:
+        if repo_id in self.pulled:
+            src = self.pulled[repo_id]
+            if pull_complete(src):
+                return entries_from_pull(src)[2]  # the agent's verified hashes
+            if self.upstream:
+                return upstream_listing(self.upstream, repo_id, commit, self.upstream_token)
+            raise HubError("RevisionNotFound", f"{repo_id}@{commit} is not pulled here yet", status=503)
         repo_dir = self.repo_dir(repo_id)
         entries = read_index(repo_dir, commit)
         if entries is None:  # dropped in by hand: hash once, keep the index
@@ -296,6 +351,8 @@ class Store:
         return entries
 
     def file_path(self, repo_id: str, commit: str, entry: Entry) -> Path:
+        if repo_id in self.pulled:
+            return self.pulled[repo_id] / entry.path  # present only once the agent verified it
         return self.repo_dir(repo_id) / "commits" / commit / entry.path
 
 
@@ -376,8 +433,10 @@ class MirrorServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], root: str | os.PathLike[str], *,
                  log_path: str | None = None, max_rate: int | None = None, page_size: int = 1000,
-                 token: str | None = None):
-        self.store = Store(root)
+                 token: str | None = None, pulled: dict[str, Path] | None = None, upstream: str | None = None,
+                 upstream_token: str | None = None, pending_wait: float = 45.0):
+        self.store = Store(root, pulled, upstream, upstream_token)
+        self.pending_wait = pending_wait  # below the agent's 60 s read timeout
         self.access_log = AccessLog(log_path)
         self.max_rate = max_rate  # bytes/s per response: fair sharing of a seed's uplink
         self.page_size = page_size
@@ -508,6 +567,13 @@ class MirrorHandler(BaseHTTPRequestHandler):
             return
         start, end = span if span else (0, entry.size - 1)
         length = max(end - start + 1, 0)
+        path = store.file_path(repo_id, commit, entry)
+        if body and length and repo_id in store.pulled:
+            try:
+                self._open(path).close()
+            except FileNotFoundError:
+                raise HubError("Pending", f"{path.name} is still being pulled; retry", status=503,
+                               commit=commit) from None
         self._status = 206 if span else 200
         self.send_response(self._status)
         self._common_headers(commit, entry)
@@ -516,8 +582,19 @@ class MirrorHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         self.end_headers()
         if body and length:
-            with open(store.file_path(repo_id, commit, entry), "rb") as f:
+            with open(path, "rb") as f:
                 self._send_file(f, start, length)
+
+    def _open(self, path: Path) -> Any:
+        """The file, waiting a while for one a pull is still fetching (a pulled directory only)."""
+        deadline = time.monotonic() + self.server.pending_wait
+        while True:
+            try:
+                return open(path, "rb")
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def _common_headers(self, commit: str, entry: Entry) -> None:
         self.send_header("X-Repo-Commit", commit)
@@ -599,9 +676,32 @@ def _read_token(path: str | None) -> str | None:
     return Path(path).read_text().strip() if path else None
 
 
+def _pulled(specs: list[str]) -> dict[str, Path]:
+    out = {}
+    for spec in specs:
+        repo_id, sep, path = spec.partition("=")
+        _repo_dir(Path("/"), repo_id)  # validates org/name
+        if not sep or not HEX40.match(Path(path).name):
+            raise SystemExit(f"--pulled {spec!r}: want org/name=<dir named by its 40-hex commit>")
+        out[repo_id] = Path(path)
+    return out
+
+
+def _upstream(url: str | None) -> str | None:
+    """`hub`: the endpoint huggingface-hub itself uses on this host (HF_ENDPOINT or its default)."""
+    if url != "hub":
+        return url
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 def _serve(args: argparse.Namespace) -> int:
+    args.upstream = _upstream(args.upstream)
     server = serve(args.root, args.host, args.port, log_path=args.log, max_rate=args.max_rate,
-                   page_size=args.page_size, token=_read_token(args.token_file))
+                   page_size=args.page_size, token=_read_token(args.token_file), pulled=_pulled(args.pulled),
+                   upstream=args.upstream, upstream_token=_read_token(args.upstream_token_file),
+                   pending_wait=args.pending_wait)
     # The first stdout line tells a supervisor (or a test) the bound address.
     print(f"serving {args.root} on {server.url}", flush=True)
     try:
@@ -631,6 +731,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-rate", type=int, help="cap each response at this many bytes/s")
     s.add_argument("--page-size", type=int, default=1000, help="tree entries per page")
     s.add_argument("--token-file", help="require 'Authorization: Bearer <token from file>'")
+    s.add_argument("--pulled", action="append", default=[], metavar="ORG/NAME=DIR",
+                   help="serve a weights-agent pull in place (repeatable); DIR is <root>/<org>--<name>/<commit>")
+    s.add_argument("--upstream", help="list a pulled commit from this hub while its pull is under way "
+                   "('hub': huggingface-hub's own endpoint)")
+    s.add_argument("--upstream-token-file", help="hub token for --upstream")
+    s.add_argument("--pending-wait", type=float, default=45.0,
+                   help="seconds a request waits for a file the pull has not verified yet (then 503)")
     s.set_defaults(func=_serve)
     pub = msub.add_parser("publish", help="publish a directory as a commit of a repo")
     pub.add_argument("src")

@@ -52,6 +52,14 @@ class ModelSection(_Section):
     hub_token_file: str | None = None
     root: str = "/srv/models"
     disk_margin_gib: float = Field(default=10.0, ge=0)
+    # Fan-out: these hosts pull from upstream once and serve the repo on the LAN (r1-mirror.service);
+    # every other node pulls from one of them. Empty: every node pulls from upstream.
+    seed_nodes: list[str] = Field(default_factory=list)
+    seed_port: int = Field(default=8090, ge=1, le=65535)
+    # "complete": the other nodes pull once the seeds are done. "pipelined": they pull at the same
+    # time, each file as soon as a seed has verified it (the seed's mirror lists from upstream).
+    seed_mode: Literal["complete", "pipelined"] = "complete"
+    pull_workers: int = Field(default=4, ge=1, le=64)
 
     @field_validator("repo_id")
     @classmethod

