@@ -286,9 +286,13 @@ def test_gate_operation_passes_or_fails_the_host(folder, data, passes):
     from pyinfra.context import ctx_host, ctx_state
     with ctx_state.use(state), ctx_host.use(host):
         (op_hash,) = state.get_op_order()
-        (command,) = list(state.ops[host][op_hash].command_generator())
-        assert command.function is ops._gate
-        assert command.execute(state, host, {}) is passes
+        commands = list(state.ops[host][op_hash].command_generator())
+        if passes:
+            assert commands == []  # a pass changes nothing: a converged rerun reports no change
+        else:
+            (command,) = commands
+            assert command.function is ops._stop and "GPU gate failed" in command.args[0]
+            assert command.execute(state, host, {}) is False
 
 
 def test_skew_found_only_when_executing_stops_before_the_driver_moves():

@@ -139,7 +139,8 @@ def _wait_for_new_boot(state, host, boot: list[str], delay: int, timeout: int) -
     return False
 
 
-def _gate(state, host, expectations: Expectations) -> bool:
+def _gate(expectations: Expectations) -> tuple[bool, str]:
+    """Run the gate on facts read now: (passed, table)."""
     obs = Observation(
         host.get_fact(facts.Gpus), host.get_fact(facts.LoadedDriver), host.get_fact(facts.GpuHealth),
         host.get_fact(facts.NvSwitches), host.get_fact(facts.FabricManagerState),
@@ -147,16 +148,17 @@ def _gate(state, host, expectations: Expectations) -> bool:
         host.get_fact(facts.DcgmDiag) if expectations.dcgm else None,
     )
     checks = run_gate(host.name, obs, expectations)
-    table = render_table(checks)
-    if exit_code(checks):
-        host.log_styled(f"GPU gate failed, not serving from this host:\n{table}", fg="red", log_func=logger.error)
-        return False
-    host.log(f"GPU gate passed:\n{table}")
-    return True
+    return not exit_code(checks), render_table(checks)
 
 
 @operation()
 def verify_gpus(expectations: Expectations):
-    """The verification gate on facts read now; a failure fails this host (nothing to change)."""
-    if state.is_executing:
-        yield FunctionCommand(_gate, (expectations,), {})
+    """The verification gate on facts read when executing. A pass yields no command, so a
+    converged host reports no change; a failure fails this host (an error, with the table)."""
+    if not state.is_executing:
+        return
+    passed, table = _gate(expectations)
+    if passed:
+        host.log(f"GPU gate passed:\n{table}")
+    else:
+        yield stop_host(f"GPU gate failed, not serving from this host:\n{table}")
