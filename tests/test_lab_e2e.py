@@ -18,9 +18,12 @@ PY = sys.executable
 pytestmark = pytest.mark.lab
 
 
-def run(*cmd: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "R1DEPLOY_REPORTS": str(REPO / "reports")}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+def run(*cmd: str, timeout: int = 1800, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run a command from the repo root; pyinfra logs to stderr, so .out holds both streams."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "R1DEPLOY_REPORTS": str(REPO / "reports"), **env_extra}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    done.out = done.stdout + done.stderr
+    return done
 
 
 def converge() -> subprocess.CompletedProcess:
@@ -47,7 +50,7 @@ def lab():
 
 def test_fleet_deploys_answers_reconverges_and_tears_down(lab):
     first = converge()
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    assert first.returncode == 0, first.out[-8000:]
 
     report = run(PY, "-m", "lab", "report", timeout=600)
     assert report.returncode == 0, report.stdout + report.stderr
@@ -59,8 +62,8 @@ def test_fleet_deploys_answers_reconverges_and_tears_down(lab):
     assert reply["usage"]["completion_tokens"] > 0
 
     second = converge()
-    assert second.returncode == 0, second.stdout[-6000:]
-    assert changed_ops(second.stdout) == 0, second.stdout[-6000:]
+    assert second.returncode == 0, second.out[-8000:]
+    assert changed_ops(second.out) == 0, second.out[-8000:]
 
 
 def ssh(lab, name: str, command: str, user: str = "root", key: str | None = None) -> subprocess.CompletedProcess:
@@ -86,10 +89,9 @@ def test_planner_predicts_the_kv_cache_the_served_vllm_reports(lab):
 
 def test_drift_check_sees_a_stopped_service_and_a_converge_heals_it(lab, tmp_path):
     def drift() -> subprocess.CompletedProcess:
-        env = {**os.environ, "R1DEPLOY_REPORTS": str(tmp_path)}
-        ran = subprocess.run([str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/drift.py"],
-                             cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-        assert ran.returncode == 0 and changed_ops(ran.stdout) == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
+        ran = run(str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/drift.py",
+                  timeout=600, R1DEPLOY_REPORTS=str(tmp_path))
+        assert ran.returncode == 0 and changed_ops(ran.out) == 0, ran.out[-6000:]
         return run(PY, "-m", "r1deploy", "drift", str(tmp_path))
 
     clean = drift()
@@ -99,7 +101,7 @@ def test_drift_check_sees_a_stopped_service_and_a_converge_heals_it(lab, tmp_pat
     assert drifted.returncode == 1, drifted.stdout
     assert re.search(r"node2 +service +DRIFT", drifted.stdout), drifted.stdout
     healed = converge()
-    assert healed.returncode == 0, healed.stdout[-6000:]
+    assert healed.returncode == 0, healed.out[-8000:]
     assert drift().returncode == 0
 
 
@@ -108,11 +110,11 @@ def test_bootstrap_creates_a_key_only_sudo_operator(lab, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     boot = [str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/bootstrap.py",
             "--limit", "node1", "--data", f"fleet_admin_pubkey_file={key}.pub"]
-    first = subprocess.run(boot, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    first = run(*boot, timeout=600)
+    assert first.returncode == 0, first.out[-6000:]
     assert ssh(lab, "node1", "sudo -n true && id -un", user="r1ops", key=str(key)).stdout.strip() == "r1ops"
-    again = subprocess.run(boot, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and changed_ops(again.stdout) == 0, again.stdout[-4000:]
+    again = run(*boot, timeout=600)
+    assert again.returncode == 0 and changed_ops(again.out) == 0, again.out[-6000:]
 
 
 def test_lab_down_leaves_nothing(lab):
