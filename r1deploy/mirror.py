@@ -476,7 +476,7 @@ class MirrorHandler(BaseHTTPRequestHandler):
             self._route(body)
         except HubError as exc:
             self._error(exc)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the client left or stalled
             self.close_connection = True
         except Exception as exc:  # a bug must not leave a keep-alive client hanging
             self.close_connection = True
