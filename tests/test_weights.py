@@ -352,3 +352,18 @@ def test_status_and_no_op_need_no_hub_client(tmp_path, hub, mirror_factory):  # 
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "models"), REPO, commit], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False", "False"]
+
+
+def test_many_nodes_pull_from_one_seed_at_once(tmp_path, hub, mirror_factory):  # noqa: F811
+    root, commit, src = hub
+    seed = mirror_factory(root)
+    nodes = [agent("pull", "--repo", REPO, "--revision", commit, "--root", str(tmp_path / f"node{i}"),
+                   "--endpoint", seed.url, "--margin-gib", "0", env_home=tmp_path / "hf", endpoint=seed.url,
+                   popen=True) for i in range(4)]
+    for proc in nodes:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    assert len(seed.file_gets()) == 4 * 8
+    for i in range(4):
+        local = tmp_path / f"node{i}" / "lab--tiny-r1" / commit
+        assert (local / SHARD1).read_bytes() == (src / SHARD1).read_bytes()
