@@ -51,6 +51,7 @@ SYNC_EVERY = 64 * CHUNK  # bytes of a .part that a reboot may cost at most
 GIB = 1024**3
 PROGRESS_EVERY_S = 2.0
 RETRIES = 5  # transient network errors per file, counted since the last byte received
+PENDING_MAX_S = 4 * 3600  # how long a file may stay "Pending" at a pipelined seed (its own upstream pull)
 USER_AGENT = "r1deploy-weights"
 
 
@@ -414,12 +415,20 @@ class Fetcher:
 
         url = hf_hub_url(self.repo_id, rf.path, revision=self.commit, endpoint=self.endpoint)
         failures = 0
+        pending_since: float | None = None
         while (have := _size(part)) < rf.size:
             try:
                 self._stream(url, rf, part, have)
                 if _size(part) <= have:
                     raise _Retry("the server sent no bytes")
-                failures = 0
+                failures, pending_since = 0, None
+            except _Pending:
+                pending_since = pending_since or time.monotonic()
+                if time.monotonic() - pending_since > PENDING_MAX_S:
+                    raise WeightsError(f"{rf.path}: the seed still had not verified it after "
+                                       f"{PENDING_MAX_S} s; rerun to continue") from None
+                print(f"weights: {rf.path}: the seed is still pulling it; waiting", file=self.log, flush=True)
+                time.sleep(2)
             except (_Retry, requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 failures += 1
@@ -433,6 +442,8 @@ class Fetcher:
     def _stream(self, url: str, rf: RemoteFile, part: Path, have: int) -> None:
         headers = dict(self.headers, Range=f"bytes={have}-") if have else self.headers
         with self.session.get(url, headers=headers, stream=True, timeout=(10, 60)) as r:
+            if r.status_code == 503 and r.headers.get("X-Error-Code") == "Pending":
+                raise _Pending()  # a pipelined seed has not finished verifying this file yet
             if r.status_code == 429 or r.status_code >= 500:  # a busy seed or hub: worth a retry
                 raise _Retry(f"HTTP {r.status_code}")
             if r.status_code not in (200, 206):
@@ -467,6 +478,10 @@ def _sync(f: Any, part: Path) -> None:
 
 class _Retry(Exception):
     """A transient download problem worth another ranged request."""
+
+
+class _Pending(Exception):
+    """A seed mirror serving a pull still under way does not have this file yet."""
 
 
 def _size(path: Path) -> int:

@@ -367,3 +367,23 @@ def test_many_nodes_pull_from_one_seed_at_once(tmp_path, hub, mirror_factory):  
     for i in range(4):
         local = tmp_path / f"node{i}" / "lab--tiny-r1" / commit
         assert (local / SHARD1).read_bytes() == (src / SHARD1).read_bytes()
+
+
+def test_node_waits_for_a_pipelined_seed_to_verify_a_file(tmp_path, hub, mirror_factory):  # noqa: F811
+    root, commit, src = hub
+    upstream = mirror_factory(root)
+    seed_dir = tmp_path / "seed" / "lab--tiny-r1" / commit  # the seed's own pull, not finished yet
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "config.json").write_bytes((src / "config.json").read_bytes())
+    seed = mirror_factory(tmp_path / "unused", "--pulled", f"{REPO}={seed_dir}", "--upstream", upstream.url,
+                          "--pending-wait", "0.5")
+    node = pull(seed, tmp_path, commit, "--workers", "8", popen=True)
+    wait_for(lambda: any(r["status"] == 503 for r in seed.requests()))
+    for f in src.iterdir():  # the seed's agent renames each file in only once it is verified
+        (seed_dir / f"{f.name}.tmp").write_bytes(f.read_bytes())
+        os.replace(seed_dir / f"{f.name}.tmp", seed_dir / f.name)
+    _, stderr = node.communicate(timeout=120)
+    assert node.returncode == 0, stderr
+    assert "the seed is still pulling it; waiting" in stderr
+    assert weights.verify(model_dir(tmp_path, commit), full=True)["ok"]
+    assert upstream.file_gets() == []  # the node took every byte from the seed
