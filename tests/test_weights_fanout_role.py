@@ -94,3 +94,16 @@ def test_a_pulled_seed_still_serves_and_pulled_nodes_do_nothing():
     state, cmds = plan(weights, hosts({"model_seed_nodes": ["node1"]}, pulled={"node1", "node2", "node3"}))
     assert not any("Pull" in c for c in sum(cmds.values(), []))
     assert any("Serve the weights on the LAN" in n for n, _ in steps(state))
+
+
+def test_preflight_counts_the_quantized_output():
+    from r1deploy.spec import spec_from_host_data
+    from roles.weights import extra_bytes
+
+    distill = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": REV}
+    assert extra_bytes(spec_from_host_data("n", distill)) == 0
+    assert extra_bytes(spec_from_host_data("n", {**distill, "quant_scheme": "w4a16"})) == int(15_230_000_000 * 0.3)
+    r1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": REV, "quant_scheme": "fp8_dynamic"}
+    assert extra_bytes(spec_from_host_data("n", r1)) == 0  # natively FP8: nothing is written
+    _, cmds = plan(weights, {"node1": ({**BASE, "quant_scheme": "w8a8_int8"}, World(facts={PublishedModel: {}}))})
+    assert "--extra-bytes 0" in cmds["node1"][0]  # the lab's tiny model: not in the catalog

@@ -19,6 +19,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
 
+from r1deploy.catalog import find_model
 from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
 from roles._rollout import track
 from roles._secret import secret_file
@@ -67,11 +68,26 @@ def source_of(spec, name: str) -> str | None:
     return seed_url(spec, seeds[pick])
 
 
+# Quantized output per source byte (BF16 source): 8-bit weights about half, 4-bit about a quarter,
+# plus the unquantized embeddings and head.
+QUANT_OUTPUT_RATIO = {"fp8_dynamic": 0.55, "w8a8_int8": 0.55, "w4a16": 0.3}
+
+
+def extra_bytes(spec) -> int:
+    """Disk the quantize stage will need beside the pull, for the agent's preflight (0 if unknown)."""
+    from r1deploy.render import quantized_dir
+
+    entry = find_model(spec.model.repo_id)
+    if not quantized_dir(spec) or not entry or entry.repo_id != spec.model.repo_id:
+        return 0
+    return int(entry.weight_bytes * QUANT_OUTPUT_RATIO[spec.quant.scheme])
+
+
 def _pull_command(spec, venv: str, token_file: str | None, endpoint: str | None) -> str:
     m = spec.model
     argv = [f"{venv}/bin/python", "-m", "r1deploy.weights", "pull", "--repo", m.repo_id,
             "--revision", m.revision, "--root", m.root, "--margin-gib", str(m.disk_margin_gib),
-            "--workers", str(m.pull_workers)]
+            "--workers", str(m.pull_workers), "--extra-bytes", str(extra_bytes(spec))]
     if endpoint:
         argv += ["--endpoint", endpoint]
     if token_file:
