@@ -278,8 +278,10 @@ def _aliases(*names: str) -> tuple[tuple[str, ...], ...]:
 
 
 GPUS: tuple[GpuSpec, ...] = (
-    GpuSpec("H200", 143771, 139.72, True, "nvswitch", 4.8, aliases=_aliases("h200", "h200 sxm", "h200 nvl"), arch="hopper"),
-    GpuSpec("H20-3e", 143771, 139.72, True, "nvswitch", 4.0, aliases=_aliases("h20 3e"), arch="hopper"),
+    # H200: torch.cuda.mem_get_info total 139.80 GiB of 143,771 MiB (vLLM 0.26 on a real H200,
+    # "total_memory=139.8GiB"; 0.9 requested 125.82 GiB). H20-3e carries the same 141 GB part.
+    GpuSpec("H200", 143771, 139.80, True, "nvswitch", 4.8, aliases=_aliases("h200", "h200 sxm", "h200 nvl"), arch="hopper"),
+    GpuSpec("H20-3e", 143771, 139.80, True, "nvswitch", 4.0, aliases=_aliases("h20 3e"), arch="hopper"),
     GpuSpec("H100 SXM", 81559, 79.18, True, "nvswitch", 3.35,
             aliases=_aliases("h100", "h100 sxm", "h100 sxm5", "h100 hbm3", "h100 80gb hbm3"), arch="hopper"),
     GpuSpec("H100 PCIe", 81559, 79.18, True, "pcie", 2.0, aliases=_aliases("h100 pcie", "h100 80gb pcie"), arch="hopper"),

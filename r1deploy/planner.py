@@ -1,10 +1,12 @@
 """Capacity planner: will a model fit, how to lay it out, what it costs — before touching a host.
 
 The memory model follows what vLLM does at startup. It loads the weights, runs one profile
-step (peak activations: a prefill of ``max_num_batched_tokens`` or the sampler over
-``max_num_seqs`` logits, whichever is larger), counts memory held outside torch (NCCL,
-cuBLAS, custom all-reduce), reserves CUDA-graph memory (since 0.21), and gives the rest of
-``gpu_memory_utilization × memory`` to the KV cache, in blocks of 16 tokens (64 for MLA).
+step (peak activations: a prefill of ``max_num_batched_tokens`` through one layer's MLP, or
+the sampler over ``max_num_seqs`` × vocab logits, whichever is larger), counts memory held
+outside torch (NCCL, cuBLAS, custom all-reduce), subtracts a CUDA-graph estimate where that
+generation does (0.21–0.25's V1 model runner; 0.26's V2 model runner captures graphs only
+after the KV cache is sized), and gives the rest of ``gpu_memory_utilization × memory`` to
+the KV cache, in blocks of 16 tokens (64 for MLA).
 Every worker does this and the engine takes the smallest pool, so the plan works out each
 pipeline stage and keeps the worst one. ``bench/planner_agreement.py`` checks the model
 against KV sizes vLLM printed in public logs.
@@ -39,21 +41,31 @@ KV_DTYPE_BYTES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3
 
 @dataclass(frozen=True)
 class EngineProfile:
-    """How one vLLM generation sizes its KV cache. ``None`` means "vLLM's default for this GPU"."""
+    """How one vLLM generation sizes its KV cache. ``None`` means "vLLM's default for this GPU".
+
+    The default, ``V1``, is the generation the project installs (vLLM 0.26.0, V1 engine with
+    the V2 model runner), calibrated on a real H200 (tests/data/h200_vllm_observations.json).
+    """
 
     name: str = "v1"
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
-    # >= 0.21 subtracts an estimate of CUDA-graph memory before sizing the KV cache; the
-    # estimates vLLM logs for 8B–120B models on H100 range -0.45..1.03 GiB (llm-d-benchmark).
-    cuda_graph_gib: float = 0.25
-    # Peak bytes per logit of the dummy sampler run over max_num_seqs × vocab logits. Since
-    # the profile also computes logprobs it is ~38 B (float32 logits, probabilities,
-    # log-probabilities, sorted values and int64 indices): 1024 seqs took 4.76 GiB with a
-    # 128,256 vocab, 5.56 GiB with 151,936 and 7.38 GiB with 201,088 on H100. V0 sorted for
-    # top-p/top-k as well (256 × 151,936 logits took 1.39 GiB); early V1 with FlashInfer
-    # sampling needed ~10 B.
-    sampler_bytes_per_logit: float = 38.0
+    # CUDA-graph memory subtracted before sizing the KV cache. 0.26's V2 model runner sizes
+    # the KV cache first and captures graphs afterwards (no "Estimated CUDA graph memory"
+    # line; the 0.89 GiB of graphs for a 7B come out of the headroom above the utilization).
+    cuda_graph_gib: float = 0.0
+    # Peak bytes per logit of the dummy sampler run over max_num_seqs × vocab logits. 0.26's
+    # V2 runner skips top-k, top-p and logprobs in the profile: the bf16 logits of the LM head
+    # plus the float32 copy the sampler works on, ~6 B (1024 × 152,064 logits = 0.87 GiB, below
+    # the forward peak of every H200 run). The V1 runner of 0.11–0.25 also computed logprobs:
+    # ~38 B (float32 logits, probabilities, log-probabilities, sorted values and int64
+    # indices): 1024 seqs took 4.76 GiB with a 128,256 vocab, 5.56 GiB with 151,936 and 7.38
+    # GiB with 201,088 on H100. V0 sorted for top-p/top-k as well (256 × 151,936 logits took
+    # 1.39 GiB); early V1 with FlashInfer sampling needed ~10 B.
+    sampler_bytes_per_logit: float = 6.0
+    # Memory outside torch's allocator that grows during the profile on one GPU (cuBLAS and
+    # attention workspaces): 0.22 GiB with 0.26 on H200 (all nine runs), 0.13 on H100 before.
+    non_torch_gib: float = 0.22
     block_size: int = 16
     mla_block_size: int = 64  # FlashMLA pages
     # V1 prints int(max_concurrency × max_model_len); V0 printed num_blocks × block_size.
@@ -77,13 +89,20 @@ def _big_gpu(gpu: GpuSpec) -> bool:
     return gpu.usable_gib >= 70 and "A100" not in gpu.name
 
 
+# 0.26 (the version the project installs): V1 engine, V2 model runner.
 V1 = EngineProfile()
+# 0.21–0.25: V1 model runner; subtracts an estimate of CUDA-graph memory before sizing the KV
+# cache (the estimates vLLM logs for 8B–120B models on H100 range -0.45..1.03 GiB,
+# llm-d-benchmark) and profiles the sampler with logprobs.
+V1_GRAPH_RESERVE = EngineProfile(name="v1-0.21", cuda_graph_gib=0.25, sampler_bytes_per_logit=38.0,
+                                 non_torch_gib=0.15)
 # 0.11–0.20: CUDA-graph memory measured only after the KV cache is allocated.
-V1_NO_GRAPH_RESERVE = EngineProfile(name="v1-0.11", cuda_graph_gib=0.0)
+V1_NO_GRAPH_RESERVE = EngineProfile(name="v1-0.11", sampler_bytes_per_logit=38.0, non_torch_gib=0.15)
 # 0.8–0.10: V1 engine, sampler profiled without logprobs (FlashInfer top-p/top-k).
-V1_EARLY = EngineProfile(name="v1-early", cuda_graph_gib=0.0, sampler_bytes_per_logit=10.0)
-V0 = EngineProfile(name="v0", cuda_graph_gib=0.0, mla_block_size=16, tokens_from_concurrency=False)
-ENGINES = {e.name: e for e in (V1, V1_NO_GRAPH_RESERVE, V1_EARLY, V0)}
+V1_EARLY = EngineProfile(name="v1-early", sampler_bytes_per_logit=10.0, non_torch_gib=0.15)
+V0 = EngineProfile(name="v0", sampler_bytes_per_logit=38.0, non_torch_gib=0.15, mla_block_size=16,
+                   tokens_from_concurrency=False)
+ENGINES = {e.name: e for e in (V1, V1_GRAPH_RESERVE, V1_NO_GRAPH_RESERVE, V1_EARLY, V0)}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -267,15 +286,16 @@ def stage_weights_bytes(arch: Architecture, layout: Layout, stage: int, layers: 
     return total
 
 
-def non_torch_gib(layout: Layout, nodes_spanned: int, p2p: bool) -> float:
+def non_torch_gib(layout: Layout, nodes_spanned: int, p2p: bool, single_gpu_gib: float = 0.15) -> float:
     """Memory outside torch's allocator: cuBLAS workspaces, NCCL and custom all-reduce buffers.
 
-    vLLM's own lines: 0.13 GiB on one H100; TP2 0.55 on H100 (custom all-reduce IPC buffers,
-    which need GPU peer-to-peer) but 0.25 on RTX 4090s without P2P; TP8 × PP2 over two nodes
-    2.53 (NCCL network proxies and buffers).
+    vLLM's own lines: 0.13 GiB on one H100 (0.22 on one H200 with 0.26: ``single_gpu_gib``,
+    per engine generation); TP2 0.55 on H100 (custom all-reduce IPC buffers, which need GPU
+    peer-to-peer) but 0.25 on RTX 4090s without P2P; TP8 × PP2 over two nodes 2.53 (NCCL
+    network proxies and buffers).
     """
     ranks = layout.tp * layout.pp * (layout.dp if layout.dp_shares_experts else 1)
-    gib = 0.15
+    gib = single_gpu_gib
     if ranks > 1:
         gib += (0.4 if p2p else 0.1) + 0.03 * (ranks - 2)
     if nodes_spanned > 1:
@@ -287,12 +307,20 @@ def non_torch_gib(layout: Layout, nodes_spanned: int, p2p: bool) -> float:
 
 def activation_gib(arch: Architecture, layout: Layout, gpu: GpuSpec, engine: EngineProfile,
                    max_model_len: int, last_stage: bool) -> float:
-    """Peak of the profile run: one prefill chunk through a layer, or the sampler, whichever is larger."""
+    """Peak of the profile run: one prefill chunk through a layer, or the sampler, whichever is larger.
+
+    Forward: ``max_num_batched_tokens`` tokens through one layer's MLP hold the gate+up output
+    (2 × intermediate), the activated half (1 × intermediate) and ~3 hidden-sized buffers
+    (residual, norm, attention output), in the model dtype. On an H200 with 0.26 at 8,192
+    tokens this predicts 1.03 / 0.84 / 0.87 / 1.50 GiB for R1-Distill-Qwen-7B / Llama-8B /
+    Qwen-14B / Qwen-32B; vLLM measured 1.06 / 0.88 / 0.90 / 1.53 with a warm compile cache
+    (1.13 / 1.10 / 1.61 / 1.61 on the first, compiling start). Sampler: max_num_seqs × vocab
+    logits × the generation's bytes per logit, on the last pipeline stage only.
+    """
     tokens = engine.batched_tokens(gpu, max_model_len)
     mlp = arch.intermediate / layout.tp
     if arch.is_moe:
         mlp = max(mlp, arch.experts_per_token * arch.moe_intermediate / layout.tp)
-    # gate+up output, the activated half, and ~3 hidden-sized buffers (residual, norm, attn out)
     forward = tokens * (3 * mlp + 3 * arch.hidden) * arch.dtype_bytes
     sampler = engine.num_seqs(gpu) * arch.vocab * engine.sampler_bytes_per_logit if last_stage else 0
     return max(forward, sampler) / GIB
@@ -304,7 +332,7 @@ def stage_memory(model: ModelSpec, gpu: GpuSpec, layout: Layout, stage: int, *, 
     arch = model.arch
     layers = pp_partition(arch.layers, layout.pp)[stage]
     weights = stage_weights_bytes(arch, layout, stage, layers, quantization) / GIB
-    other = non_torch_gib(layout, nodes_spanned, gpu.fast_interconnect)
+    other = non_torch_gib(layout, nodes_spanned, gpu.fast_interconnect, engine.non_torch_gib)
     act = activation_gib(arch, layout, gpu, engine, max_model_len, stage == layout.pp - 1)
     graphs = engine.cuda_graph_gib if cuda_graphs else 0.0
     kv = utilization * gpu.usable_gib - weights - other - act - graphs
@@ -425,12 +453,34 @@ def _fits(ev: Evaluation, context: int) -> bool:
     return ev.weights_fit and ev.tokens >= context
 
 
+# A throughput replica should batch at least this many full-length requests: one that holds
+# one or two is batch-starved (decode speed grows with the batch), and a larger TP group that
+# shares the weights gives far more KV cache (Llama-70B on 8×H100: TP2 1.6 requests per
+# replica, TP4 16).
+MIN_REPLICA_REQUESTS = 4
+
+
+def _roomy(req: Request, ev: Evaluation, context: int) -> bool:
+    if req.prefer != "throughput" or ev.layout.dp_shares_experts or ev.layout.pp > 1:
+        return True
+    return ev.tokens >= MIN_REPLICA_REQUESTS * context
+
+
 def choose(req: Request, fixed: Layout | None) -> tuple[Evaluation, int, list[str]]:
-    """The first layout that serves one full-length request; else the roomiest, with the reason."""
+    """The first layout that serves one full-length request (for throughput: a few per replica,
+    when some layout can); else the roomiest, with the reason."""
     context = req.context
     if fixed is not None:
         return _shrink_context(req, evaluate(req, fixed, context), context, ["layout fixed by the caller (spec or flags)"])
     tried = [(evaluate(req, layout, context), why) for layout, why in candidate_layouts(req)]
+    cramped = [ev for ev, _ in tried if _fits(ev, context) and not _roomy(req, ev, context)]
+    for ev, why in tried:
+        if _fits(ev, context) and _roomy(req, ev, context):
+            if cramped:
+                small = cramped[0]
+                why += (f"; TP{small.layout.tp} would fit only {small.tokens / context:.1f} full-length requests "
+                        f"per replica (fewer than {MIN_REPLICA_REQUESTS}), TP{ev.layout.tp} {ev.tokens / context:.1f}")
+            return ev, context, [why]
     for ev, why in tried:
         if _fits(ev, context):
             return ev, context, [why]
@@ -789,4 +839,13 @@ def rank_models(gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, **kwargs: Any)
 
 
 def largest_fitting(gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, **kwargs: Any) -> Plan | None:
-    return next((p for p in rank_models(gpu, gpus_per_node, nodes, **kwargs) if p.fits), None)
+    """The biggest model that serves its full context here; else the biggest that fits at all
+    (context reduced: 2×H100 holds BF16 Llama-70B only at 16K, Qwen-32B at its full 32K)."""
+    plans = [p for p in rank_models(gpu, gpus_per_node, nodes, **kwargs) if p.fits]
+    full = [p for p in plans if p.max_model_len >= (kwargs.get("max_model_len") or _default_context(p.model))]
+    return (full or plans or [None])[0]
+
+
+def _default_context(name: str) -> int:
+    model = ModelSpec.from_catalog(name)
+    return min(model.entry.default_max_model_len, model.arch.max_position)

@@ -60,6 +60,16 @@ def test_real_h200_host_maps_to_the_catalog():
     assert gpu.name == "H200" and f"{gpu.memory_mib} MiB" == fields[4]
 
 
+def test_h200_usable_memory_is_what_torch_reported_on_a_real_h200():
+    # vLLM 0.26 on one H200 (tests/data/h200_vllm_observations.json): "total_memory=139.8GiB",
+    # and 0.9 requested 125.82 GiB; a custom GPU with the same nvidia-smi memory keeps the ratio.
+    from r1deploy.catalog import custom_gpu
+
+    h200 = find_gpu("NVIDIA H200")
+    assert h200.usable_gib == 139.80 and round(0.9 * h200.usable_gib, 2) == 125.82
+    assert custom_gpu(143771, like=h200).usable_gib == 139.80
+
+
 def test_gpu_catalog_covers_the_seed_hardware():
     names = {g.name for g in GPUS}
     assert {"H200", "H100 SXM", "H100 PCIe", "H20", "A100 80GB", "A100 40GB", "L40S", "RTX 4090",

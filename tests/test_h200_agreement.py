@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from r1deploy.catalog import find_gpu
 from r1deploy.planner import plan_for_spec
 from r1deploy.spec import spec_from_host_data
 
@@ -23,11 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = json.loads((ROOT / "tests" / "data" / "h200_vllm_observations.json").read_text())
 OBS = DATA["observations"]
 TOLERANCE = 0.05
-# Outside 5 % with the planner as of 2026-11-29 (it reserves ~5.5 GiB of activations and 0.25 GiB
-# of CUDA graphs; vLLM 0.26's V2 runner took 0.9-1.6 GiB and reserves no graphs before sizing the
-# KV cache): the KV figures of these runs. Not strict, so a recalibrated planner simply passes.
-KNOWN_OFF = {"h200-qwen-32b-u0.9-l32768", "h200-qwen-14b-u0.8-l32768", "h200-qwen-32b-u0.8-l32768"}
-GUARD = 0.10  # every run, every metric: a regression past this fails even for KNOWN_OFF
+GUARD = 0.10  # every run, every metric
+# vLLM's torch peak for the same model moves between starts: 14B took 1.61 GiB on its first,
+# compiling start (0.9) and 0.90 GiB with a warm compile cache (0.8). The plan models the warm peak.
+RESERVE_SLACK_GIB = 0.8
 METRICS = {"weights_gib": "weights_gib_per_gpu", "kv_cache_gib": "kv_cache_gib_per_gpu",
            "kv_cache_tokens": "kv_cache_tokens"}
 LINES = {
@@ -70,16 +70,7 @@ def _error(obs: dict, metric: str, monkeypatch: pytest.MonkeyPatch) -> tuple[flo
     return error, f"{obs['id']} {metric}: plan {predicted:,.2f} vs vLLM {observed:,.2f} ({error:+.1%})"
 
 
-def _five_percent_cases():
-    for obs in OBS:
-        for metric in METRICS:
-            marks = ()
-            if obs["id"] in KNOWN_OFF and metric != "weights_gib":
-                marks = pytest.mark.xfail(reason="planner over-reserves activations (see KNOWN_OFF)", strict=False)
-            yield pytest.param(obs, metric, id=f"{obs['id']}-{metric}", marks=marks)
-
-
-@pytest.mark.parametrize("obs,metric", list(_five_percent_cases()))
+@pytest.mark.parametrize("obs,metric", [pytest.param(o, m, id=f"{o['id']}-{m}") for o in OBS for m in METRICS])
 def test_plan_within_five_percent(obs, metric, monkeypatch):
     error, detail = _error(obs, metric, monkeypatch)
     assert abs(error) <= TOLERANCE, detail
@@ -90,6 +81,21 @@ def test_plan_within_five_percent(obs, metric, monkeypatch):
 def test_plan_never_off_by_ten_percent(obs, metric, monkeypatch):
     error, detail = _error(obs, metric, monkeypatch)
     assert abs(error) <= GUARD, detail
+
+
+@pytest.mark.parametrize("obs", OBS, ids=[o["id"] for o in OBS])
+def test_reserves_are_what_vllm_took(obs, monkeypatch):
+    """0.26's V2 runner: KV = util × 139.80 GiB − weights − torch peak − non-torch, no CUDA-graph estimate."""
+    p = _plan(obs, monkeypatch)
+    seen = obs["observed"]
+    assert p.cuda_graph_gib == 0.0
+    assert p.non_torch_gib == pytest.approx(seen["non_torch_gib"], abs=0.02)
+    assert abs(p.activation_gib - seen["torch_peak_increase_gib"]) <= RESERVE_SLACK_GIB
+    # vLLM's "Requested memory: 0.9 (util), 125.82 GiB": the plan's budget is the same util × torch total.
+    requested = re.search(r"Requested memory: [\d.]+ \(util\), ([\d.]+) GiB", "\n".join(obs["log"]))
+    assert requested, "no Requested memory line"
+    budget = obs["gpu_memory_utilization"] * find_gpu(obs["gpu"]).usable_gib
+    assert budget == pytest.approx(float(requested.group(1)), abs=0.01)
 
 
 @pytest.mark.parametrize("obs", OBS, ids=[o["id"] for o in OBS])

@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 
 from r1deploy.agreement import agreement, load_observations
 from r1deploy.catalog import find_gpu
 from r1deploy.cli import main
-from r1deploy.planner import ModelSpec, largest_fitting, payback, plan, plan_for_spec
+from r1deploy.planner import ENGINES, ModelSpec, largest_fitting, payback, plan, plan_for_spec
 from r1deploy.spec import spec_from_host_data
 
 R1 = ModelSpec.from_catalog("deepseek-ai/DeepSeek-R1")
@@ -69,9 +70,15 @@ def test_which_r1_variant_fits_the_seed_hardware(gpu, gpus, nodes, model, layout
 
 
 def test_llama_70b_on_two_h100_needs_quantization_or_more_memory():
-    p = plan(ModelSpec.from_catalog("DeepSeek-R1-Distill-Llama-70B"), find_gpu("H100"), 2)
+    llama = ModelSpec.from_catalog("DeepSeek-R1-Distill-Llama-70B")
+    p = plan(llama, find_gpu("H100"), 2, max_model_len=32768)
     assert not p.fits
     assert any("quant_scheme=fp8_dynamic fits" in s for s in p.suggestions)
+    assert any("shorter context: max_model_len 16,384 fits" in s for s in p.suggestions)
+    # Unpinned, the plan trades context for fitting: BF16 weights leave ~3.9 GiB of KV per GPU.
+    short = plan(llama, find_gpu("H100"), 2)
+    assert short.fits and short.max_model_len == 16384
+    assert any("context reduced from 32,768 to 16,384" in r for r in short.reasons)
     fp8 = plan(ModelSpec.from_catalog("DeepSeek-R1-Distill-Llama-70B"), find_gpu("H100"), 2,
                quantization="fp8_dynamic")
     assert fp8.fits and fp8.weights_gib_per_gpu == pytest.approx(33.88, rel=0.03)  # llm-d measured 33.88
@@ -259,15 +266,35 @@ def test_recipe_environment_follows_the_hardware():
     assert qwen.engine_env() == {}
 
 
-def test_spec_max_num_seqs_shrinks_the_sampler_reserve():
+def test_spec_batched_tokens_and_max_num_seqs_shape_the_activation_reserve():
     base = {**BASE, "model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "plan_gpu": "H100",
             "plan_gpus_per_node": 1}
     default = plan_for_spec(spec_from_host_data("n", base))
+    # vLLM 0.26: 8,192 tokens × (3 × 18,944 + 3 × 3,584) × 2 B through one MLP; the sampler profile
+    # (1024 × 152,064 logits × ~6 B = 0.87 GiB) stays below it, and no CUDA graphs are reserved.
+    assert default.activation_gib == pytest.approx(1.03, abs=0.01)
+    assert default.cuda_graph_gib == 0.0 and default.non_torch_gib == pytest.approx(0.22)
     small = plan_for_spec(spec_from_host_data("n", {**base, "vllm_max_num_seqs": 64}))
-    # 1024 vs 64 sequences × 152,064-entry vocab × ~38 B of sampler scratch
-    assert default.activation_gib - small.activation_gib == pytest.approx(5.5 - 1.03, abs=0.3)
-    assert small.kv_cache_tokens > default.kv_cache_tokens
+    assert small.activation_gib == default.activation_gib
     assert small.engine_args()["max-num-seqs"] == 64
+    # 2,048-token chunks: the forward drops to a quarter and the 1024-sequence sampler becomes the peak
+    chunk = plan_for_spec(spec_from_host_data("n", {**base, "vllm_extra_args": {"max-num-batched-tokens": 2048}}))
+    assert chunk.activation_gib == pytest.approx(0.87, abs=0.01)
+    both = plan_for_spec(spec_from_host_data("n", {**base, "vllm_max_num_seqs": 64,
+                                                   "vllm_extra_args": {"max-num-batched-tokens": 2048}}))
+    assert both.activation_gib == pytest.approx(1.03 / 4, abs=0.01)
+    assert both.kv_cache_tokens > chunk.kv_cache_tokens > default.kv_cache_tokens
+
+
+def test_older_v1_profiled_the_sampler_with_logprobs_and_reserved_cuda_graphs():
+    qwen7b, h100 = ModelSpec.from_catalog("DeepSeek-R1-Distill-Qwen-7B"), find_gpu("H100")
+    old = ENGINES["v1-0.21"]
+    default = plan(qwen7b, h100, 1, engine=old)
+    small = plan(qwen7b, h100, 1, engine=replace(old, max_num_seqs=64))
+    # 1024 vs 64 sequences × 152,064-entry vocab × ~38 B of sampler scratch (the forward, 1.03, wins at 64)
+    assert default.activation_gib - small.activation_gib == pytest.approx(5.5 - 1.03, abs=0.3)
+    assert default.cuda_graph_gib == 0.25
+    assert small.kv_cache_tokens > default.kv_cache_tokens
 
 
 def test_cli_plans_an_inventory_of_a_model_the_catalog_lacks(tmp_path, capsys):
