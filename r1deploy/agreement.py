@@ -89,10 +89,10 @@ def agreement(path: Path = OBSERVATIONS) -> list[Row]:
     return [compare(o) for o in load_observations(path)]
 
 
-_KV_LINE = re.compile(r"GPU KV cache size: ([0-9,]+) tokens")
+_KV_LINE = re.compile(r"(?:GPU|CPU|XPU|TPU|HPU)(?: \+ host)? KV cache size: ([0-9,]+) tokens")
 
 
 def kv_tokens_from_log(text: str) -> int | None:
-    """The "GPU KV cache size: N tokens" a vLLM server printed (the CPU backend prints it too)."""
+    """The "GPU KV cache size: N tokens" a vLLM server printed ("CPU KV cache size" on the CPU build)."""
     found = _KV_LINE.findall(text)
     return int(found[-1].replace(",", "")) if found else None
