@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,8 +69,3 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd)
 
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m r1deploy.drift")
-    register(parser.add_subparsers(dest="command", required=True))
-    sys.exit(_cmd(parser.parse_args(["drift", *sys.argv[1:]])))
