@@ -42,8 +42,10 @@ def log(msg: str) -> None:
 
 
 def sh(*cmd: str, check: bool = True, quiet: bool = False, **kw) -> subprocess.CompletedProcess:
-    out = subprocess.DEVNULL if quiet else None
-    return subprocess.run(cmd, check=check, stdout=kw.pop("stdout", out), stderr=kw.pop("stderr", out), **kw)
+    if not kw.get("capture_output"):  # gevent's subprocess refuses stdout= next to capture_output
+        kw.setdefault("stdout", subprocess.DEVNULL if quiet else None)
+        kw.setdefault("stderr", subprocess.DEVNULL if quiet else None)
+    return subprocess.run(cmd, check=check, **kw)
 
 
 def ok(*cmd: str) -> bool:

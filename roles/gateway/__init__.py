@@ -42,6 +42,6 @@ def gateway() -> None:
     unit = track(files.put(name=f"Unit {ROUTER_SERVICE}", dest=f"/etc/systemd/system/{ROUTER_SERVICE}",
                            src=StringIO(render_router_unit(spec, host.name, _workers(spec))), mode="644"))
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
-    systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True)
+    track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
     systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE, restarted=True,
                     _if=lambda: unit.did_change() or installed.did_change())

@@ -91,7 +91,8 @@ def serve() -> None:
                            dest=f"/etc/systemd/system/{SERVICE}", mode="644"))
     flip = track(files.link(name=f"Point current at {node.release}", path=CURRENT, target=release_dir))
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
-    systemd.service(name=f"Enable {SERVICE}", service=SERVICE, running=True, enabled=True)
+    # Starting a stopped service is a rollout too: it gets the health wait and the smoke test.
+    track(systemd.service(name=f"Enable {SERVICE}", service=SERVICE, running=True, enabled=True))
     systemd.service(name=f"Restart {SERVICE} on a new release", service=SERVICE, restarted=True,
                     _if=lambda: flip.did_change() or unit.did_change())
     python.call(name=f"Wait for {spec.model.name} to serve (up to {spec.vllm.startup_timeout_s}s)",
