@@ -141,7 +141,15 @@ def build_model() -> dict:
     from r1deploy.mirror import publish
 
     commit = publish(src, hub, repo_id)
-    return {"repo_id": repo_id, "revision": commit}
+    # A second commit of the same model (same weights, one more file) on branch "next":
+    # what a rollout of a new model revision deploys.
+    nxt = CACHE / "tiny-model-next"
+    if not (nxt / "revision.txt").exists():
+        shutil.rmtree(nxt, ignore_errors=True)
+        shutil.copytree(src, nxt, copy_function=os.link)
+        (nxt / "revision.txt").write_text("R1-Distill-Qwen-tiny, revision 2 (lab)\n")
+    return {"repo_id": repo_id, "revision": commit,
+            "revision_next": publish(nxt, hub, repo_id, branch="next")}
 
 
 # ---------------------------------------------------------------- processes

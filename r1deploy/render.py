@@ -103,22 +103,36 @@ def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, 
         value = getattr(v, name)
         if value is not None:
             args[name.replace("_", "-")] = value
+    # On SIGTERM vLLM refuses new work and lets running requests finish for this long.
+    args["shutdown-timeout"] = spec.rollout.shutdown_timeout_s
     args.update(v.extra_args)
     # The plan may not move the model or the port the service is known by.
     args["model"], args["port"] = served_model_dir(spec), v.port
     return args
 
 
+def compile_cache_dir(spec: Spec) -> str:
+    """Compile/JIT caches of one vLLM version on local disk: kept across restarts, so a restart is
+    warm; a new vLLM version starts its own (its kernels are not the old one's)."""
+    return f"{CACHE_DIR}/compile/{spec.install.vllm_package}-{spec.install.vllm_version}"
+
+
 def service_env(spec: Spec, host_ip: str | None = None) -> dict[str, str]:
     v = spec.vllm
+    cache = compile_cache_dir(spec)
     env = {
         "HF_HUB_OFFLINE": "1",  # serve what the weights stage verified; never fetch at start
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "HF_HOME": f"{CACHE_DIR}/hf",
-        "VLLM_CACHE_ROOT": f"{CACHE_DIR}/vllm",
         "XDG_CACHE_HOME": CACHE_DIR,
+        # Every compile cache in one place per vLLM version: vLLM's own (torch.compile artefacts),
+        # inductor's, Triton's (else ~/.triton, lost to the sandbox) and FlashInfer's JIT.
+        "VLLM_CACHE_ROOT": f"{cache}/vllm",
+        "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor",
+        "TRITON_CACHE_DIR": f"{cache}/triton",
+        "FLASHINFER_WORKSPACE_BASE": f"{cache}/flashinfer",
     }
     ip = v.host_ip or host_ip
     if ip:
@@ -167,16 +181,21 @@ class NodeFiles:
 
 def render_node(spec: Spec, host: str, host_ip: str | None = None,
                 planned: dict[str, Any] | None = None, plan_source: str | None = None) -> NodeFiles:
+    """The release: engine config, env and unit. Its id digests all three, so anything that changes
+    what runs (engine args, env, the vLLM version in ExecStart, the unit's limits) is a new
+    release, and rolling back restores all of it."""
     args = engine_args(spec, planned)
     env = service_env(spec, host_ip)
-    digest = hashlib.sha256(json.dumps([args, env], sort_keys=True).encode()).hexdigest()[:12]
-    ctx = dict(spec=spec, host=host, release=digest, engine_args=args, env=env,
-               exec_start=exec_start(spec), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
-               plan_source=plan_source)
+    ctx = dict(spec=spec, host=host, engine_args=args, env=env, exec_start=exec_start(spec),
+               config_dir=CONFIG_DIR, state_dir=STATE_DIR, plan_source=plan_source,
+               stop_timeout_s=spec.rollout.shutdown_timeout_s + 30)
+    unit = render_template("r1-vllm.service.j2", **ctx)
+    digest = hashlib.sha256(json.dumps([args, env, unit], sort_keys=True).encode()).hexdigest()[:12]
+    ctx["release"] = digest
     files = {
         "vllm.yaml": render_template("vllm.yaml.j2", **ctx),
         "vllm.env": render_template("vllm.env.j2", **ctx),
-        SERVICE: render_template("r1-vllm.service.j2", **ctx),
+        SERVICE: unit,
     }
     return NodeFiles(engine_args=args, env=env, files=files, release=digest)
 
@@ -196,8 +215,11 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
 
 
 def render_router_unit(spec: Spec, host: str, workers: list[str]) -> str:
+    from r1deploy.rollout import startup_timeout_s
+
     return render_template("vllm-router.service.j2", spec=spec, host=host, workers=workers,
-                           router_bin=f"{router_venv(spec)}/bin/vllm-router")
+                           router_bin=f"{router_venv(spec)}/bin/vllm-router",
+                           startup_timeout_s=startup_timeout_s(spec))
 
 
 def _render_cmd(args) -> int:

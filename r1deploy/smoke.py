@@ -25,6 +25,8 @@ class Check:
     ok: bool
     detail: str
     latency_ms: float | None = None
+    ttft_ms: float | None = None  # streamed checks: time to the first token
+    tokens_per_s: float | None = None  # streamed checks: decode rate after it
 
 
 @dataclass
@@ -109,41 +111,69 @@ def check_chat(report: NodeReport, model: str, prompt: str, max_tokens: int, api
         report.add(Check("chat", False, f"{type(exc).__name__}: {exc}"))
 
 
+@dataclass
+class StreamResult:
+    """What one streamed chat completion delivered, and when."""
+
+    reasoning: str | None = None
+    content: str = ""
+    finish: str | None = None
+    usage: dict | None = None
+    done: bool = False  # the server sent [DONE]: the stream was not cut
+    ttft_ms: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode rate after the first token (None when too little was generated to tell)."""
+        tokens = (self.usage or {}).get("completion_tokens") or 0
+        decode_s = self.seconds - (self.ttft_ms or 0) / 1e3
+        return (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None
+
+
+def stream_chat(url: str, body: dict, headers: dict[str, str], timeout: float) -> StreamResult:
+    """POST a streaming chat completion and read it to the end; raises requests' errors."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    result = StreamResult()
+    t0 = time.monotonic()
+    with requests.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout,
+                       stream=True) as r:
+        r.raise_for_status()
+        for line in r.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                result.done = True
+                break
+            chunk = json.loads(payload)
+            result.usage = chunk.get("usage") or result.usage
+            for choice in chunk.get("choices", []):
+                delta = choice.get("delta", {})
+                piece = _reasoning(delta)
+                if piece is not None:
+                    result.reasoning = (result.reasoning or "") + piece
+                result.content += delta.get("content") or ""
+                result.finish = choice.get("finish_reason") or result.finish
+                if result.ttft_ms is None and (piece or delta.get("content")):
+                    result.ttft_ms = (time.monotonic() - t0) * 1e3
+    result.seconds = time.monotonic() - t0
+    return result
+
+
 def check_chat_stream(report: NodeReport, model: str, prompt: str, max_tokens: int,
                       api_key: str | None, timeout: float, require_reasoning: bool) -> None:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0.6, "stream": True, "stream_options": {"include_usage": True}}
-    t0 = time.monotonic()
-    ttft = None
-    reasoning: str | None = None
-    content, finish, usage, done = "", None, None, False
+            "temperature": 0.6}
     try:
-        with requests.post(f"{report.url}/v1/chat/completions", json=body, headers=_headers(api_key),
-                           timeout=timeout, stream=True) as r:
-            r.raise_for_status()
-            for line in r.iter_lines(decode_unicode=True):
-                if not line or not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(payload)
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices", []):
-                    delta = choice.get("delta", {})
-                    piece = _reasoning(delta)
-                    if piece is not None:
-                        reasoning = (reasoning or "") + piece
-                    content += delta.get("content") or ""
-                    finish = choice.get("finish_reason") or finish
-                    if ttft is None and (piece or delta.get("content")):
-                        ttft = (time.monotonic() - t0) * 1e3
-        ok, detail = _judge(reasoning, content, finish, usage, require_reasoning)
-        if not done:
+        got = stream_chat(report.url, body, _headers(api_key), timeout)
+        ok, detail = _judge(got.reasoning, got.content, got.finish, got.usage, require_reasoning)
+        if not got.done:
             ok, detail = False, "stream ended without [DONE]"
-        report.add(Check("chat-stream", ok, f"{detail} ttft={ttft:.0f}ms" if ok and ttft else detail,
-                         (time.monotonic() - t0) * 1e3))
+        if ok and got.ttft_ms:
+            detail += f" ttft={got.ttft_ms:.0f}ms"
+        report.add(Check("chat-stream", ok, detail, got.seconds * 1e3, ttft_ms=got.ttft_ms,
+                         tokens_per_s=got.tokens_per_s))
     except (requests.RequestException, ValueError, KeyError) as exc:
         report.add(Check("chat-stream", False, f"{type(exc).__name__}: {exc}"))
 

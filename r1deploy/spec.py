@@ -143,7 +143,8 @@ class VllmSection(_Section):
     api_key_env: str | None = None
     cpu_kvcache_space_gib: int = Field(default=1, ge=1)
     cpu_omp_threads_bind: str | None = None
-    startup_timeout_s: int = Field(default=1800, ge=10)
+    # None: sized per model from the weights to load (minutes for 671B), see rollout.startup_timeout.
+    startup_timeout_s: int | None = Field(default=None, ge=10)
     host_ip: str | None = None
     # NVLink multicast (NVLS) off where the host's operator asks for it (shared GPU hosts).
     nvlink_multicast: bool = True
@@ -210,6 +211,40 @@ class SmokeSection(_Section):
     require_reasoning: bool = True
 
 
+class RolloutSection(_Section):
+    """Keys ``rollout_*``: how a change reaches serving nodes without failing a request.
+
+    Nodes of one model restart in batches: each is drained from every gateway, stopped once its
+    in-flight requests finished, started, proven (health, warm-up, smoke) and only then rejoins.
+    The first batch is the canary: the rest wait for it, and a failed batch rolls back and stops.
+    """
+
+    max_unavailable: int = Field(default=1, ge=1)
+    # A model served by a single node cannot restart without an outage: only when asked.
+    allow_outage: bool = False
+    drain_timeout_s: int = Field(default=300, ge=0)
+    # vLLM's --shutdown-timeout: on SIGTERM it refuses new work and lets running requests finish.
+    shutdown_timeout_s: int = Field(default=30, ge=0)
+    canary: bool = True
+    canary_max_ttft_ms: float | None = Field(default=None, gt=0)
+    canary_min_tokens_per_s: float | None = Field(default=None, gt=0)
+    warmup: bool = True
+    warmup_concurrency: int = Field(default=8, ge=1, le=256)
+    warmup_long_prompt_tokens: int = Field(default=1024, ge=16)
+    warmup_max_tokens: int = Field(default=16, ge=1)
+    # Sampling parameters users send: each set compiles its own sampler kernels on first use.
+    warmup_sampling: list[dict[str, float | int]] = Field(default_factory=lambda: [
+        {"temperature": 0.6, "top_p": 0.95}, {"temperature": 0.6, "top_k": 40},
+        {"temperature": 0.6, "top_p": 0.95, "top_k": 40}, {"temperature": 0.0},
+    ])
+    warmup_system_prompt: str = (
+        "You are DeepSeek-R1, a careful assistant. Think step by step before you answer, "
+        "and keep the final answer short."
+    )
+    # A unit that restarts this often after our start is crash-looping: fail in seconds.
+    crashloop_restarts: int = Field(default=2, ge=1)
+
+
 class PlanSection(_Section):
     """Keys ``plan_*``: hardware and economics the capacity planner reasons about."""
 
@@ -233,6 +268,7 @@ class Spec(_Section):
     gpu: GpuSection = Field(default_factory=GpuSection)
     quant: QuantSection = Field(default_factory=QuantSection)
     smoke: SmokeSection = Field(default_factory=SmokeSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
     plan: PlanSection = Field(default_factory=PlanSection)
 
     @model_validator(mode="after")

@@ -27,13 +27,20 @@ def host_changed():
     return lambda: any(op.did_change() for op in _changes[name])
 
 
-def remote(command: str, what: str, sudo_user: str | None = None) -> str:
-    """Run a read-only command on the current host from a python.call; raise with its output."""
+def remote(command: str, what: str, sudo_user: str | None = None, target=None) -> str:
+    """Run a command on the current (or given) host from a python.call; raise with its output.
+
+    `target` is another inventory host (a gateway the rollout drains a node from); it is
+    connected on first use, so `--limit node2` still drains node2 from its gateways."""
+    target = target or host
+    if not target.connected:
+        target.connect(reason="rollout", raise_exceptions=True)
     if sudo_user:
         command = f"runuser -u {sudo_user} -- sh -c {shlex.quote(command)}"
-    ok, output = host.run_shell_command(StringCommand(command), print_output=False, print_input=False)
+    ok, output = target.run_shell_command(StringCommand(command), print_output=False, print_input=False,
+                                          _sudo=bool(target.data.get("_sudo")))
     text = "\n".join(output.stdout_lines) if hasattr(output, "stdout_lines") else str(output)
     if not ok:
         err = "\n".join(getattr(output, "stderr_lines", []))
-        raise OperationError(f"{what} failed on {host.name}:\n{text}\n{err}".strip())
+        raise OperationError(f"{what} failed on {target.name}:\n{text}\n{err}".strip())
     return text

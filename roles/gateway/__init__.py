@@ -1,29 +1,50 @@
-"""Gateway: vllm-router in front of the fleet's nodes."""
+"""Gateway: vllm-router in front of the fleet's nodes, its rotation kept equal to the serving nodes.
 
+The rollout (roles/serve) takes nodes out of rotation and puts them back through the router's
+admin routes; this stage runs after every batch and reconciles what remains: a configured node
+that serves but is not listed (a controller killed mid-rollout left it drained) is added, a
+listed URL no node has any more is removed, and a node whose rollout failed stays out.
+"""
+
+import json
 from io import StringIO
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, python, systemd
 
 from r1deploy.render import ROUTER_SERVICE, render_router_unit, router_venv
+from r1deploy.rollout import gateway_workers
+from roles._fleet import fleet_view
 from roles._rollout import remote, track
 from roles._spec import host_spec
 from roles.base import venv_packages
+from roles.serve.facts import RouterWorkers
 
 
 def _workers(spec) -> list[str]:
-    if spec.gateway.workers is not None:
-        return spec.gateway.workers
-    urls = []
-    for node in inventory:
-        node_spec = host_spec(node)
-        if node_spec.fleet.role == "node" and node_spec.model.name == spec.model.name:
-            addr = node_spec.vllm.host_ip or node.data.get("ssh_hostname") or node.name
-            urls.append(f"http://{addr}:{node_spec.vllm.port}")
+    urls = gateway_workers(spec, fleet_view()[2])
     if not urls:
         raise DeployError(f"{host.name}: no node serves {spec.model.name!r} for this gateway")
     return urls
+
+
+def _reconcile(port: int, workers: list[str]) -> None:
+    """Rotation = configured nodes that answer /health, minus those whose rollout failed now."""
+    from roles.serve.rollout import ROLLOUT
+
+    failed_urls = ROLLOUT.out_of_rotation
+    listed = json.loads(remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/list_workers", "router workers"))["urls"]
+    for url in listed:
+        if url not in workers or url in failed_urls:
+            remote(f"curl -fsS -m 30 -X POST 'http://127.0.0.1:{port}/remove_worker?url={url}'", "remove worker")
+            host.log(f"rotation: removed {url}")
+    for url in workers:
+        if url in listed or url in failed_urls:
+            continue
+        if remote(f"curl -fsS -m 5 {url}/health >/dev/null && echo up || echo down", "worker health").strip() == "up":
+            remote(f"curl -sS -m 60 -X POST 'http://127.0.0.1:{port}/add_worker?url={url}'", "add worker")
+            host.log(f"rotation: added {url}")
 
 
 def wait_router(port: int, timeout_s: int) -> None:
@@ -43,5 +64,10 @@ def gateway() -> None:
                            src=StringIO(render_router_unit(spec, host.name, _workers(spec))), mode="644"))
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
     track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
-    systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE, restarted=True,
-                    _if=lambda: unit.did_change() or installed.did_change())
+    restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
+                                restarted=True, _if=lambda: unit.did_change() or installed.did_change())
+    listed = host.get_fact(RouterWorkers, port=spec.gateway.port)
+    workers = _workers(spec)
+    python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
+                port=spec.gateway.port, workers=workers,
+                _if=lambda: listed is not None and not restarted.did_change() and set(listed) != set(workers))

@@ -1,101 +1,91 @@
-"""Serve: render the release (engine YAML + env + unit), flip the release pointer, prove it is healthy.
+"""Serve: render the release (engine YAML + env + unit) and roll it out, batch by batch.
 
-A release is a directory named by the digest of what was rendered; `current` points at the live
-one. A rollout is: write the new release, flip `current`, restart, wait for health. If the
-new release does not become healthy in time, `current` flips back, the old release is restarted
-and the host fails with the new release's journal: a failed rollout rolls back.
+A release is a directory named by the digest of everything rendered; `current` points at the
+live one, `previous` at the one before. The files land first (nothing restarts). Then one
+operation per batch (r1deploy.rollout.plan_batches): each node of the batch is drained from its
+gateways, stopped once idle, started on the new release, proven (health, warm-up, smoke — plus
+the SLO on the canary) and put back in rotation; a failure rolls that node back and stops the
+rollout (roles/serve/rollout.py). A node that is already on its release and in rotation takes no
+turn: a converge that changes nothing restarts nothing.
 """
 
-import json
-import shlex
-import time
+from __future__ import annotations
+
+import hashlib
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import OperationError, deploy
-from pyinfra.facts.files import Link
-from pyinfra.operations import files, python, systemd
+from pyinfra.api import DeployError, deploy
+from pyinfra.operations import files, python
 
-from r1deploy.render import CONFIG_DIR, SERVICE, render_node
+from r1deploy import rollout as core
+from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir, render_node
+from roles._fleet import address, connected, fleet_view
 from roles._plan import host_plan
-from roles._rollout import host_changed, remote, track
+from roles._rollout import track
 from roles._spec import host_spec
-
-CURRENT = f"{CONFIG_DIR}/current"
-
-
-def _probe(port: int, model: str) -> str | None:
-    """None when /health answers and /v1/models lists the served name, else what is wrong."""
-    script = (f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null && "
-              f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models")
-    try:
-        out = remote(script, "health probe")
-    except OperationError:
-        return "not answering /health yet"
-    try:
-        names = [m["id"] for m in json.loads(out)["data"]]
-    except (ValueError, KeyError):
-        return f"/v1/models answered {out[:200]!r}"
-    return None if model in names else f"/v1/models lists {names}, not {model!r}"
+from roles.serve.facts import EngineRelease, RouterWorkers
+from roles.serve.rollout import CURRENT, PREVIOUS, UNIT_PATH, roll_node
 
 
-def wait_healthy(port: int, model: str, timeout_s: int, unit: str = SERVICE) -> None:
-    deadline = time.monotonic() + timeout_s
-    last_log = 0.0
-    while (problem := _probe(port, model)) is not None:
-        if "failed" in remote(f"systemctl is-failed {unit} || true", "unit state"):
-            break
-        if time.monotonic() > deadline:
-            break
-        if time.monotonic() - last_log > 30:
-            host.log(f"waiting for {unit}: {problem}")
-            last_log = time.monotonic()
-        time.sleep(3)
-    else:
-        return
-    journal = remote(f"journalctl -u {unit} -n 40 --no-pager -o cat || true", "journal")
-    raise OperationError(f"{unit} not healthy after {timeout_s}s ({problem}); last journal lines:\n{journal}")
+def _in_rotation(url: str, gateway_ports: list[tuple[str, int]]) -> bool | None:
+    """Listed on every gateway that should route to it; None while no gateway router runs yet."""
+    listed = []
+    for name, port in gateway_ports:
+        workers = connected(name).get_fact(RouterWorkers, port=port)
+        if workers is not None:
+            listed.append(url in workers)
+    return all(listed) if listed else None
 
 
-def _rollout(port: int, model: str, timeout_s: int, release: str, previous: str | None) -> None:
-    try:
-        wait_healthy(port, model, timeout_s)
-    except OperationError as failure:
-        if not previous or previous.endswith(release):
-            raise
-        remote(f"ln -sfn {shlex.quote(previous)} {CURRENT}.rollback && mv -T {CURRENT}.rollback {CURRENT} "
-               f"&& systemctl restart {SERVICE}", "rollback")
-        try:
-            wait_healthy(port, model, timeout_s)
-            back = f"rolled back to {previous}, which is serving again"
-        except OperationError:
-            back = f"rolled back to {previous}, which is NOT healthy either"
-        raise OperationError(f"release {release} failed, {back}.\n{failure}") from None
+def _release_files(spec, node) -> list:
+    """The new release's files, written beside the live one: nothing restarts here."""
+    release_dir = f"{CONFIG_DIR}/releases/{node.release}"
+    track(files.directory(name=f"Release {node.release}", path=release_dir, mode="755"))
+    written = [track(files.put(name=f"Release {node.release}: {name}", src=StringIO(content),
+                               dest=f"{release_dir}/{name}", mode="644")) for name, content in node.files.items()]
+    for sub in ("vllm", "inductor", "triton", "flashinfer"):  # warm restarts: caches survive
+        files.directory(name=f"Compile cache {sub}", path=f"{compile_cache_dir(spec)}/{sub}",
+                        user=spec.vllm.user, group=spec.vllm.user, mode="750")
+    return written
 
 
 @deploy("Serve")
-def serve() -> None:
+def serve(to_previous: bool = False) -> None:
+    """Roll out what the spec renders; `to_previous`: roll back to the release before the live one."""
     spec = host_spec()
-    host_ip = spec.vllm.host_ip or host.data.get("ssh_hostname")
-    plan = host_plan(spec)  # real GPU facts where the driver answers, else the spec's hardware
-    planned, source = (plan.engine_args(), "the capacity plan") if plan and plan.fits else (None, None)
-    node = render_node(spec, host.name, host_ip, planned, source)
-    release_dir = f"{CONFIG_DIR}/releases/{node.release}"
-    previous = (host.get_fact(Link, path=CURRENT) or {}).get("link_target")
+    facts = host.get_fact(EngineRelease, current=CURRENT, previous=PREVIOUS, unit_path=UNIT_PATH, service=SERVICE)
+    if to_previous:
+        if not facts["previous"]:
+            raise DeployError(f"{host.name}: no previous release to roll back to")
+        release, unit_text, written = facts["previous"], None, []
+    else:
+        plan = host_plan(spec)  # real GPU facts where the driver answers, else the spec's hardware
+        planned, source = (plan.engine_args(), "the capacity plan") if plan and plan.fits else (None, None)
+        node = render_node(spec, host.name, address(host), planned, source)
+        release, unit_text = node.release, node.files[SERVICE]
+        written = _release_files(spec, node)
 
-    track(files.directory(name=f"Release {node.release}", path=release_dir, mode="755"))
-    for name in ("vllm.yaml", "vllm.env"):
-        track(files.put(name=f"Release {node.release}: {name}", src=StringIO(node.files[name]),
-                        dest=f"{release_dir}/{name}", mode="644"))
-    unit = track(files.put(name=f"Unit {SERVICE}", src=StringIO(node.files[SERVICE]),
-                           dest=f"/etc/systemd/system/{SERVICE}", mode="644"))
-    flip = track(files.link(name=f"Point current at {node.release}", path=CURRENT, target=release_dir))
-    systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
-    # Starting a stopped service is a rollout too: it gets the health wait and the smoke test.
-    track(systemd.service(name=f"Enable {SERVICE}", service=SERVICE, running=True, enabled=True))
-    systemd.service(name=f"Restart {SERVICE} on a new release", service=SERVICE, restarted=True,
-                    _if=lambda: flip.did_change() or unit.did_change())
-    python.call(name=f"Wait for {spec.model.name} to serve (up to {spec.vllm.startup_timeout_s}s)",
-                function=_rollout, port=spec.vllm.port, model=spec.model.name,
-                timeout_s=spec.vllm.startup_timeout_s, release=node.release, previous=previous,
-                _if=host_changed())
+    deploying, gateways, nodes = fleet_view()
+    batches = core.plan_batches(deploying)
+    url = core.node_url(spec, address(host))
+    gateway_ports = [(name, s.gateway.port) for name, s in gateways
+                     if name in core.gateways_of(url, gateways, nodes)]
+    state = core.NodeState(
+        live_release=facts["live"] if facts["active"] else None, current_release=facts["current"],
+        unit_matches=unit_text is None or facts["unit_sha256"] == hashlib.sha256(unit_text.encode()).hexdigest(),
+        active=facts["active"], in_rotation=_in_rotation(url, gateway_ports))
+    restart = core.needs_restart(state, release)
+    mine = batches.batch_of(host.name)
+    single = sum(1 for _, s in deploying if s.model.name == spec.model.name) == 1
+    for batch in batches.batches:
+        turn = batch.index == mine
+        python.call(
+            name=f"Rolling update, batch {batch.index + 1}/{len(batches.batches)}"
+                 + (" (canary)" if batch.canary and len(batches.batches) > 1 else ""),
+            function=roll_node, spec=spec, release=release, batch=batch.index,
+            canary=batch.canary and spec.rollout.canary and len(batches.batches) > 1,
+            restart=lambda: restart or any(op.did_change() for op in written), url=url,
+            gateway_ports=gateway_ports, single_node_model=single,
+            _if=lambda turn=turn: turn and (restart or core.needs_rejoin(state)
+                                           or any(op.did_change() for op in written)))

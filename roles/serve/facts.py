@@ -18,3 +18,39 @@ class ServingHealth(FactBase):
             return {"healthy": True, "models": [m["id"] for m in json.loads(text)["data"]]}
         except (ValueError, KeyError):
             return {"healthy": True, "models": []}
+
+
+class EngineRelease(FactBase):
+    """The engine unit as the rollout needs it: the release the running process started from,
+    where `current` points, whether it is active, and the installed unit's digest."""
+
+    def command(self, current, previous, unit_path, service):
+        return (f"echo live=$(cat /run/r1-vllm/release 2>/dev/null); "
+                f"echo current=$(readlink -f {current} 2>/dev/null); "
+                f"echo previous=$(readlink -f {previous} 2>/dev/null); "
+                f"echo active=$(systemctl is-active {service} 2>/dev/null); "
+                f"echo unit=$(sha256sum {unit_path} 2>/dev/null | cut -d' ' -f1)")
+
+    def process(self, output):
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        name = lambda path: path.rstrip("/").rsplit("/", 1)[-1] if path else None  # noqa: E731
+        return {"live": name(values.get("live")), "current": name(values.get("current")),
+                "previous": name(values.get("previous")),
+                "current_dir": values.get("current") or None,
+                "active": values.get("active") == "active", "unit_sha256": values.get("unit") or None}
+
+
+class RouterWorkers(FactBase):
+    """The worker URLs a gateway's router routes to now (its admin API on loopback); None: no router."""
+
+    def command(self, port):
+        return f"curl -fsS -m 5 http://127.0.0.1:{port}/list_workers || echo DOWN"
+
+    def process(self, output):
+        text = "\n".join(output)
+        if text.strip().endswith("DOWN"):
+            return None
+        try:
+            return list(json.loads(text)["urls"])
+        except (ValueError, KeyError, TypeError):
+            return None

@@ -1,0 +1,317 @@
+"""One node's turn in a rolling update: drain, stop, start, prove, rejoin — or roll back.
+
+Runs inside a python.call of its batch's operation, so it may talk to other hosts: the gateways
+that route to this node are reached over their own SSH connections, on their loopback (the
+router's admin routes never listen elsewhere). Every decision is in r1deploy.rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import OperationError
+
+from r1deploy import rollout as core
+from r1deploy.render import CONFIG_DIR, SERVICE, agent_venv
+from r1deploy.spec import Spec
+from roles._fleet import connected
+from roles._rollout import remote
+
+CURRENT = f"{CONFIG_DIR}/current"
+PREVIOUS = f"{CONFIG_DIR}/previous"
+UNIT_PATH = f"/etc/systemd/system/{SERVICE}"
+ROLLOUT = core.Rollout()  # one rolling update per controller process
+
+
+class PhaseFailed(Exception):
+    def __init__(self, phase: str, reason: str, journal: str = ""):
+        super().__init__(f"{phase}: {reason}")
+        self.phase, self.reason, self.journal = phase, reason, journal
+
+
+def _reports_dir() -> Path:
+    path = Path(os.environ.get("R1DEPLOY_REPORTS", "reports"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_report(record: core.NodeRollout) -> None:
+    ROLLOUT.nodes[record.node] = record
+    out = _reports_dir()
+    (out / f"rollout-{record.node}.json").write_text(json.dumps(record.as_dict(), indent=2) + "\n")
+    summary = {"stopped_by": ROLLOUT.stopped_by, "reason": ROLLOUT.reason,
+               "nodes": [r.as_dict() for r in ROLLOUT.nodes.values()]}
+    (out / "rollout.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class _Timer:
+    """Times a phase into the node's record; a failure inside names the phase."""
+
+    def __init__(self, record: core.NodeRollout, phase: str):
+        self.record, self.phase = record, phase
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        detail = getattr(self, "detail", "")
+        self.record.add(self.phase, time.monotonic() - self.t0, detail if kind is None else f"failed: {exc}")
+        if kind is OperationError:
+            raise PhaseFailed(self.phase, str(exc)) from exc
+        return False
+
+
+# --- gateways -----------------------------------------------------------------------------
+
+def _router(gateway, path: str, port: int, method: str = "GET", timeout: int = 30) -> str:
+    return remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
+                  f"{shlex.quote(f'http://127.0.0.1:{port}{path}')}", f"router {path}", target=gateway)
+
+
+def drain_from(gateways: list, url: str) -> None:
+    for gw, port in gateways:
+        body, _, code = _router(gw, f"/remove_worker?url={url}", port, "POST").rpartition("\n")
+        if code != "200":
+            raise OperationError(f"{gw.name} refused to remove {url}: {code} {body.strip()[:200]}")
+
+
+def rejoin(gateways: list, url: str, timeout_s: int) -> None:
+    """add_worker polls the node's health before admitting it; 'already exists' is fine."""
+    for gw, port in gateways:
+        body, _, code = _router(gw, f"/add_worker?url={url}", port, "POST", timeout=timeout_s).rpartition("\n")
+        if code != "200" and "already exists" not in body:
+            raise OperationError(f"{gw.name} did not admit {url}: {code} {body.strip()[:200]}")
+
+
+def rotation(gateways: list, url: str) -> list[str]:
+    """The gateways that list this node now."""
+    listed = []
+    for gw, port in gateways:
+        body, _, code = _router(gw, "/list_workers", port).rpartition("\n")
+        if code == "200" and url in json.loads(body or "{}").get("urls", []):
+            listed.append(gw.name)
+    return listed
+
+
+# --- the node ------------------------------------------------------------------------------
+
+def _in_flight(port: int) -> int | None:
+    out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/metrics || true", "metrics")
+    return core.in_flight(out)
+
+
+def wait_drained(port: int, timeout_s: int) -> str:
+    """Until vLLM runs and queues nothing, twice in a row (a request the router picked just
+    before the removal may still be connecting)."""
+    deadline = time.monotonic() + timeout_s
+    zeros = 0
+    time.sleep(1)
+    while time.monotonic() < deadline:
+        count = _in_flight(port)
+        if count is None:
+            return "engine not answering: nothing to drain"
+        zeros = zeros + 1 if count == 0 else 0
+        if zeros >= 2:
+            return "no request in flight"
+        time.sleep(1)
+    return f"still busy after {timeout_s}s: vLLM's shutdown timeout finishes the rest"
+
+
+def _unit_state() -> core.UnitState:
+    return core.UnitState.parse(remote(f"systemctl show -p ActiveState,SubState,NRestarts {SERVICE}",
+                                       "unit state"))
+
+
+def journal_since(since: float, lines: int = 40) -> str:
+    return remote(f"journalctl -u {SERVICE} --since @{int(since)} -n {lines} --no-pager -o cat || true", "journal")
+
+
+def activate(release_dir: str) -> float:
+    """Point current (and the installed unit) at a release and start it; returns when it started."""
+    started = float(remote("date +%s", "clock"))
+    remote(f"old=$(readlink -f {CURRENT} || true); "
+           f"ln -sfn {shlex.quote(release_dir)} {CURRENT}.next && mv -T {CURRENT}.next {CURRENT} && "
+           f"if [ -n \"$old\" ] && [ \"$old\" != {shlex.quote(release_dir)} ]; then "
+           f"ln -sfn \"$old\" {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}; fi && "
+           f"install -m 644 {shlex.quote(release_dir)}/{SERVICE} {UNIT_PATH} && systemctl daemon-reload && "
+           f"systemctl enable {SERVICE} >/dev/null 2>&1; systemctl restart {SERVICE}", "start")
+    return started
+
+
+def wait_healthy(spec: Spec, started: float) -> str:
+    """/health and /v1/models with the served name; a crash-looping unit fails in seconds."""
+    port, model = spec.vllm.port, spec.model.name
+    baseline = _unit_state().restarts
+    deadline = time.monotonic() + core.startup_timeout_s(spec)
+    last_log = time.monotonic()
+    while True:
+        out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null 2>&1 && "
+                     f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models || echo DOWN", "health probe")
+        if not out.strip().endswith("DOWN"):
+            names = [m.get("id") for m in json.loads(out).get("data", [])]
+            if model in names:
+                return f"serves {model}"
+            raise PhaseFailed("healthy", f"/v1/models lists {names}, not {model!r}")
+        state = _unit_state()
+        if core.UnitState(state.active, state.sub, state.restarts - baseline).crash_looping(
+                spec.rollout.crashloop_restarts):
+            raise PhaseFailed("healthy", f"{SERVICE} is crash-looping ({state.active}/{state.sub}, "
+                              f"{state.restarts - baseline} restarts)", journal_since(started))
+        if time.monotonic() > deadline:
+            raise PhaseFailed("healthy", f"not serving after {core.startup_timeout_s(spec)}s",
+                              journal_since(started))
+        if time.monotonic() - last_log > 30:
+            host.log(f"waiting for {SERVICE} to serve {model}")
+            last_log = time.monotonic()
+        time.sleep(2)
+
+
+def _agent(spec: Spec, module: str, args: list[str]) -> tuple[bool, dict]:
+    venv = agent_venv(spec)
+    argv = [f"{venv}/bin/python", "-m", module, *args]
+    try:
+        out, ok = remote(f"PYTHONPATH={venv}/src PYTHONDONTWRITEBYTECODE=1 {shlex.join(argv)}", module), True
+    except OperationError as exc:  # exit 1 still prints the JSON
+        out, ok = str(exc), False
+    start = out.find("{")
+    try:
+        return ok, json.loads(out[start:out.rfind("}") + 1]) if start >= 0 else {}
+    except ValueError:
+        return False, {"error": out[-500:]}
+
+
+def warm_up(spec: Spec) -> str:
+    r = spec.rollout
+    long_tokens = min(r.warmup_long_prompt_tokens, (spec.vllm.max_model_len or 4096) // 2)
+    ok, data = _agent(spec, "r1deploy.warmup", [
+        f"http://127.0.0.1:{spec.vllm.port}", "--model", spec.model.name,
+        "--system-prompt", r.warmup_system_prompt, "--sampling", json.dumps(r.warmup_sampling),
+        "--concurrency", str(r.warmup_concurrency), "--long-tokens", str(long_tokens),
+        "--max-tokens", str(r.warmup_max_tokens), "--timeout", str(spec.smoke.timeout_s)])
+    if not ok or not data.get("ok"):
+        raise PhaseFailed("warm-up", f"{data.get('failed', '?')} of {data.get('requests', '?')} warm-up "
+                          f"requests failed: {[d['detail'] for d in data.get('detail', []) if not d['ok']][:2]}")
+    return f"{data['requests']} requests, TTFT max {data['ttft_ms_max']} ms, median {data['ttft_ms_median']} ms"
+
+
+def smoke(spec: Spec, canary: bool) -> str:
+    from roles.smoke import run_smoke
+
+    ok, data = run_smoke(spec, f"http://127.0.0.1:{spec.vllm.port}")
+    if not ok:
+        failed = [c for t in data.get("targets", []) for c in t["checks"] if not c["ok"]]
+        raise PhaseFailed("smoke", "; ".join(f"{c['name']}: {c['detail']}" for c in failed) or "failed")
+    stream = next((c for t in data["targets"] for c in t["checks"] if c["name"] == "chat-stream"), {})
+    if canary:
+        problems = core.slo_problems(spec, stream.get("ttft_ms"), stream.get("tokens_per_s"))
+        if problems:
+            raise PhaseFailed("smoke", "canary SLO: " + "; ".join(problems))
+    rate = stream.get("tokens_per_s")
+    return f"TTFT {stream.get('ttft_ms') or 0:.0f} ms, {rate or 0:.1f} tok/s"
+
+
+# --- the turn ------------------------------------------------------------------------------
+
+def _prove(spec: Spec, record: core.NodeRollout, started: float, canary: bool) -> None:
+    with _Timer(record, "healthy") as t:
+        t.detail = wait_healthy(spec, started)
+    if spec.rollout.warmup:
+        with _Timer(record, "warm-up") as t:
+            t.detail = warm_up(spec)
+    with _Timer(record, "smoke") as t:
+        t.detail = smoke(spec, canary)
+
+
+def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: list, url: str,
+             canary: bool) -> None:
+    if gateways:
+        with _Timer(record, "drain") as t:
+            drain_from(gateways, url)
+            t.detail = wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)
+    with _Timer(record, "stop"):
+        remote(f"systemctl stop {SERVICE}", "stop")
+    with _Timer(record, "start"):
+        started = activate(release_dir)
+    _prove(spec, record, started, canary)
+
+
+def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str) -> str:
+    """Back to the previous release, proven like a new one, rejoined. Returns what happened."""
+    if not record.previous:
+        remote(f"systemctl stop {SERVICE} || true", "stop")
+        return "no previous release to go back to: the node is stopped and out of rotation"
+    try:
+        started = activate(f"{CONFIG_DIR}/releases/{record.previous}")
+        _prove(spec, record, started, canary=False)
+        if gateways:
+            rejoin(gateways, url, core.startup_timeout_s(spec))
+        return f"rolled back to {record.previous}, which serves again and is back in rotation"
+    except (PhaseFailed, OperationError) as again:
+        return f"rolled back to {record.previous}, which is NOT healthy either ({again}); out of rotation"
+
+
+def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart, url: str,
+              gateway_ports: list[tuple[str, int]],
+              single_node_model: bool) -> None:
+    """This node's turn: restart into `release` (drained, proven, rejoined) or only rejoin."""
+    record = core.NodeRollout(host.name, batch, release, None)
+    restart = restart()  # decided at planning time, or the release files changed in this run
+    if ROLLOUT.stopped_by:
+        record.outcome, record.reason = "held", ROLLOUT.held_message()
+        _write_report(record)
+        host.log(record.reason)
+        return
+    record.previous = (remote(f"readlink -f {CURRENT} || true", "release pointer").strip().rsplit("/", 1)[-1]
+                       or None)
+    if record.previous == release:
+        record.previous = (remote(f"readlink -f {PREVIOUS} || true", "previous release").strip()
+                           .rsplit("/", 1)[-1] or None)
+    try:
+        gateways = [(connected(name), port) for name, port in gateway_ports]
+        if restart and single_node_model and not spec.rollout.allow_outage and _unit_state().active == "active":
+            raise PhaseFailed("plan", f"only {host.name} serves {spec.model.name}: this restart is an "
+                              "outage; set rollout_allow_outage = True to accept it")
+        if restart:
+            _restart(spec, record, f"{CONFIG_DIR}/releases/{release}", gateways, url, canary)
+        else:
+            _prove(spec, record, time.time(), canary=False)
+        if gateways:
+            with _Timer(record, "rejoin") as t:
+                rejoin(gateways, url, core.startup_timeout_s(spec))
+                t.detail = f"in rotation on {', '.join(g.name for g, _ in gateways)}"
+        record.outcome = "rolled out" if restart else "rejoined"
+    except (PhaseFailed, OperationError) as exc:
+        failure = exc if isinstance(exc, PhaseFailed) else PhaseFailed("rollout", str(exc))
+        _fail(spec, record, failure, gateways if "gateways" in locals() else [], url)
+    finally:
+        _write_report(record)
+    host.log(f"rollout: {record.outcome} " + "  ".join(f"{p.name} {p.seconds:.1f}s" for p in record.phases))
+
+
+def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str) -> None:
+    ROLLOUT.stop(host.name, f"{failure.phase}: {failure.reason}")
+    if failure.phase == "plan":  # nothing was touched
+        back = "nothing was changed"
+    elif failure.phase == "drain" or (failure.phase == "rollout" and not record.phases):
+        back = "not restarted"
+        try:
+            rejoin(gateways, url, 60)
+        except OperationError as exc:
+            back += f"; could not put it back in rotation ({exc})"
+    else:
+        back = _roll_back(spec, record, failure, gateways, url)
+    record.outcome = "rolled back" if "rolled back to" in back and "NOT" not in back else "failed"
+    if record.outcome == "failed" and failure.phase != "plan":
+        ROLLOUT.out_of_rotation.add(url)
+    record.reason = f"{failure.phase}: {failure.reason}"
+    said = core.engine_error_line(failure.journal) if failure.journal else None
+    message = (f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
+               + (f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
+               + (f"\nlast journal lines:\n{failure.journal}" if failure.journal else ""))
+    raise OperationError(message)

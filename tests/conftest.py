@@ -1,0 +1,18 @@
+"""Shared fixtures. `fleet`: the lab, brought up and converged once for every lab test module."""
+
+import os
+
+import labharness
+import pytest
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    """(lab info, the first converge). Torn down at the end: `lab down` must leave nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    lab = labharness.up()
+    first = labharness.converge()
+    yield lab, first
+    if not os.environ.get("R1LAB_KEEP"):
+        assert labharness.down() == [], "lab down left things behind"

@@ -1,0 +1,94 @@
+"""What the lab tests share: one lab bring-up and one first converge per test session.
+
+Every lab module asks for the `fleet` fixture (tests/conftest.py): the lab goes up once with
+three nodes and a gateway, deploy/main.py converges it once, and at the end of the session
+`lab down` must leave nothing behind. Each module leaves the fleet converged to the lab
+inventory as it found it, so the order of modules does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PYINFRA = str(Path(PY).parent / "pyinfra")
+NODES = 3
+
+
+def run(*cmd: str, timeout: int = 1800, **env_extra: str) -> subprocess.CompletedProcess:
+    """Run a command from the repo root; pyinfra logs to stderr, so .out holds both streams."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "R1DEPLOY_REPORTS": str(REPO / "reports"), **env_extra}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    done.out = done.stdout + done.stderr
+    return done
+
+
+def converge(*extra: str, timeout: int = 2400, **env) -> subprocess.CompletedProcess:
+    return run(PYINFRA, "-y", "inventories/lab.py", "deploy/main.py", *extra, timeout=timeout, **env)
+
+
+def changed_ops(output: str) -> int:
+    """The Success column of pyinfra's 'Grand total' row: operations that changed something."""
+    row = next(line for line in output.splitlines() if "Grand total" in line)
+    cells = row.split()[2:]  # Hosts, Success, Error, No Change
+    return 0 if cells[1] == "-" else int(cells[1])
+
+
+def ssh(lab: dict, name: str, command: str, user: str = "root", key: str | None = None,
+        timeout: int = 120) -> subprocess.CompletedProcess:
+    ip = host_ip(lab, name)
+    return subprocess.run(
+        ["ssh", "-i", key or lab["ssh_key"], "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['known_hosts']}",
+         "-o", "StrictHostKeyChecking=accept-new", f"{user}@{ip}", command],
+        capture_output=True, text=True, timeout=timeout)
+
+
+def host_ip(lab: dict, name: str) -> str:
+    return next(h["ip"] for h in lab["hosts"] if h["name"] == name)
+
+
+def node_names(lab: dict) -> list[str]:
+    return [h["name"] for h in lab["hosts"] if h["role"] == "node"]
+
+
+def gateway_url(lab: dict) -> str:
+    return f"http://{host_ip(lab, 'gateway')}:8080"
+
+
+def router_workers(lab: dict) -> list[str]:
+    """What the gateway's router routes to now, asked on its loopback (admin routes live there)."""
+    out = ssh(lab, "gateway", "curl -fsS -m 5 http://127.0.0.1:8080/list_workers").stdout
+    return sorted(json.loads(out)["urls"])
+
+
+def node_urls(lab: dict) -> list[str]:
+    return sorted(f"http://{host_ip(lab, n)}:8000" for n in node_names(lab))
+
+
+def live_release(lab: dict, name: str) -> str:
+    return ssh(lab, name, "cat /run/r1-vllm/release 2>/dev/null").stdout.strip().rsplit("/", 1)[-1]
+
+
+def started_at(lab: dict, name: str) -> str:
+    """When systemd last started the engine: unchanged means it never restarted."""
+    return ssh(lab, name, "systemctl show -p ExecMainStartTimestampMonotonic --value r1-vllm").stdout.strip()
+
+
+def up(nodes: int = NODES) -> dict:
+    done = run(PY, "-m", "lab", "up", "--nodes", str(nodes), timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def down() -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from lab import labctl
+
+    done = run(PY, "-m", "lab", "down", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return labctl.leftovers()
