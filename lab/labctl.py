@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
 from lab.state import STATE
 from r1deploy import AGENT_REQUIREMENTS
 
@@ -285,6 +286,7 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
     # apt goes out through this lab's egress proxy; the lab's own repos on the bridge are direct.
     (merged / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\nAcquire::http::Proxy::{GW} "DIRECT";\n')
+    add_login_user(merged, ssh_key().with_suffix(".pub").read_text())
     ns, veth = _netns(name), _veth(name)
     if not Path(f"/run/netns/{ns}").exists():
         sh("ip", "netns", "add", ns)
@@ -310,8 +312,8 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
 def ssh_cmd(ip: str, *cmd: str, timeout: int = 10) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ssh", "-i", str(ssh_key()), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
-         "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}",
-         f"root@{ip}", *cmd],
+         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}",
+         f"{LOGIN_USER}@{ip}", *cmd],
         capture_output=True, text=True, timeout=timeout + 20, check=False)
 
 
@@ -401,6 +403,7 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
     ensure_bridge()
     ensure_services(None if hosts_only else CACHE / "hub", wheelhouse)
     wanted = host_names(nodes)
+    write_known_hosts(STATE / "known_hosts", rootfs, [ip for _, ip, _ in wanted])
     for extra in known_host_names() - {n for n, _, _ in wanted}:
         log(f"removing {extra} (not in this lab)")
         stop_host(extra)
@@ -420,7 +423,9 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
     info = {
         "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
         "ssh_key": str(ssh_key()),
+        "login_user": LOGIN_USER,
         "known_hosts": str(STATE / "known_hosts"),
+        "host_key_fingerprints": {kind: fingerprint(key) for kind, key in host_keys(rootfs)},
         "bridge_ip": GW,
     }
     if not hosts_only:

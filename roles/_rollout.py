@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from pyinfra import host
 from pyinfra.api import OperationError, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 _changes: dict[str, list] = defaultdict(list)
 
@@ -27,11 +28,19 @@ def host_changed():
     return lambda: any(op.did_change() for op in _changes[name])
 
 
+def connector_args() -> dict:
+    """The host's privilege settings (`_sudo` from the inventory, ...) as operations and facts get
+    them: host.run_shell_command alone ignores them and would run as the bare login user."""
+    args, _ = pop_global_arguments(host.state, host, dict(host.current_op_global_arguments or {}))
+    return {key: value for key, value in args.items() if key in CONNECTOR_ARGUMENT_KEYS}
+
+
 def remote(command: str, what: str, sudo_user: str | None = None) -> str:
     """Run a read-only command on the current host from a python.call; raise with its output."""
     if sudo_user:
         command = f"runuser -u {sudo_user} -- sh -c {shlex.quote(command)}"
-    ok, output = host.run_shell_command(StringCommand(command), print_output=False, print_input=False)
+    ok, output = host.run_shell_command(StringCommand(command), print_output=False, print_input=False,
+                                        **connector_args())
     text = "\n".join(output.stdout_lines) if hasattr(output, "stdout_lines") else str(output)
     if not ok:
         err = "\n".join(getattr(output, "stderr_lines", []))
