@@ -287,6 +287,8 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
     (merged / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\nAcquire::http::Proxy::{GW} "DIRECT";\n')
     add_login_user(merged, ssh_key().with_suffix(".pub").read_text())
+    with open(merged / "etc/hosts", "a") as hosts:  # sudo resolves its own host name
+        hosts.write(f"127.0.1.1 {name}\n")
     ns, veth = _netns(name), _veth(name)
     if not Path(f"/run/netns/{ns}").exists():
         sh("ip", "netns", "add", ns)

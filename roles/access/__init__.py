@@ -23,17 +23,24 @@ SSHD_SETTINGS = {
 }
 
 
+# What `sshd -T` prints for a value (OpenSSH 9.2 still names prohibit-password by its old alias).
+_EFFECTIVE = {"prohibit-password": ("prohibit-password", "without-password")}
+
+
 def sshd_is_hardened(effective: dict | None) -> bool:
-    return bool(effective) and all(effective.get(k.lower()) == v for k, v in SSHD_SETTINGS.items())
+    return bool(effective) and all(effective.get(k.lower()) in _EFFECTIVE.get(v, (v,))
+                                   for k, v in SSHD_SETTINGS.items())
 
 
 def _verify_command() -> str:
     """sshd -t (a config sshd cannot read would lock everyone out), then every setting in sshd -T."""
-    checks = " ".join(
-        f"echo \"$out\" | grep -qx {shlex.quote(f'{k.lower()} {v}')} || "
-        f"{{ echo {shlex.quote(f'sshd -T: {k} is not {v}: another sshd config sets it first')} >&2; bad=1; }};"
-        for k, v in SSHD_SETTINGS.items())
-    return f"PATH=$PATH:/usr/sbin; sshd -t || exit 1; out=$(sshd -T) || exit 1; bad=0; {checks} exit $bad"
+    checks = []
+    for keyword, value in SSHD_SETTINGS.items():
+        line = f"{keyword.lower()} ({'|'.join(_EFFECTIVE.get(value, (value,)))})"
+        complaint = f"sshd -T: {keyword} is not {value}: another sshd config sets it first"
+        checks.append(f'echo "$out" | grep -qxE {shlex.quote(line)} || '
+                      f"{{ echo {shlex.quote(complaint)} >&2; bad=1; }};")
+    return f"PATH=$PATH:/usr/sbin; sshd -t || exit 1; out=$(sshd -T) || exit 1; bad=0; {' '.join(checks)} exit $bad"
 
 
 def _operator(user: str, pubkey: str) -> None:
