@@ -39,9 +39,13 @@ def write_known_hosts(path: Path, rootfs: Path, ips: list[str]) -> Path:
     return path
 
 
-def add_login_user(merged: Path, pubkey: str) -> None:
+def add_login_user(merged: Path, hostname: str, pubkey: str) -> None:
     """The non-root login user with the lab key and passwordless sudo, added per host on its
-    overlay (the cached rootfs stays as it is)."""
+    overlay (the cached rootfs stays as it is). Idempotent."""
+    hosts = merged / "etc/hosts"
+    if f" {hostname}\n" not in (hosts.read_text() if hosts.exists() else ""):
+        with open(hosts, "a") as f:  # sudo resolves the host's own name
+            f.write(f"127.0.1.1 {hostname}\n")
     if f"\n{LOGIN_USER}:" in "\n" + (merged / "etc/passwd").read_text():
         return
     _chroot(merged, "useradd", "--create-home", "--shell", "/bin/bash", "--user-group", LOGIN_USER)

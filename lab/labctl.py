@@ -286,9 +286,7 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
     # apt goes out through this lab's egress proxy; the lab's own repos on the bridge are direct.
     (merged / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\nAcquire::http::Proxy::{GW} "DIRECT";\n')
-    add_login_user(merged, ssh_key().with_suffix(".pub").read_text())
-    with open(merged / "etc/hosts", "a") as hosts:  # sudo resolves its own host name
-        hosts.write(f"127.0.1.1 {name}\n")
+    add_login_user(merged, name, ssh_key().with_suffix(".pub").read_text())
     ns, veth = _netns(name), _veth(name)
     if not Path(f"/run/netns/{ns}").exists():
         sh("ip", "netns", "add", ns)
@@ -361,10 +359,11 @@ def stop_host(name: str) -> None:
     for root in CGROUP_ROOTS:
         base = root / _cgroup(name)
         if base.exists():
-            for sub in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                if sub.is_dir():
+            # Deepest first; os.walk skips what the guest's systemd removes meanwhile (rglob raised).
+            for sub, _, _ in os.walk(base, topdown=False):
+                if sub != str(base):
                     with contextlib.suppress(OSError):
-                        sub.rmdir()
+                        os.rmdir(sub)
             with contextlib.suppress(OSError):
                 base.rmdir()
     ns = _netns(name)
@@ -411,8 +410,11 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
         stop_host(extra)
     started = []
     for name, ip, _ in wanted:
-        if _pid(f"host-{name}") and host_ready(ip):
-            continue
+        if _pid(f"host-{name}") and os.path.ismount(host_dir(name) / "root"):
+            # A host started before labs had a login user gets it in place (keeps what is deployed).
+            add_login_user(host_dir(name) / "root", name, ssh_key().with_suffix(".pub").read_text())
+            if host_ready(ip):
+                continue
         stop_host(name)  # leftovers of an earlier run, if any
         start_host(name, ip, rootfs)
         started.append((name, ip))
