@@ -84,10 +84,16 @@ def password_login(ip: str, user: str, password: str) -> str:
 
 
 SECRET_DEPLOY = f'''
-from pyinfra.operations import python
+from pyinfra.operations import files, python
 from roles._rollout import remote
 from roles._secret import secret_file
+from roles._spec import host_spec
+from roles.base import AGENT_SRC, _directories, _service_user
 
+_service_user(host_spec())  # base's users and root-owned directories, through sudo
+_directories(host_spec())
+files.sync(name="Agent code", src=str(AGENT_SRC), dest="/opt/r1deploy-ssh-test/r1deploy", exclude=["*.pyc"],
+           exclude_dir=["__pycache__"], delete=True)
 secret_file(name="Secret", path="/etc/r1deploy-ssh-test.env", content={SECRET!r})
 python.call(name="remote() runs as root", function=lambda: print("REMOTE-UID", remote("id -u", "id")))
 '''
@@ -104,6 +110,8 @@ def test_the_login_user_uploads_a_secret_through_sudo_root_only(lab, tmp_path):
     content = ssh(lab, "sudo cat /etc/r1deploy-ssh-test.env").stdout
     leftovers = ssh(lab, "ls -A /tmp | grep r1deploy-upload; sudo ls -A /etc/.r1deploy-staging").stdout.split()
     unreadable = ssh(lab, "cat /etc/r1deploy-ssh-test.env").returncode
+    synced = ssh(lab, "stat -c %U /opt/r1deploy-ssh-test/r1deploy/spec.py /etc/r1deploy").stdout.split()
+    assert synced == ["root", "root"], synced
     print(f"secret via {lab['login_user']}+sudo: {meta}, content {'right' if content == SECRET else 'WRONG'}, "
           f"{len(leftovers)} staging leftovers, login user read it: {unreadable == 0}")
     assert (meta, content, leftovers, unreadable != 0) == ("600 root:root", SECRET, [], True)
@@ -170,6 +178,9 @@ def test_bootstrap_pins_the_key_takes_a_password_and_then_refuses_passwords(lab,
 
 
 def test_an_unpinned_or_changed_host_key_is_refused(lab, tmp_path):
+    lab_pins = run(PY, "-m", "r1deploy", "hostkey", "--inventory", "inventories/lab.py")
+    assert lab_pins.returncode == 0 and lab_pins.stdout.count("already pinned") == len(lab["hosts"]), lab_pins.out
+
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     unpinned = run(PYINFRA, "-y", "inventories/lab.py", "deploy/bootstrap.py", "--limit", "node1",
