@@ -7,11 +7,14 @@ in group_data/lab.py.
 from lab.state import lab_info
 
 _lab = lab_info()
+# As in production: a non-root login user with sudo, and host keys pinned in the lab's own
+# known_hosts (written by `lab up` from the keys baked into the image).
 _ssh = {
-    "ssh_user": "root",
+    "ssh_user": _lab.get("login_user", "r1ops"),
+    "_sudo": True,
     "ssh_key": _lab["ssh_key"],
     "ssh_known_hosts_file": _lab["known_hosts"],
-    "ssh_strict_host_key_checking": "accept-new",
+    "ssh_strict_host_key_checking": "yes",
 }
 
 

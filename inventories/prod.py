@@ -6,7 +6,9 @@ R1-Distill-Llama-70B, behind one gateway. Per-host data overrides group data
 (group_data/prod.py, then group_data/all.py).
 """
 
-_ssh = {"ssh_user": "ubuntu", "_sudo": True}
+# Log in as the operator account deploy/bootstrap.py made (fleet_admin_user), with sudo. Host keys:
+# strict checking against the known_hosts file in group_data/prod.py, pinned with `r1deploy hostkey`.
+_ssh = {"ssh_user": "r1ops", "_sudo": True}
 
 h200_nodes = [
     ("gpu-h200-01", {"ssh_hostname": "gpu-h200-01.r1.example", "vllm_host_ip": "10.20.0.11", **_ssh}),

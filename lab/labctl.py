@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
 from lab.state import STATE
 from r1deploy import AGENT_REQUIREMENTS
 
@@ -293,6 +294,7 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
     # apt goes out through this lab's egress proxy; the lab's own repos on the bridge are direct.
     (merged / "etc/apt/apt.conf.d/80r1lab-proxy").write_text(
         f'Acquire::http::Proxy "http://{GW}:{PROXY_PORT}";\nAcquire::http::Proxy::{GW} "DIRECT";\n')
+    add_login_user(merged, name, ssh_key().with_suffix(".pub").read_text())
     ns, veth = _netns(name), _veth(name)
     if not Path(f"/run/netns/{ns}").exists():
         sh("ip", "netns", "add", ns)
@@ -318,8 +320,8 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
 def ssh_cmd(ip: str, *cmd: str, timeout: int = 10) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ssh", "-i", str(ssh_key()), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
-         "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}",
-         f"root@{ip}", *cmd],
+         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}",
+         f"{LOGIN_USER}@{ip}", *cmd],
         capture_output=True, text=True, timeout=timeout + 20, check=False)
 
 
@@ -365,10 +367,11 @@ def stop_host(name: str) -> None:
     for root in CGROUP_ROOTS:
         base = root / _cgroup(name)
         if base.exists():
-            for sub in sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                if sub.is_dir():
+            # Deepest first; os.walk skips what the guest's systemd removes meanwhile (rglob raised).
+            for sub, _, _ in os.walk(base, topdown=False):
+                if sub != str(base):
                     with contextlib.suppress(OSError):
-                        sub.rmdir()
+                        os.rmdir(sub)
             with contextlib.suppress(OSError):
                 base.rmdir()
     ns = _netns(name)
@@ -409,13 +412,17 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
     ensure_bridge()
     ensure_services(None if hosts_only else CACHE / "hub", wheelhouse)
     wanted = host_names(nodes)
+    write_known_hosts(STATE / "known_hosts", rootfs, [ip for _, ip, _ in wanted])
     for extra in known_host_names() - {n for n, _, _ in wanted}:
         log(f"removing {extra} (not in this lab)")
         stop_host(extra)
     started = []
     for name, ip, _ in wanted:
-        if _pid(f"host-{name}") and host_ready(ip):
-            continue
+        if _pid(f"host-{name}") and os.path.ismount(host_dir(name) / "root"):
+            # A host started before labs had a login user gets it in place (keeps what is deployed).
+            add_login_user(host_dir(name) / "root", name, ssh_key().with_suffix(".pub").read_text())
+            if host_ready(ip):
+                continue
         stop_host(name)  # leftovers of an earlier run, if any
         start_host(name, ip, rootfs)
         started.append((name, ip))
@@ -428,7 +435,9 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
     info = {
         "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
         "ssh_key": str(ssh_key()),
+        "login_user": LOGIN_USER,
         "known_hosts": str(STATE / "known_hosts"),
+        "host_key_fingerprints": {kind: fingerprint(key) for kind, key in host_keys(rootfs)},
         "bridge_ip": GW,
     }
     if not hosts_only:

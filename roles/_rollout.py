@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from pyinfra import host
 from pyinfra.api import OperationError, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
 _changes: dict[str, list] = defaultdict(list)
 
@@ -27,6 +28,15 @@ def host_changed():
     return lambda: any(op.did_change() for op in _changes[name])
 
 
+def connector_args(target=None) -> dict:
+    """The host's privilege settings (`_sudo` from the inventory, ...) as operations and facts get
+    them: host.run_shell_command alone ignores them and would run as the bare login user."""
+    target = target or host
+    current = dict(target.current_op_global_arguments or {}) if target is host else {}
+    args, _ = pop_global_arguments(target.state, target, current)
+    return {key: value for key, value in args.items() if key in CONNECTOR_ARGUMENT_KEYS}
+
+
 def remote(command: str, what: str, sudo_user: str | None = None, target=None) -> str:
     """Run a command on the current (or given) host from a python.call; raise with its output.
 
@@ -38,7 +48,7 @@ def remote(command: str, what: str, sudo_user: str | None = None, target=None) -
     if sudo_user:
         command = f"runuser -u {sudo_user} -- sh -c {shlex.quote(command)}"
     ok, output = target.run_shell_command(StringCommand(command), print_output=False, print_input=False,
-                                          _sudo=bool(target.data.get("_sudo")))
+                                          **connector_args(target))
     text = "\n".join(output.stdout_lines) if hasattr(output, "stdout_lines") else str(output)
     if not ok:
         err = "\n".join(getattr(output, "stderr_lines", []))

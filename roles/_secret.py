@@ -1,6 +1,7 @@
 """An operation for secret files: uploaded only when their hash differs, never shown in --diff or logs."""
 
 import os
+import uuid
 from io import BytesIO
 
 from pyinfra import host
@@ -13,8 +14,12 @@ from pyinfra.facts.files import File, Sha256File
 def secret_file(path: str, content: str, user: str = "root", group: str | None = None, mode: str = "600"):
     """Like files.put, but the content is never diffed or printed; only its hash is compared.
 
-    The upload lands in a root-only (0700) staging directory beside the target and is installed
-    with its final owner and mode in one step, so no reader ever sees it with wider permissions.
+    The secret is staged in a root-only (0700) directory beside the target and installed with its
+    final owner and mode in one step, so no reader ever sees it with wider permissions. A login
+    user that is not root (`_sudo`) cannot write there over SFTP: its upload goes first into a
+    fresh 0700 directory it owns (random name, made with mkdir, so nobody can have made it first),
+    and sudo copies it into the staging directory. pyinfra's own sudo upload would pass through a
+    0644 file in /tmp.
     """
     data = content.encode()
     group = group or user
@@ -23,8 +28,11 @@ def secret_file(path: str, content: str, user: str = "root", group: str | None =
     if remote_sha != get_file_sha256(BytesIO(data)):
         stage_dir = f"{os.path.dirname(path)}/.r1deploy-staging"
         stage = f"{stage_dir}/{os.path.basename(path)}"
+        private = f"/tmp/r1deploy-upload-{uuid.uuid4().hex}"
         yield f"install -d -m 700 -o root -g root {stage_dir}"
-        yield FileUploadCommand(BytesIO(data), stage, remote_temp_filename=f"{stage}.upload")
-        yield f"install -m {mode} -o {user} -g {group} {stage} {path} && rm -f {stage}"
+        # Under sudo, SUDO_USER is the login user; logged in as root there is no hand-over.
+        yield f'mkdir -m 700 {private} && chown "${{SUDO_USER:-root}}" {private}'
+        yield FileUploadCommand(BytesIO(data), stage, remote_temp_filename=f"{private}/upload")
+        yield f"rm -rf {private} && install -m {mode} -o {user} -g {group} {stage} {path} && rm -f {stage}"
     elif info and (info.get("user") != user or str(info.get("mode")) != mode.lstrip("0")):
         yield f"chown {user}:{group} {path} && chmod {mode} {path}"

@@ -30,11 +30,15 @@ quant_max_loss_pct = 1.0
 gateway_policy = "consistent_hash"
 
 # pyinfra executes every group_data file, also for other inventories: tolerate a lab that is
-# down here (inventories/lab.py itself refuses to load then).
+# down here (inventories/lab.py itself refuses to load then), and a hosts-only lab (no model,
+# wheelhouse or Hub mirror: the spec's defaults in group_data/all.py stay).
 _lab = lab_info(required=False)
-if _lab:
+if _lab.get("model"):
     model_repo_id = _lab["model"]["repo_id"]
     model_revision = _lab["model"]["revision"]
     model_hub_endpoint = _lab["hub_url"]
     install_find_links = [_lab["wheels_url"]]
     vllm_cpu_kvcache_space_gib = _lab["kv_space_gib"]
+elif _lab:  # a hosts-only lab serves nothing, but every spec names a model
+    model_repo_id = "r1lab/hosts-only"
+    model_revision = "0" * 40

@@ -1,6 +1,10 @@
 # Production defaults (per-group models live in their own group files: pyinfra gives no
 # precedence between two groups of one host, so no key is set in both). Production: pinned commits only, CUDA vLLM, NVIDIA driver 580 with open modules.
 fleet_env = "prod"
+# SSH: only hosts whose key the operator pinned (`r1deploy hostkey --inventory inventories/prod.py`
+# shows the fingerprints and appends them to this file after a yes). Unknown or changed keys are refused.
+ssh_strict_host_key_checking = "yes"
+ssh_known_hosts_file = "~/.ssh/r1-prod.known_hosts"
 # Secrets are references resolved on the controller, never values in the inventory.
 model_hub_token_env = "HF_TOKEN"
 vllm_api_key_env = "R1_API_KEY"
