@@ -77,7 +77,8 @@ def serve(to_previous: bool = False) -> None:
         active=facts["active"], in_rotation=_in_rotation(url, gateway_ports))
     restart = core.needs_restart(state, release)
     mine = batches.batch_of(host.name)
-    single = sum(1 for _, s in deploying if s.model.name == spec.model.name) == 1
+    # An outage is judged on the whole inventory: under --limit the other nodes still serve.
+    single = sum(1 for _, s, _ in nodes if s.model.name == spec.model.name) == 1
     for batch in batches.batches:
         turn = batch.index == mine
         python.call(
