@@ -207,4 +207,4 @@ def test_cli_publish(tmp_path, tiny_model, capsys):  # noqa: F811
     assert cli.main(["mirror", "publish", str(tiny_model), "--root", str(tmp_path), "--repo", REPO]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["commit"] == publish(tiny_model, tmp_path / "again", REPO)
-    assert (REPO_ROOT / "r1deploy" / "mirror.py").is_file()
+    assert (REPO_ROOT / "r1deploy" / "mirror" / "__main__.py").is_file()

@@ -1,0 +1,111 @@
+"""`python -m r1deploy.weights pull|plan|verify|status`: one JSON line on stdout, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from r1deploy.weights import __doc__ as weights_doc
+from r1deploy.weights.errors import WeightsError
+from r1deploy.weights.manifest import status, verify
+from r1deploy.weights.pull import plan, pull
+
+
+def read_token_file(path: str) -> str:
+    """The hub token from a file only the service user can read (never argv or env)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise WeightsError(f"token file {path} has mode {mode:o}; it must not be readable by group or others "
+                           "(chmod 600)")
+    token = Path(path).read_text().strip()
+    if not token:
+        raise WeightsError(f"token file {path} is empty")
+    return token
+
+
+def _scrub(text: str, secrets: Iterable[str | None]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
+    token = read_token_file(args.token_file) if args.token_file else None
+    args.secrets.append(token)
+    return pull(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib,
+                workers=args.workers)
+
+
+def _cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
+    token = read_token_file(args.token_file) if args.token_file else None
+    args.secrets.append(token)
+    return plan(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+                ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib)
+
+
+def _cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    return verify(args.dir, full=args.full)
+
+
+def _cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    return status(args.root, args.repo)
+
+
+def _repo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", required=True, help="org/name")
+    p.add_argument("--revision", required=True, help="40-hex commit (a branch is resolved once)")
+    p.add_argument("--root", required=True, help="models root, e.g. /srv/models")
+    p.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
+    p.add_argument("--token-file", help="file holding the hub token (mode 0600)")
+    p.add_argument("--allow", nargs="*", default=None, metavar="PAT", help="only files matching these globs")
+    p.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
+    p.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")
+    p.add_argument("--margin-gib", type=float, default=10.0, help="free space to leave on the filesystem")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m r1deploy.weights", description=weights_doc.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pl = sub.add_parser("pull", help="download, verify and publish a repo revision")
+    _repo_args(pl)
+    pl.add_argument("--workers", type=int, default=4, help="files downloaded in parallel")
+    pl.set_defaults(func=_cmd_pull)
+    pn = sub.add_parser("plan", help="JSON: what a pull would fetch and whether it fits on disk (writes nothing)")
+    _repo_args(pn)
+    pn.set_defaults(func=_cmd_plan)
+    v = sub.add_parser("verify", help="check a pulled directory against its manifest")
+    v.add_argument("--dir", required=True)
+    v.add_argument("--full", action="store_true", help="rehash every file instead of size+mtime")
+    v.set_defaults(func=_cmd_verify)
+    s = sub.add_parser("status", help="JSON: what current points to and whether it checks out")
+    s.add_argument("--root", required=True)
+    s.add_argument("--repo", required=True)
+    s.set_defaults(func=_cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.secrets = []
+    try:
+        result = args.func(args)
+    except Exception as exc:  # one JSON line for the caller, one readable line for the operator
+        message = _scrub(f"{type(exc).__name__}: {exc}", args.secrets)
+        print(f"error: {message}", file=sys.stderr)
+        print(json.dumps({"changed": False, "error": message}))
+        return getattr(exc, "exit_code", 1)
+    print(json.dumps(result, sort_keys=True))
+    if args.command == "verify" and not result["ok"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
