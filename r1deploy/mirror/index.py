@@ -21,6 +21,7 @@ CHUNK = 1024 * 1024
 PULL_MANIFEST = ".r1deploy-manifest.json"  # written by r1deploy.weights next to the files it verified
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 
+
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 

@@ -20,6 +20,7 @@ RETRIES = 5  # transient network errors per file, counted since the last byte re
 PENDING_MAX_S = 4 * 3600  # how long a file may stay "Pending" at a pipelined seed (its own upstream pull)
 USER_AGENT = "r1deploy-weights"
 
+
 # --------------------------------------------------------------------------- progress
 
 class Progress:
@@ -57,6 +58,7 @@ class Progress:
 def mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
+
 def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
 
@@ -89,6 +91,7 @@ def _mark_synced(part: Path, synced: int) -> None:
     tmp = _sidecar(part).with_suffix(".tmp")
     tmp.write_text(json.dumps({"boot_id": _boot_id(), "synced": synced}))
     os.replace(tmp, _sidecar(part))
+
 
 class Fetcher:
     """Ranged downloads into .part files that continue from the bytes already on disk."""

@@ -18,6 +18,7 @@ MANIFEST = ".r1deploy-manifest.json"
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 CHUNK = 1024 * 1024
 
+
 @dataclass(frozen=True)
 class RemoteFile:
     """A file of the pinned commit as the tree listing describes it."""

@@ -30,6 +30,7 @@ from r1deploy.weights.manifest import (
 
 GIB = 1024**3
 
+
 # --------------------------------------------------------------------------- pull
 
 @dataclass
@@ -52,6 +53,7 @@ def list_remote(api: Any, repo_id: str, commit: str, allow: list[str] | None,
     chosen = filter_repo_objects(files, allow_patterns=allow or None, ignore_patterns=ignore or None,
                                  key=lambda f: f.path)
     return sorted((RemoteFile.from_hub(f) for f in chosen), key=lambda rf: rf.path)
+
 
 def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
     """Decide per file: already verified (manifest size+mtime, or a rehash), or fetch (resuming a .part).
@@ -99,6 +101,7 @@ def preflight(local_dir: Path, fetch_bytes: int, extra_bytes: int, margin_gib: f
             f"not enough disk for {local_dir}: need {need} bytes ({need / GIB:.2f} GiB) = "
             f"{fetch_bytes} to fetch + {extra_bytes} extra + {margin} margin ({margin_gib} GiB), "
             f"but {probe} has {free} bytes ({free / GIB:.2f} GiB) free")
+
 
 def publish_current(base: Path, commit: str) -> bool:
     """Point `current` at commit atomically (symlink to a temp name, then rename). True if it moved."""
