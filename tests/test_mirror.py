@@ -195,6 +195,7 @@ def test_token_required_and_never_logged(tmp_path, published, mirror_factory):  
     token = "hf_mirror_secret_value_123"
     token_file = tmp_path / "token"
     token_file.write_text(token)
+    token_file.chmod(0o600)
     m = mirror_factory(published[0], "--token-file", str(token_file))
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=m.url, token=False).model_info(REPO)

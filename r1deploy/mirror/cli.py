@@ -7,13 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+from r1deploy.guard import Refused, read_secret_file
 from r1deploy.mirror.index import HEX40, PULL_MANIFEST
 from r1deploy.mirror.publish import publish, repo_path
 from r1deploy.mirror.server import serve
 
 
-def _read_token(path: str | None) -> str | None:
-    return Path(path).read_text().strip() if path else None
+def _read_token(path: str | None, what: str) -> str | None:
+    """A token from a 0600 file (never argv); a readable or empty file stops the mirror before it binds."""
+    try:
+        return read_secret_file(path, what) if path else None
+    except (Refused, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _pulled(specs: list[str]) -> dict[str, Path]:
@@ -38,10 +43,11 @@ def _upstream(url: str | None) -> str | None:
 
 def _serve(args: argparse.Namespace) -> int:
     args.upstream = _upstream(args.upstream)
+    token = _read_token(args.token_file, "seed token")
+    upstream_token = _read_token(args.upstream_token_file, "upstream token")
     server = serve(args.root, args.host, args.port, log_path=args.log, max_rate=args.max_rate,
-                   page_size=args.page_size, token=_read_token(args.token_file), pulled=_pulled(args.pulled),
-                   upstream=args.upstream, upstream_token=_read_token(args.upstream_token_file),
-                   pending_wait=args.pending_wait)
+                   page_size=args.page_size, token=token, pulled=_pulled(args.pulled),
+                   upstream=args.upstream, upstream_token=upstream_token, pending_wait=args.pending_wait)
     # The first stdout line tells a supervisor (or a test) the bound address.
     print(f"serving {args.root} on {server.url}", flush=True)
     try:
@@ -54,7 +60,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    commit = publish(args.src, args.root, args.repo, branch=args.branch, commit=args.commit)
+    try:
+        commit = publish(args.src, args.root, args.repo, branch=args.branch, commit=args.commit)
+    except ValueError as exc:  # Refused included: a symlink out of the tree, an unsafe manifest path
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     repo = args.repo or json.loads((Path(args.src) / PULL_MANIFEST).read_text())["repo"]
     print(json.dumps({"repo": repo, "branch": args.branch, "commit": commit}))
     return 0
@@ -70,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--log", help="append a JSON line per request to this file")
     s.add_argument("--max-rate", type=int, help="cap each response at this many bytes/s")
     s.add_argument("--page-size", type=int, default=1000, help="tree entries per page")
-    s.add_argument("--token-file", help="require 'Authorization: Bearer <token from file>'")
+    s.add_argument("--token-file", help="require 'Authorization: Bearer <token>' on every request "
+                   "(a 0600 file: a LAN seed's fleet token)")
     s.add_argument("--pulled", action="append", default=[], metavar="ORG/NAME=DIR",
                    help="serve a weights-agent pull in place (repeatable); DIR is <root>/<org>--<name>/<commit>")
     s.add_argument("--upstream", help="list a pulled commit from this hub while its pull is under way "

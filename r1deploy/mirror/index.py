@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from r1deploy.guard import Refused, within
+
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Files the Hub stores in LFS by default (.gitattributes of a new repo), or any large file.
@@ -72,13 +74,20 @@ class Entry:
 
 
 def scan_files(src: Path) -> list[str]:
-    """Relative paths of regular files under src, skipping VCS and tool caches (hidden dirs)."""
+    """Relative paths of regular files under src, skipping VCS and tool caches (hidden dirs).
+
+    Symlinks are not published; one that leads out of src refuses the whole tree (Refused), since
+    its target was likely meant to be served and must not be, from here.
+    """
     found = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
+        for name in sorted(filenames) + dirnames:
             full = Path(dirpath, name)
-            if full.is_file() and not full.is_symlink():
+            if full.is_symlink() and not within(src, full):
+                raise Refused(f"{full} is a symlink to {os.path.realpath(full)}, outside {src}; "
+                              "refusing to publish it")
+            if name in filenames and full.is_file() and not full.is_symlink():
                 found.append(full.relative_to(src).as_posix())
     return sorted(found)
 

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from r1deploy.guard import Refused, check_listing, contained
 from r1deploy.mirror.index import (
     HEX40,
     NAME,
@@ -81,9 +82,10 @@ def entries_from_pull(src: Path) -> tuple[str, str, list[Entry]] | None:
         manifest = json.loads((src / PULL_MANIFEST).read_text())
     except FileNotFoundError:
         return None
+    check_listing([f["path"] for f in manifest["files"]], f"the manifest of {src}")
     entries = []
     for f in manifest["files"]:
-        st = (src / f["path"]).stat()
+        st = contained(src, f["path"]).stat()
         if (st.st_size, st.st_mtime_ns) != (f["size"], f["mtime_ns"]):
             raise ValueError(f"{src / f['path']} changed since it was verified; run the weights agent again")
         if "sha256" in f:
@@ -91,6 +93,8 @@ def entries_from_pull(src: Path) -> tuple[str, str, list[Entry]] | None:
         else:
             sha256, sha1, size = hash_file(src / f["path"])
             entries.append(Entry(f["path"], size, sha256, sha1, False))
+    if not HEX40.match(str(manifest.get("commit"))):  # it names the commit directory a seed serves
+        raise Refused(f"the manifest of {src} names commit {manifest.get('commit')!r}, not 40 hex digits")
     return manifest["repo"], manifest["commit"], entries
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from r1deploy.guard import url_path_problem
 from r1deploy.mirror.index import CHUNK, Entry
 from r1deploy.mirror.store import HubError, Store, parse_range, sibling_json, tree_entries
 
@@ -92,17 +94,20 @@ class MirrorHandler(BaseHTTPRequestHandler):
             self._log()
 
     def _authorize(self) -> None:
+        """With a token, every request (the unit's start probe included: any answer will do) needs it."""
         if self.server.token is None:
             return
-        if self.headers.get("Authorization", "") != f"Bearer {self.server.token}":
+        sent = self.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {self.server.token}".encode()):  # constant time
             raise HubError("RepoNotFound", "Invalid credentials in Authorization header", status=401)
 
     def _route(self, body: bool) -> None:
         url = urlsplit(self.path)
         parts = [unquote(p) for p in url.path.split("/")[1:]]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if any(seg in (".", "..") or "\0" in seg or "\\" in seg for p in parts for seg in p.split("/")):
-            raise HubError("EntryNotFound", "invalid path", status=400)
+        problem = url_path_problem("/".join(parts))  # decoded: %2e%2e and %2F count as what they mean
+        if problem:
+            raise HubError("EntryNotFound", f"invalid path: {problem}", status=400)
         if parts[:2] == ["api", "models"] and len(parts) >= 4:
             self._api(parts[2:], query)
         elif len(parts) >= 5 and parts[2] == "resolve":
@@ -179,6 +184,7 @@ class MirrorHandler(BaseHTTPRequestHandler):
             except FileNotFoundError:
                 raise HubError("Pending", f"{path.name} is still being pulled; retry", status=503,
                                commit=commit) from None
+            path = store.file_path(repo_id, commit, entry)  # what appeared must still be under the pull
         self._status = 206 if span else 200
         self.send_response(self._status)
         self._common_headers(commit, entry)

@@ -9,8 +9,10 @@ import re
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
+from r1deploy.guard import Refused, check_listing, within
 from r1deploy.mirror.index import HEX40, PULL_MANIFEST, Entry, build_index, read_index, write_index
 from r1deploy.mirror.publish import entries_from_pull, read_refs, repo_path
 
@@ -35,6 +37,7 @@ def pull_complete(src: Path) -> bool:
 def upstream_listing(upstream: str, repo_id: str, commit: str, token: str | None = None) -> list[Entry]:
     """A commit's files as another Hub (or mirror) lists them: sizes and hashes, no content."""
     url: str | None = f"{upstream.rstrip('/')}/api/models/{repo_id}/tree/{commit}?recursive=true&expand=false"
+    origin = urlsplit(url)[:2]
     headers = {"User-Agent": "r1deploy-mirror", **({"Authorization": f"Bearer {token}"} if token else {})}
     entries = []
     while url:
@@ -48,6 +51,9 @@ def upstream_listing(upstream: str, repo_id: str, commit: str, token: str | None
                                      bool(lfs)))
         m = re.search(r'<([^>]+)>;\s*rel="next"', link)
         url = m.group(1) if m else None
+        if url and urlsplit(url)[:2] != origin:  # the token goes with every page: only to upstream itself
+            raise Refused(f"upstream's next page {url!r} is not on {upstream}")
+    check_listing([e.path for e in entries], f"upstream {upstream} ({repo_id}@{commit})")
     return entries
 
 
@@ -85,7 +91,7 @@ class Store:
             return commit
         repo_dir = self.repo_dir(repo_id)
         commit = revision if HEX40.match(revision) else read_refs(repo_dir).get(revision)
-        if not commit or not (repo_dir / "commits" / commit).is_dir():
+        if not commit or not HEX40.match(commit) or not (repo_dir / "commits" / commit).is_dir():
             raise HubError("RevisionNotFound", f"Revision {revision!r} not found in {repo_id!r}")
         return commit
 
@@ -97,24 +103,45 @@ class Store:
             return self._indexes[key]
 
     def _load(self, repo_id: str, commit: str) -> list[Entry]:
-        if repo_id in self.pulled:
-            src = self.pulled[repo_id]
-            if pull_complete(src):
-                return entries_from_pull(src)[2]  # the agent's verified hashes
-            if self.upstream:
-                return upstream_listing(self.upstream, repo_id, commit, self.upstream_token)
+        """The commit's entries, every path checked: a listing that names one unsafe path is not served."""
+        try:
+            if repo_id not in self.pulled:
+                return self._load_published(repo_id, commit)
+            if pull_complete(self.pulled[repo_id]):
+                return entries_from_pull(self.pulled[repo_id])[2]  # the agent's verified hashes, paths checked
+        except Refused as exc:
+            raise HubError("UnsafeListing", str(exc), status=500) from None
+        if not self.upstream:
             raise HubError("RevisionNotFound", f"{repo_id}@{commit} is not pulled here yet", status=503)
+        try:
+            return upstream_listing(self.upstream, repo_id, commit, self.upstream_token)
+        except Refused as exc:
+            raise HubError("UnsafeListing", str(exc), status=502) from None
+
+    def _load_published(self, repo_id: str, commit: str) -> list[Entry]:
         repo_dir = self.repo_dir(repo_id)
         entries = read_index(repo_dir, commit)
         if entries is None:  # dropped in by hand: hash once, keep the index
             entries = build_index(repo_dir / "commits" / commit)
             write_index(repo_dir, commit, entries)
+        check_listing([e.path for e in entries], f"the index of {repo_id}@{commit}")
         return entries
 
-    def file_path(self, repo_id: str, commit: str, entry: Entry) -> Path:
+    def served_dir(self, repo_id: str, commit: str) -> Path:
         if repo_id in self.pulled:
-            return self.pulled[repo_id] / entry.path  # present only once the agent verified it
-        return self.repo_dir(repo_id) / "commits" / commit / entry.path
+            return self.pulled[repo_id]
+        return self.repo_dir(repo_id) / "commits" / commit
+
+    def file_path(self, repo_id: str, commit: str, entry: Entry) -> Path:
+        """Where the entry's bytes are; refused if its real path (symlinks followed) leaves the served dir.
+
+        A pulled directory's file is present only once the agent verified it.
+        """
+        base = self.served_dir(repo_id, commit)
+        path = base / entry.path
+        if not within(base, path):
+            raise HubError("EntryNotFound", f"{entry.path!r} is not under the served directory", commit=commit)
+        return path
 
 
 def tree_entries(files: dict[str, Entry], path: str, recursive: bool) -> list[dict[str, Any]]:

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from r1deploy.guard import read_secret_file
 from r1deploy.weights import __doc__ as weights_doc
 from r1deploy.weights.errors import WeightsError
 from r1deploy.weights.manifest import status, verify
 from r1deploy.weights.pull import plan, pull
-
-
-def read_token_file(path: str) -> str:
-    """The hub token from a file only the service user can read (never argv or env)."""
-    mode = os.stat(path).st_mode & 0o777
-    if mode & 0o077:
-        raise WeightsError(f"token file {path} has mode {mode:o}; it must not be readable by group or others "
-                           "(chmod 600)")
-    token = Path(path).read_text().strip()
-    if not token:
-        raise WeightsError(f"token file {path} is empty")
-    return token
 
 
 def _scrub(text: str, secrets: Iterable[str | None]) -> str:
@@ -35,18 +22,36 @@ def _scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
-    token = read_token_file(args.token_file) if args.token_file else None
+def _source(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(endpoint, token) of the pull: the hub with its token, or a LAN seed with the fleet's seed token.
+
+    A seed pull never carries the hub token: a seed is plain HTTP on the LAN, and it only needs
+    to know the node belongs to the fleet.
+    """
+    if args.seed:
+        if args.token_file:
+            raise WeightsError("--token-file is the hub token and is never sent to a seed; "
+                               "give the seed's token with --seed-token-file")
+        endpoint, token_file, what = args.seed, args.seed_token_file, "seed token"
+    else:
+        if args.seed_token_file:
+            raise WeightsError("--seed-token-file needs --seed URL")
+        endpoint, token_file, what = args.endpoint, args.token_file, "hub token"
+    token = read_secret_file(token_file, what) if token_file else None
     args.secrets.append(token)
-    return pull(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+    return endpoint, token
+
+
+def _cmd_pull(args: argparse.Namespace) -> dict[str, Any]:
+    endpoint, token = _source(args)
+    return pull(args.repo, args.revision, args.root, endpoint, token=token, allow=args.allow,
                 ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib,
                 workers=args.workers)
 
 
 def _cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
-    token = read_token_file(args.token_file) if args.token_file else None
-    args.secrets.append(token)
-    return plan(args.repo, args.revision, args.root, args.endpoint, token=token, allow=args.allow,
+    endpoint, token = _source(args)
+    return plan(args.repo, args.revision, args.root, endpoint, token=token, allow=args.allow,
                 ignore=args.ignore, extra_bytes=args.extra_bytes, margin_gib=args.margin_gib)
 
 
@@ -62,8 +67,11 @@ def _repo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", required=True, help="org/name")
     p.add_argument("--revision", required=True, help="40-hex commit (a branch is resolved once)")
     p.add_argument("--root", required=True, help="models root, e.g. /srv/models")
-    p.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
-    p.add_argument("--token-file", help="file holding the hub token (mode 0600)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--endpoint", help="Hub or mirror URL (default: HF_ENDPOINT or the Hub)")
+    source.add_argument("--seed", metavar="URL", help="a LAN seed's mirror (r1-mirror.service) instead of the hub")
+    p.add_argument("--token-file", help="file holding the hub token (mode 0600); never sent to a --seed")
+    p.add_argument("--seed-token-file", help="file holding the fleet's seed token (mode 0600), for --seed")
     p.add_argument("--allow", nargs="*", default=None, metavar="PAT", help="only files matching these globs")
     p.add_argument("--ignore", nargs="*", default=None, metavar="PAT", help="skip files matching these globs")
     p.add_argument("--extra-bytes", type=int, default=0, help="more disk needed later (e.g. quantized output)")

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO
 
-from r1deploy.weights.errors import IntegrityError, WeightsError
+from r1deploy.guard import Refused, contained
+from r1deploy.weights.errors import IntegrityError, UnsafeListingError, WeightsError
 from r1deploy.weights.manifest import CHUNK, RemoteFile, digest, manifest_entry, public_endpoint
 
 SYNC_EVERY = 64 * CHUNK  # bytes of a .part that a reboot may cost at most
@@ -61,6 +62,16 @@ def mib(n: float) -> str:
 
 def part_path(target: Path) -> Path:
     return target.with_name(target.name + ".part")
+
+
+def destination(local_dir: Path, rel: str) -> Path:
+    """Where a listed file goes; refused if a symlink on the way (or a planted .part) leads out of local_dir."""
+    try:
+        for scratch in (".part", ".part.tmp"):  # written through, unlike the renamed-over target
+            contained(local_dir, rel + scratch)
+        return contained(local_dir, rel)
+    except Refused as exc:
+        raise UnsafeListingError(f"{exc}; nothing was written") from None
 
 
 # A .part is trusted up to its full length after a killed process (the page cache survived),
@@ -120,7 +131,8 @@ class Fetcher:
         """Fetch files in parallel, largest first; every file is attempted before the first error is raised."""
         todo = sorted(todo, key=lambda rf: -rf.size)
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
-            futures = [pool.submit(self.fetch, rf, local_dir / rf.path) for rf in todo]
+            targets = [destination(local_dir, rf.path) for rf in todo]  # all checked before any is written
+            futures = [pool.submit(self.fetch, rf, target) for rf, target in zip(todo, targets, strict=True)]
             wait(futures)
         errors = [f.exception() for f in futures if f.exception()]
         if errors:

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from r1deploy.weights.errors import WeightsError
+
 MANIFEST = ".r1deploy-manifest.json"
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHUNK = 1024 * 1024
 
 
@@ -139,6 +142,8 @@ def verify(local_dir: str | os.PathLike[str], full: bool = False, workers: int =
 
 
 def repo_base(root: str | os.PathLike[str], repo_id: str) -> Path:
+    if not REPO_ID.match(repo_id) or ".." in repo_id:  # it names a directory under root
+        raise WeightsError(f"{repo_id!r} is not an 'org/name' repo id")
     return Path(root) / repo_id.replace("/", "--")
 
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from r1deploy.weights.errors import DiskSpaceError, WeightsError
-from r1deploy.weights.fetch import USER_AGENT, Fetcher, Progress, mib, part_path, resume_point
+from r1deploy.guard import Refused, check_listing
+from r1deploy.weights.errors import DiskSpaceError, UnsafeListingError, WeightsError
+from r1deploy.weights.fetch import USER_AGENT, Fetcher, Progress, destination, mib, part_path, resume_point
 from r1deploy.weights.manifest import (
     HEX40,
+    MANIFEST,
     RemoteFile,
     check_entry,
     digest,
@@ -50,6 +52,13 @@ def list_remote(api: Any, repo_id: str, commit: str, allow: list[str] | None,
     from huggingface_hub.utils import filter_repo_objects
 
     files = [f for f in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(f, RepoFile)]
+    source = f"the tree of {repo_id}@{commit} from {public_endpoint(api.endpoint)}"
+    try:  # every listed path, selected or not: a listing that names one unsafe path is not trusted
+        check_listing([f.path for f in files], source)
+    except Refused as exc:
+        raise UnsafeListingError(f"{exc}; nothing was written") from None
+    if MANIFEST in (f.path for f in files):
+        raise UnsafeListingError(f"{source} lists {MANIFEST!r}, the agent's own manifest; refusing the listing")
     chosen = filter_repo_objects(files, allow_patterns=allow or None, ignore_patterns=ignore or None,
                                  key=lambda f: f.path)
     return sorted((RemoteFile.from_hub(f) for f in chosen), key=lambda rf: rf.path)
@@ -64,7 +73,7 @@ def plan_pull(local_dir: Path, files: list[RemoteFile], log: TextIO) -> Plan:
     known = {e["path"]: e for e in (manifest or {}).get("files", [])}
     plan = Plan(manifest, [], [])
     for rf in files:
-        target = local_dir / rf.path
+        target = destination(local_dir, rf.path)
         entry = known.get(rf.path)
         if entry and entry_expected(entry) == (rf.algo, rf.expected) and not check_entry(local_dir, entry, False):
             plan.verified.append(entry)
@@ -184,6 +193,9 @@ def resolve(repo_id: str, revision: str, endpoint: str | None, token: str | None
 
     api = HfApi(endpoint=endpoint, token=token or False, user_agent=USER_AGENT)
     commit = revision if HEX40.match(revision) else api.model_info(repo_id, revision=revision).sha
+    if not HEX40.match(commit or ""):  # it names the directory the files go to
+        raise UnsafeListingError(f"{public_endpoint(endpoint) or 'the hub'} answered revision {revision!r} "
+                                 f"with commit {commit!r}, not 40 hex digits; nothing was written")
     files = list_remote(api, repo_id, commit, allow, ignore)
     if not files:
         raise WeightsError(f"{repo_id}@{commit}: no files match allow={allow} ignore={ignore}")
