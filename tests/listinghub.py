@@ -19,8 +19,9 @@ COMMIT = "c0ffee" + "0" * 34
 class ListingHub(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, files: dict[str, bytes], token: str | None = None, commit: str = COMMIT):
-        self.files, self.token, self.commit = files, token, commit
+    def __init__(self, files: dict[str, bytes], token: str | None = None, commit: str = COMMIT,
+                 next_page: str | None = None):
+        self.files, self.token, self.commit, self.next_page = files, token, commit, next_page
         self.seen: list[dict[str, str]] = []  # per request: method, path, headers
         super().__init__(("127.0.0.1", 0), _Handler)
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -59,7 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, b'{"error": "no"}', {"X-Error-Code": "RepoNotFound"}, body)
         parts = path.split("/")
         if path.startswith("/api/models/") and "/tree/" in path:
-            return self._send(200, json.dumps(self.server.tree()).encode(), {}, body)
+            link = {"Link": f'<{self.server.next_page}>; rel="next"'} if self.server.next_page else {}
+            return self._send(200, json.dumps(self.server.tree()).encode(), link, body)
         if path.startswith("/api/models/"):
             repo = "/".join(parts[3:5])
             info = {"id": repo, "sha": self.server.commit, "siblings": [{"rfilename": p} for p in self.server.files]}

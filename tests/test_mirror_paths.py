@@ -144,6 +144,26 @@ def test_upstream_listing_with_traversal_is_refused_and_the_node_writes_nothing(
     assert not list((tmp_path / "node").rglob("*.json")) and not list(tmp_path.rglob("escaped.json*"))
 
 
+def test_upstream_token_never_follows_a_next_page_to_another_host(tmp_path, mirror_factory):  # noqa: F811
+    elsewhere = ListingHub({})  # a different origin (port) on loopback: it must see no request at all
+    upstream = ListingHub({"config.json": b"{}\n"}, next_page=f"{elsewhere.url}/api/models/{REPO}/tree/x?cursor=1")
+    commit = "c0ffee" + "0" * 34
+    seed_dir = tmp_path / "seed" / "lab--tiny-r1" / commit
+    seed_dir.mkdir(parents=True)
+    hub_token = tmp_path / "hub-token"
+    hub_token.write_text("hf_upstream_only\n")
+    hub_token.chmod(0o600)
+    try:
+        m = mirror_factory(tmp_path / "empty", "--pulled", f"{REPO}={seed_dir}", "--upstream", upstream.url,
+                           "--upstream-token-file", str(hub_token))
+        status, body = get(m.url, f"/api/models/{REPO}/tree/{commit}?recursive=true")
+    finally:
+        upstream.stop()
+        elsewhere.stop()
+    assert status == 502 and b"next page" in body
+    assert elsewhere.seen == [] and upstream.seen[0]["Authorization"] == "Bearer hf_upstream_only"
+
+
 def test_publish_refuses_a_tree_with_a_symlink_out(tmp_path, tiny_model, secret_outside):  # noqa: F811
     src = tmp_path / "src"
     shutil.copytree(tiny_model, src)

@@ -105,6 +105,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(["mirror", *(argv if argv is not None else sys.argv[1:])])
     return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
