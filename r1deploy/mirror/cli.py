@@ -104,4 +104,3 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["mirror", *(argv if argv is not None else sys.argv[1:])])
     return int(args.func(args) or 0)
-

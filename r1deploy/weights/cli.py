@@ -113,4 +113,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify" and not result["ok"]:
         return 1
     return 0
-
