@@ -59,7 +59,21 @@ class ModelSection(_Section):
     # "complete": the other nodes pull once the seeds are done. "pipelined": they pull at the same
     # time, each file as soon as a seed has verified it (the seed's mirror lists from upstream).
     seed_mode: Literal["complete", "pipelined"] = "complete"
+    # The fleet's seed token: a controller-side file (like hub_token_file), placed on every host as a
+    # 0600 file. A seed's LAN mirror answers only requests that carry it; the hub token never goes there.
+    seed_token_file: str | None = Field(default=None, validate_default=True)
     pull_workers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("seed_token_file")
+    @classmethod
+    def _seed_token(cls, v: str | None, info: Any) -> str | None:  # pydantic's ValidationInfo
+        if info.data.get("seed_nodes") and not v:
+            raise ValueError(
+                "model_seed_nodes is set, so the seeds' LAN mirror needs a fleet token: create one on the "
+                "controller (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "
+                "~/.config/r1deploy/seed-token) and set model_seed_token_file = '~/.config/r1deploy/seed-token'"
+            )
+        return v
 
     @field_validator("repo_id")
     @classmethod
