@@ -27,11 +27,11 @@ def test_errors_name_host_and_inventory_key():
     assert "gpu-1" not in text
     assert "host 'gpu-2': vllm_port: Input should be less than or equal to 65535" in text
     assert "host 'gpu-2': vllm_prot: unknown setting (typo?)" in text
-    assert "host 'gpu-3': model_*: " in text and "not a 40-hex commit" in text
+    assert "host 'gpu-3': model_revision: " in text and "not a 40-hex commit" in text
 
 
 def test_missing_model_is_named():
-    with pytest.raises(SpecError, match=r"host 'x': model_\*: Field required"):
+    with pytest.raises(SpecError, match=r"host 'x': model_repo_id: required"):
         spec_from_host_data("x", {})
 
 
