@@ -35,8 +35,9 @@ class HostEntry:
     groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # without "all"
 
     @property
-    def machine(self) -> str:
-        return str(self.data.get("ssh_hostname") or self.name)
+    def machine(self) -> tuple[str, str]:
+        """Where pyinfra connects: inventory hosts with the same address and port are one machine."""
+        return str(self.data.get("ssh_hostname") or self.name), str(self.data.get("ssh_port") or 22)
 
 
 # --------------------------------------------------------------------------- one host, before its spec
@@ -45,19 +46,20 @@ LAX_HOST_KEYS = {"accept-new", "no", "off", "false", False}
 
 
 def group_conflicts(entry: HostEntry) -> Iterator[Problem]:
-    """pyinfra gives no precedence between two groups of one host: a key two groups set differently
-    (a host in two model groups) silently takes one of them."""
-    setters: dict[str, list[tuple[str, Any]]] = defaultdict(list)
-    for group, data in entry.groups.items():
-        for key, value in data.items():
-            if not key.startswith("_"):
-                setters[key].append((group, value))
-    for key, sets in setters.items():
-        values = {repr(v) for _, v in sets}
-        if len(values) > 1 and key not in entry.host_data:
-            which = " and ".join(f"group {g!r} ({v!r})" for g, v in sets)
-            yield key, (f"set differently by {which}; pyinfra picks one silently: list the host in one "
-                        "of these groups (one model per host) or set the key on the host")
+    """pyinfra gives no precedence between two groups of one host: keys two groups set differently
+    (a host in two model groups) silently take one group's value. One problem per pair of groups."""
+    groups = list(entry.groups.items())
+    for i, (first, a) in enumerate(groups):
+        for second, b in groups[i + 1:]:
+            keys = [k for k in a if k in b and not k.startswith("_") and k not in entry.host_data
+                    and repr(a[k]) != repr(b[k])]
+            if not keys:
+                continue
+            keys.sort(key=lambda k: (not k.startswith("model_"), k != "model_repo_id"))
+            key = keys[0]
+            yield key, (f"groups {first!r} ({a[key]!r}) and {second!r} ({b[key]!r}) set it differently"
+                        + (f" (and {', '.join(keys[1:])})" if keys[1:] else "")
+                        + "; pyinfra picks one silently: list the host in one of them (one model per host)")
 
 
 def connection_problems(entry: HostEntry) -> Iterator[Problem]:
@@ -138,12 +140,14 @@ def _services(entry: HostEntry, spec: Spec) -> list[tuple[str, int]]:
 
 
 def port_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
-    """Ports unique per machine (inventory hosts that share an ssh_hostname share its ports)."""
+    """Ports unique per machine (inventory hosts with one SSH address share its ports)."""
     taken: dict[tuple[str, int], tuple[str, str]] = {}
     for entry, spec in hosts:
         services = sorted(_services(entry, spec), key=lambda s: s[0] in entry.data)  # written keys last
         for key, port in services:
             other = taken.get((entry.machine, port))
+            if other is not None and other[1] == key == "ssh_port":
+                continue  # inventory hosts on one machine (a gateway beside a node) share its SSH
             if other is None:
                 taken[(entry.machine, port)] = (entry.name, key)
                 continue
@@ -252,11 +256,13 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
     hosts: list[tuple[HostEntry, Spec]] = []
     entries = list(entries)
     for entry in entries:
-        errors += [FieldError(entry.name, k, why) for k, why in [*group_conflicts(entry), *connection_problems(entry)]]
         try:
             spec = spec_from_host_data(entry.name, entry.data)
         except SpecError as exc:
             errors += exc.errors
+            spec = None
+        errors += [FieldError(entry.name, k, why) for k, why in [*group_conflicts(entry), *connection_problems(entry)]]
+        if spec is None:
             continue
         hosts.append((entry, spec))
         problems = hardware_problems(spec, entry.data)
@@ -265,6 +271,9 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
         errors += [FieldError(entry.name, k, why) for k, why in problems]
     if len(hosts) == len(entries):  # cross-host rules need every host's spec
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
-    if errors:
-        raise SpecError(dict.fromkeys(errors))
+    if errors:  # one problem per host and key: the first (a control character explains the rest)
+        first: dict[tuple[str, str], FieldError] = {}
+        for e in errors:
+            first.setdefault((e.host, e.key), e)
+        raise SpecError(first.values())
     return {e.name: s for e, s in hosts}
