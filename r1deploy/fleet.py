@@ -32,7 +32,8 @@ class HostEntry:
     name: str
     data: Mapping[str, Any]
     host_data: Mapping[str, Any] = field(default_factory=dict)
-    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # without "all"
+    # The groups whose data may disagree: without "all" and the inventory file's own group.
+    groups: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def machine(self) -> tuple[str, str]:

@@ -56,8 +56,12 @@ def load_entries(inventory_path: str, cwd: str | None = None) -> list[HostEntry]
         with ctx_state.use(State(check_for_changes=False)):
             inventory = make_inventory(inventory_path, cwd=cwd)
             override = inventory.get_override_data()
+            # The group named after the inventory file comes last, so its data wins over the
+            # other groups' by construction (the lab's overrides the shared gateways.py); "all"
+            # comes first. Only the other groups can disagree without a winner one can see.
+            ranked = {"all", os.path.splitext(os.path.basename(inventory_path))[0]}
             return [HostEntry(host.name, host.data.dict(), {**inventory.get_host_data(host.name), **override},
-                              {g: inventory.get_group_data(g) for g in host.groups if g != "all"})
+                              {g: inventory.get_group_data(g) for g in host.groups if g not in ranked})
                     for host in inventory]
     except UnexpectedExternalError as exc:
         raise _file_error(exc.exception, exc.filename) from None

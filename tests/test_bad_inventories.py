@@ -146,17 +146,17 @@ REPRESENTATIVE = ["TP16 on an 8-GPU node", "a host in two model groups", "newlin
                   "syntax error in group data", "accept-new host keys in prod"]
 
 
-@pytest.mark.parametrize("mode", [["-y"], ["--dry"]], ids=["deploy", "dry"])
 @pytest.mark.parametrize("name", REPRESENTATIVE)
-def test_pyinfra_refuses_before_connecting(name, mode, tmp_path, listeners):
+def test_pyinfra_refuses_before_connecting(name, tmp_path, listeners):
     case = next(c for c in CASES if c.name == name)
     inventory, env = write_case(case, tmp_path, listeners)
-    code, out = run([PYINFRA, *mode, str(inventory), "deploy/main.py"], env)
-    assert_refused(case, code, out, inventory)
+    code, checked = run([sys.executable, "-m", "r1deploy", "check", str(inventory)], env)
+    assert_refused(case, code, checked, inventory)
+    for mode in (["-y"], ["--dry"]):
+        code, out = run([PYINFRA, *mode, str(inventory), "deploy/main.py"], env)
+        assert_refused(case, code, out, inventory)
+        assert problem_lines(out) == problem_lines(checked)  # the same lines as `r1deploy check`
     assert listeners.connections() == 0
-    # The same lines as `r1deploy check`.
-    _, checked = run([sys.executable, "-m", "r1deploy", "check", str(inventory)], env)
-    assert problem_lines(out) == problem_lines(checked)
 
 
 def test_the_watch_sees_a_connection(tmp_path, listeners):
