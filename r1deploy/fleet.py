@@ -84,7 +84,8 @@ def connection_problems(entry: HostEntry) -> Iterator[Problem]:
         yield "ssh_strict_host_key_checking", (
             f"{data['ssh_strict_host_key_checking']!r} accepts unknown host keys: only fleet_env = \"lab\" may; "
             "give the hosts' keys in ssh_known_hosts_file (deploy/bootstrap.py pins a new host's key)")
-    for key in ("ssh_key", "ssh_known_hosts_file"):
+    # With lax checking ssh creates the known_hosts file; with strict checking it must be there.
+    for key in ("ssh_key", "ssh_known_hosts_file") if checking not in LAX_HOST_KEYS else ("ssh_key",):
         path = data.get(key)
         if isinstance(path, str) and not os.path.isfile(os.path.expanduser(path)):
             yield key, f"{path!r} does not exist on the controller"
