@@ -178,6 +178,12 @@ CASES = [
          ((H1, "ssh_strict_host_key_checking"),)),
     Case("ssh key that does not exist", on(H1, ssh_key="/nonexistent/id_ed25519"), ((H1, "ssh_key"),)),
     Case("a lab host in a prod inventory", on(H1, fleet_env="lab"), ((H1, "fleet_env"),)),
+    Case("strict host keys without the known_hosts file", on(H1, ssh_known_hosts_file="/nonexistent/known_hosts"),
+         ((H1, "ssh_known_hosts_file"),)),
+    Case("driver version without its minor", on(H1, gpu_driver_version="580"), ((H1, "gpu_driver_version"),)),
+    Case("apt proxy without a scheme", on(H1, install_apt_proxy="proxy.example:3128"), ((H1, "install_apt_proxy"),)),
+    Case("serving address that is a name", on(H1, vllm_host_ip="gpu-h100-01.example"), ((H1, "vllm_host_ip"),)),
+    Case("operator account with a capital", on(H1, fleet_admin_user="R1ops"), ((H1, "fleet_admin_user"),)),
     # -- hardware
     Case("TP16 on an 8-GPU node", on(H2, vllm_tensor_parallel_size=16), ((H2, "vllm_tensor_parallel_size"),)),
     Case("TP that does not divide the heads", on(H1, vllm_tensor_parallel_size=3),
@@ -261,4 +267,7 @@ GOOD = [
     Case("a gateway beside a node (own ports, shared SSH)",
          lambda f: f.host(GW).update(ssh_port=f.ports[H2])),
     Case("seeds that are nodes of the model", group("h100_nodes", model_seed_nodes=[H1])),
+    Case("accept-new in a lab fleet", both(group("prod", fleet_env="lab"),
+                                           on(H1, ssh_strict_host_key_checking="accept-new",
+                                              ssh_known_hosts_file="/nonexistent/known_hosts"))),
 ]
