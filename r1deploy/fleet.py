@@ -63,8 +63,9 @@ def group_conflicts(entry: HostEntry) -> Iterator[Problem]:
                         + "; pyinfra picks one silently: list the host in one of them (one model per host)")
 
 
-def connection_problems(entry: HostEntry) -> Iterator[Problem]:
-    """pyinfra's own ssh_* keys, which it would only trip over once connecting."""
+def connection_problems(entry: HostEntry, controller_files: bool = True) -> Iterator[Problem]:
+    """pyinfra's own ssh_* keys, which it would only trip over once connecting. `controller_files`:
+    also the key and known_hosts files it names (as secrets, only where the run needs them)."""
     data = entry.data
     port = data.get("ssh_port")
     if port is not None and (isinstance(port, bool) or not str(port).isdigit() or not 1 <= int(port) <= 65535):
@@ -85,7 +86,8 @@ def connection_problems(entry: HostEntry) -> Iterator[Problem]:
             f"{data['ssh_strict_host_key_checking']!r} accepts unknown host keys: only fleet_env = \"lab\" may; "
             "give the hosts' keys in ssh_known_hosts_file (deploy/bootstrap.py pins a new host's key)")
     # With lax checking ssh creates the known_hosts file; with strict checking it must be there.
-    for key in ("ssh_key", "ssh_known_hosts_file") if checking not in LAX_HOST_KEYS else ("ssh_key",):
+    files = ("ssh_key", "ssh_known_hosts_file") if checking not in LAX_HOST_KEYS else ("ssh_key",)
+    for key in files if controller_files else ():
         path = data.get(key)
         if isinstance(path, str) and not os.path.isfile(os.path.expanduser(path)):
             yield key, f"{path!r} does not exist on the controller"
@@ -263,7 +265,7 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
         except SpecError as exc:
             errors += exc.errors
             spec = None
-        errors += [FieldError(entry.name, k, why) for k, why in [*group_conflicts(entry), *connection_problems(entry)]]
+        errors += [FieldError(entry.name, k, why) for k, why in [*group_conflicts(entry), *connection_problems(entry, check_secrets)]]
         if spec is None:
             continue
         hosts.append((entry, spec))

@@ -120,6 +120,8 @@ def raw(group: str, text: str) -> Callable[[Fleet], None]:
 
 
 H2, H1, H1B, GW = HOSTS
+# The spec requires a fleet token with seeds; the path only has to be named (no seed is contacted).
+SEED_TOKEN = "~/.config/r1deploy/seed-token"
 CASES = [
     # -- per-host spec values
     Case("port out of range", on(H1, vllm_port=99999), ((H1, "vllm_port"),)),
@@ -210,7 +212,7 @@ CASES = [
     Case("gateway port twice on one host", on(GW, gateway_prometheus_port=8080),
          ((GW, "gateway_prometheus_port"),)),
     Case("seed mirror on the serving port",
-         both(group("h100_nodes", model_seed_nodes=[H1]), on(H1, model_seed_port=8000)),
+         both(group("h100_nodes", model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN), on(H1, model_seed_port=8000)),
          ((H1, "model_seed_port"),)),
     Case("serving on the SSH port", lambda f: f.host(H1).update(vllm_port=f.ports[H1]),
          ((H1, "vllm_port"),)),
@@ -232,12 +234,12 @@ CASES = [
          lambda f: (f.host(GW).pop("gateway_workers"),
                     f.host(GW).update(model_repo_id="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")),
          ((GW, "model_repo_id"),)),
-    Case("seed that is not in the inventory", on(H1B, model_seed_nodes=["gpu-h100-09"]),
+    Case("seed that is not in the inventory", on(H1B, model_seed_nodes=["gpu-h100-09"], model_seed_token_file=SEED_TOKEN),
          ((H1B, "model_seed_nodes"),)),
-    Case("seed serving another model", on(H1B, model_seed_nodes=[H2]), ((H1B, "model_seed_nodes"),)),
-    Case("seed that is a gateway", on(H1B, model_seed_nodes=[GW]), ((H1B, "model_seed_nodes"),)),
-    Case("seed that does not know it is one", on(H1B, model_seed_nodes=[H1]), ((H1B, "model_seed_nodes"),)),
-    Case("seed listed twice", group("h100_nodes", model_seed_nodes=[H1, H1]),
+    Case("seed serving another model", on(H1B, model_seed_nodes=[H2], model_seed_token_file=SEED_TOKEN), ((H1B, "model_seed_nodes"),)),
+    Case("seed that is a gateway", on(H1B, model_seed_nodes=[GW], model_seed_token_file=SEED_TOKEN), ((H1B, "model_seed_nodes"),)),
+    Case("seed that does not know it is one", on(H1B, model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN), ((H1B, "model_seed_nodes"),)),
+    Case("seed listed twice", group("h100_nodes", model_seed_nodes=[H1, H1], model_seed_token_file=SEED_TOKEN),
          ((H1, "model_seed_nodes"), (H1B, "model_seed_nodes"))),
     Case("two-node replicas with one node", on(H2, plan_nodes=2), ((H2, "plan_nodes"),)),
     # -- secrets on the controller
@@ -266,7 +268,7 @@ GOOD = [
     Case("a token file only its owner reads", token_file(0o600)),
     Case("a gateway beside a node (own ports, shared SSH)",
          lambda f: f.host(GW).update(ssh_port=f.ports[H2])),
-    Case("seeds that are nodes of the model", group("h100_nodes", model_seed_nodes=[H1])),
+    Case("seeds that are nodes of the model", group("h100_nodes", model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN)),
     Case("accept-new in a lab fleet", both(group("prod", fleet_env="lab"),
                                            on(H1, ssh_strict_host_key_checking="accept-new",
                                               ssh_known_hosts_file="/nonexistent/known_hosts"))),
