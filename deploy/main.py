@@ -15,6 +15,7 @@ from roles._spec import host_spec
 from roles.base import base
 from roles.gateway import gateway
 from roles.gpu_host import gpu_host
+from roles.monitor import monitor
 from roles.preflight import preflight
 from roles.quantize import quantize
 from roles.serve import serve
@@ -42,3 +43,4 @@ if spec.fleet.role == "node":
 else:
     gateway()
 smoke()
+monitor()

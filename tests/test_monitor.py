@@ -192,3 +192,14 @@ def test_config_is_plain_yaml_with_json_labels():
     text = render_prometheus_config(fleet(), monitor_host(fleet()))
     line = next(ln for ln in text.splitlines() if '"gpu2"' in ln)
     assert json.loads(line.split("labels: ", 1)[1]) == {"node": "gpu2", "role": "node"}
+
+
+def test_drift_cli_writes_the_textfile_it_summarises(tmp_path):
+    from r1deploy.cli import main
+    from r1deploy.drift import Finding, write_host
+
+    write_host(tmp_path, "node2", [Finding("node2", "service", False, "r1-vllm inactive")])
+    prom = tmp_path / "r1-drift.prom"
+    assert main(["drift", str(tmp_path), "--textfile", str(prom)]) == 1
+    assert 'r1_drift_check{host="node2",check="service"} 0' in prom.read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
