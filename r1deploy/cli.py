@@ -15,6 +15,7 @@ COMMANDS = [
     "r1deploy.drift",
     "r1deploy.gpu_gate",
     "r1deploy.plan_cli",
+    "r1deploy.dashboard",
 ]
 
 

@@ -37,6 +37,11 @@ class FleetHost:
     spec: Spec
     address: str
 
+    @classmethod
+    def from_data(cls, name: str, data: Mapping, spec: Spec) -> FleetHost:
+        """Peers reach a host on its serving address, else its SSH address (as the gateway does)."""
+        return cls(name, spec, data.get("vllm_host_ip") or data.get("ssh_hostname") or name)
+
     @property
     def role(self) -> str:
         return self.spec.fleet.role

@@ -39,8 +39,7 @@ NODE_EXPORTER = "prometheus-node-exporter"
 
 def fleet_hosts() -> list[FleetHost]:
     """Every inventory host with the address its peers reach it on (as the gateway and seeds do)."""
-    return [FleetHost(h.name, host_spec(h), h.data.get("vllm_host_ip") or h.data.get("ssh_hostname") or h.name)
-            for h in host.inventory]
+    return [FleetHost.from_data(h.name, h.data.dict(), host_spec(h)) for h in host.inventory]
 
 
 def _restart_on_change(service: str, changed: list, check: str | None = None) -> None:
