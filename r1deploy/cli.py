@@ -16,6 +16,7 @@ COMMANDS = [
     "r1deploy.gpu_gate",
     "r1deploy.plan_cli",
     "r1deploy.dashboard",
+    "r1deploy.bench_cli",
 ]
 
 
