@@ -185,6 +185,12 @@ def peak_output_tok_s(summary: Mapping, meets_slo: bool = True, slo_ttft_p99_ms:
     return best
 
 
+def measured_tokens_per_day(summary: Mapping, slo_ttft_p99_ms: float | None) -> float | None:
+    """What the fleet really serves a day: its best output tok/s within the SLO, around the clock."""
+    peak = peak_output_tok_s(summary, slo_ttft_p99_ms=slo_ttft_p99_ms)
+    return None if peak is None else peak * 86400
+
+
 def write_summary(directory: Path, summary: Mapping) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / SUMMARY_FILE

@@ -96,3 +96,20 @@ def test_the_tool_is_asked_only_for_flags_vllm_0_32_knows_and_repeats_get_their_
     assert first[first.index("--seed") + 1] == "0" and second[second.index("--seed") + 1] == "1"
     assert first[first.index("--goodput") + 1:first.index("--goodput") + 3] == ["ttft:2000", "tpot:100"]
     assert first[first.index("--num-prompts") + 1] == "16"
+
+
+def test_the_plan_prices_what_the_fleet_measurably_served(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "bench"
+    assert main(["bench", "--release", "r1-h200", "--from-results", str(H200), "--glob", "defaults-c*.json",
+                 "--out", str(out), "--no-plots"]) == 0
+    summary = json.loads((out / "r1-h200" / "summary.json").read_text())
+    summary["meta"]["model"] = "DeepSeek-R1"  # swept through the R1 gateway: only the R1 node's share
+    (out / "r1-h200" / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    main(["plan", "--inventory", "inventories/prod.py", "--bench", str(out / "r1-h200"), "--json"])
+    hosts = json.loads(capsys.readouterr().out)["hosts"]
+    # best point within the 2 s TTFT p99 SLO: concurrency 64 at 6,313 tok/s, around the clock
+    assert hosts["gpu-h200-01"]["cost"]["tokens_per_day"] == pytest.approx(6312.7 * 86400, rel=1e-3)
+    assert any("measured by r1deploy bench r1-h200" in r for r in hosts["gpu-h200-01"]["reasons"])
+    assert hosts["gpu-h100-01"]["cost"]["tokens_per_day"] == 400_000_000  # the spec's estimate stays
