@@ -20,7 +20,9 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
 
 from r1deploy.catalog import find_model
+from r1deploy.progress import pull_summary
 from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
+from roles._progress import ProgressCommand
 from roles._rollout import track
 from roles._secret import secret_file
 from roles._spec import host_spec
@@ -104,8 +106,11 @@ def _pull(spec, venv: str, token_file: str | None, endpoint: str | None, state: 
     if state.get("commit") == spec.model.revision and state.get("verified"):
         return
     source = endpoint if spec.model.seed_nodes and host.name not in spec.model.seed_nodes else "upstream"
+    # Progress lines stream at normal verbosity; one summary line per host when the pull ends.
+    command = ProgressCommand(_pull_command(spec, venv, token_file, endpoint),
+                              summary=lambda lines, s: pull_summary(lines, s, endpoint or "the hub"))
     track(server.shell(name=f"Pull {spec.model.repo_id}@{spec.model.revision[:12]} from {source}",
-                       commands=[_pull_command(spec, venv, token_file, endpoint)]))
+                       commands=[command]))
 
 
 def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
