@@ -243,6 +243,8 @@ class MonitorSection(_Section):
     # The SLO: alerts page on it, and `r1deploy bench` counts goodput under it.
     slo_ttft_p99_s: float = Field(default=2.0, gt=0)
     slo_tpot_p99_ms: float = Field(default=100.0, gt=0)
+    # How long vLLM's /metrics may not answer before R1VllmDown fires (a restart takes less).
+    vllm_down_for_s: int = Field(default=60, ge=1)
     kv_cache_high: float = Field(default=0.9, gt=0, le=1)
     kv_cache_high_for_min: int = Field(default=10, ge=1)
     queue_growing_for_min: int = Field(default=5, ge=1)
