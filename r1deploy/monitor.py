@@ -89,7 +89,9 @@ def scrape_jobs(hosts: Iterable[FleetHost], monitor: FleetHost) -> list[dict]:
     hosts = list(hosts)
     nodes = [h for h in hosts if h.role == "node"]
     m = monitor.spec.monitor
-    jobs = [{"job_name": "prometheus", "static_configs": [_target("127.0.0.1", m.port, node=monitor.name)]},
+    # Prometheus listens where prometheus_args binds it: the fleet address when there is one.
+    jobs = [{"job_name": "prometheus", "static_configs": [
+                _target(monitor.spec.vllm.host_ip or "127.0.0.1", m.port, node=monitor.name)]},
             {"job_name": "node", "static_configs": [
                 _target(h.address, h.spec.monitor.node_exporter_port, node=h.name, role=h.role) for h in hosts]}]
     # One job per API key: Prometheus sends a job's credentials to every target of it.

@@ -67,6 +67,7 @@ def test_a_typo_in_a_monitor_key_names_the_key():
 def test_every_host_vllm_router_and_gpus_are_scraped_by_inventory_name():
     jobs = {j["job_name"]: j for j in scrape_jobs(fleet(), monitor_host(fleet()))}
     assert [sc["labels"]["node"] for sc in jobs["node"]["static_configs"]] == ["gpu1", "gpu2", "gw"]
+    assert jobs["prometheus"]["static_configs"][0]["targets"] == ["10.0.0.9:9090"]  # where it listens
     assert jobs["node"]["static_configs"][0]["targets"] == ["10.0.0.1:9100"]
     # a node with an API key gets its own job that sends the key from a file, never inline
     assert jobs["vllm-r1_key"]["authorization"] == {"type": "Bearer", "credentials_file": "r1-api-key-r1_key"}
