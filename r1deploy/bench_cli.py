@@ -50,17 +50,31 @@ def tool_argv(tool: list[str], args: argparse.Namespace, concurrency: int, repea
     return argv
 
 
+def _run(argv: list[str], timeout_s: int) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise BenchError(f"`{shlex.join(argv[:6])} ...` failed (exit {done.returncode}):\n"
+                         f"{(done.stdout + done.stderr)[-3000:]}")
+    return done.stdout
+
+
 def run_sweep(args: argparse.Namespace, run_dir: Path) -> None:
+    """Every point, every repeat; with --ssh the tool runs on that host (a node's vLLM venv) and each
+    result is copied back."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tool = shlex.split(args.tool)
+    ssh = ["ssh", *shlex.split(args.ssh)] if args.ssh else None
+    remote_dir = Path(f"/tmp/r1deploy-bench/{args.release}")
     for c in args.concurrency:
         for r in range(args.repeats):
-            argv = tool_argv(tool, args, c, r, run_dir)
             print(f"bench: concurrency {c}, run {r + 1}/{args.repeats}", file=sys.stderr, flush=True)
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=args.run_timeout_s)
-            if done.returncode != 0:
-                raise BenchError(f"`{shlex.join(argv[:4])} ...` failed (exit {done.returncode}):\n"
-                                 f"{(done.stdout + done.stderr)[-3000:]}")
+            if ssh is None:
+                _run(tool_argv(tool, args, c, r, run_dir), args.run_timeout_s)
+                continue
+            argv = tool_argv(tool, args, c, r, remote_dir)
+            _run([*ssh, f"mkdir -p {shlex.quote(str(remote_dir))} && {shlex.join(argv)}"], args.run_timeout_s)
+            name = argv[argv.index("--result-filename") + 1]
+            (run_dir / name).write_text(_run([*ssh, f"cat {shlex.quote(str(remote_dir / name))}"], 60))
 
 
 def _defaults_from_inventory(args: argparse.Namespace) -> None:
@@ -137,6 +151,8 @@ def register(sub) -> None:
     p.add_argument("--tokenizer", help="tokenizer for the random prompts (default: --model)")
     p.add_argument("--tool", default="vllm", help="the vllm CLI, e.g. '/opt/r1deploy/vllm-0.32.0/bin/python "
                                                   "-m vllm.entrypoints.cli.main' on a node")
+    p.add_argument("--ssh", metavar="ARGS", help="run the tool on this host over ssh, e.g. "
+                   "'-i KEY root@node1' (results are copied back)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--repeats", type=int, default=MIN_REPEATS)
     p.add_argument("--warmups", type=int, default=2, help="warm-up requests before each run (the tool's)")

@@ -152,3 +152,40 @@ def test_a_stopped_vllm_fires_the_alert_after_its_for(lab):
         ssh(lab, node, "systemctl start r1-vllm")
     healed = converge()
     assert healed.returncode == 0, healed.out[-8000:]
+
+
+def test_bench_writes_two_releases_and_flags_a_slower_one(lab, tmp_path):
+    """`r1deploy bench` through the gateway, the tool on node1 (its vLLM venv) over ssh; then the same
+    sweep against a fleet limited to one sequence at a time must come out as a regression."""
+    from r1deploy.inventory import load_specs
+    from r1deploy.render import vllm_venv
+
+    spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
+    node_ip = dict(ip_of(lab, "node"))["node1"]
+    gateway_ip = ip_of(lab, "gateway")[0][1]
+    ssh_args = (f"-i {lab['ssh_key']} -o BatchMode=yes -o UserKnownHostsFile={lab['known_hosts']} "
+                f"-o StrictHostKeyChecking=accept-new root@{node_ip}")
+
+    def bench(release: str):
+        return run(PY, "-m", "r1deploy", "bench", "--release", release, "--base-url", f"http://{gateway_ip}:8080",
+                   "--model", spec.model.name, "--tokenizer", spec.model.current_link,
+                   "--tool", f"{vllm_venv(spec)}/bin/python -m vllm.entrypoints.cli.main", "--ssh", ssh_args,
+                   "--concurrency", "1", "8", "--repeats", "3", "--input-len", "64", "--output-len", "32",
+                   "--out", str(tmp_path), "--threshold", "10", timeout=1800)
+
+    first = bench("lab-a")
+    assert first.returncode == 0, first.out[-4000:]
+    slow = run(str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/main.py",
+               "--data", "vllm_max_num_seqs=1")
+    assert slow.returncode == 0, slow.out[-8000:]
+    try:
+        second = bench("lab-slow")
+        assert second.returncode == 1, second.out[-4000:]
+        assert "lab-slow vs lab-a" in second.out and "REGRESSION" in second.out, second.out[-4000:]
+        for release in ["lab-a", "lab-slow"]:
+            for name in ["summary.json", "throughput.png", "latency.png"]:
+                assert (tmp_path / release / name).stat().st_size > 0
+            assert len(list((tmp_path / release / "runs").glob("c*-r*.json"))) == 6
+    finally:
+        healed = converge()
+        assert healed.returncode == 0, healed.out[-8000:]
