@@ -136,7 +136,7 @@ def _prometheus_url(inventory: str | None) -> str:
     hosts = [FleetHost.from_data(name, data, specs[name]) for name, data in rows]
     me = monitor_host(hosts)
     if me is None:
-        raise SystemExit("monitor_enable is False: no Prometheus to point Grafana at")
+        raise SystemExit("this inventory runs no Prometheus (monitor_enable False, or no gateway and no monitor_host)")
     address = f"[{me.address}]" if ":" in me.address else me.address
     return f"http://{address}:{me.spec.monitor.port}"
 

@@ -37,13 +37,20 @@ def validate_before_connecting(inventory_file: str) -> None:
         return
     _validating.add(path)
     try:
-        validate_inventory(load_host_data(path))
+        load_specs(path)
     finally:
         _validating.discard(path)
 
 
 def load_specs(inventory_path: str, cwd: str | None = None) -> dict[str, Spec]:
-    return validate_inventory(load_host_data(inventory_path, cwd))
+    from r1deploy.monitor import monitor_errors
+
+    rows = load_host_data(inventory_path, cwd)
+    specs = validate_inventory(rows)
+    errors = monitor_errors(rows, specs)  # inventory-wide: which host runs Prometheus
+    if errors:
+        raise SpecError(errors)
+    return specs
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from r1deploy.render import render_template
-from r1deploy.spec import Spec
+from r1deploy.spec import FieldError, Spec
 
 PROMETHEUS_DIR = "/etc/prometheus"
 CONFIG_FILE = "prometheus.yml"
@@ -52,7 +52,7 @@ class FleetHost:
 
 
 def monitor_host(hosts: Iterable[FleetHost]) -> FleetHost | None:
-    """The host that runs Prometheus: `monitor_host` where set, else the first gateway (None: none)."""
+    """The host that runs Prometheus: `monitor_host` where set, else the first gateway; None: none."""
     hosts = list(hosts)
     if not hosts or not hosts[0].spec.monitor.enable:
         return None
@@ -66,9 +66,18 @@ def monitor_host(hosts: Iterable[FleetHost]) -> FleetHost | None:
             raise MonitorError(f"monitor_host: {name!r} is not a host of this inventory")
         return found[0]
     gateways = [h for h in hosts if h.role == "gateway"]
-    if not gateways:
-        raise MonitorError("monitor_host: the inventory has no gateway; name the host that runs Prometheus")
-    return gateways[0]
+    return gateways[0] if gateways else None  # nodes only (a GPU-only run): exporters, no Prometheus
+
+
+def monitor_errors(rows: Iterable[tuple[str, Mapping]], specs: Mapping[str, Spec]) -> list[FieldError]:
+    """The inventory-wide check of `monitor_host`, as a spec error naming the host that set it."""
+    rows = list(rows)
+    try:
+        monitor_host([FleetHost.from_data(name, data, specs[name]) for name, data in rows])
+    except MonitorError as exc:
+        setter = next((n for n, _ in rows if specs[n].monitor.host), rows[0][0] if rows else "?")
+        return [FieldError(setter, "monitor_host", str(exc).removeprefix("monitor_host: "))]
+    return []
 
 
 def _hostport(address: str, port: int) -> str:

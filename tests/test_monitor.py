@@ -204,3 +204,17 @@ def test_drift_cli_writes_the_textfile_it_summarises(tmp_path):
     assert main(["drift", str(tmp_path), "--textfile", str(prom)]) == 1
     assert 'r1_drift_check{host="node2",check="service"} 0' in prom.read_text()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_monitor_host_not_in_the_inventory_fails_before_connecting(tmp_path):
+    inv = tmp_path / "inv.py"
+    inv.write_text(textwrap.dedent(f"""\
+        hosts = [("gpu-1.example", {{"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "{'a' * 40}",
+                                     "monitor_host": "ops-1.example"}}),
+                 ("gw-1.example", {{"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "{'a' * 40}",
+                                    "fleet_role": "gateway"}})]
+    """))
+    from r1deploy.inventory import load_specs
+
+    with pytest.raises(SpecError, match="host 'gpu-1.example': monitor_host: 'ops-1.example' is not a host"):
+        load_specs(str(inv), cwd=str(tmp_path))
