@@ -2,7 +2,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 NODES  ?= 2
-SYSPKG := debootstrap systemd-container tinyproxy iproute2 openssh-client curl
+SYSPKG := debootstrap systemd-container tinyproxy iproute2 openssh-client curl prometheus
 
 .PHONY: lab lab-down lab-status test test-fast lint venv sysdeps bench
 

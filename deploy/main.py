@@ -16,6 +16,7 @@ from roles._spec import host_spec
 from roles.base import base
 from roles.gateway import gateway
 from roles.gpu_host import gpu_host
+from roles.monitor import monitor
 from roles.preflight import preflight
 from roles.quantize import quantize
 from roles.serve import rollout, serve
@@ -46,3 +47,4 @@ rollout()
 if spec.fleet.role == "gateway":
     gateway()
 smoke()
+monitor()

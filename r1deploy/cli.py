@@ -17,6 +17,8 @@ COMMANDS = [
     "r1deploy.plan_cli",
     "r1deploy.rollback_cli",
     "r1deploy.hostkeys",
+    "r1deploy.dashboard",
+    "r1deploy.bench_cli",
 ]
 
 

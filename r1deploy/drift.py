@@ -60,12 +60,25 @@ def table(findings: list[Finding]) -> str:
 def _cmd(args: argparse.Namespace) -> int:
     findings = read_all(args.reports)
     print(json.dumps([asdict(f) for f in findings], indent=2) if args.json else table(findings))
+    if args.textfile:
+        _write_textfile(Path(args.textfile), findings)
     return exit_code(findings)
+
+
+def _write_textfile(path: Path, findings: list[Finding]) -> None:
+    """For the node exporter's textfile collector: written beside and renamed, never half-read."""
+    from r1deploy.monitor import drift_textfile
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(drift_textfile(asdict(f) for f in findings))
+    tmp.replace(path)
 
 
 def register(sub) -> None:
     p = sub.add_parser("drift", help="summarise a drift check (pyinfra INVENTORY deploy/drift.py); exit 0/1/2")
     p.add_argument("reports", nargs="?", default="reports", help="directory with drift-<host>.json files")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--textfile", metavar="FILE", help="also write the result as Prometheus metrics "
+                   "(e.g. /var/lib/prometheus/node-exporter/r1-drift.prom on the monitor host)")
     p.set_defaults(func=_cmd)
 

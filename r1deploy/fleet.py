@@ -274,7 +274,10 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
             problems += list(secret_problems(spec, environ))
         errors += [FieldError(entry.name, k, why) for k, why in problems]
     if len(hosts) == len(entries):  # cross-host rules need every host's spec
+        from r1deploy.monitor import monitor_errors  # which host runs Prometheus
+
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
+        errors += monitor_errors([(e.name, e.data) for e, _ in hosts], {e.name: s for e, s in hosts})
     if errors:  # one problem per host and key: the first (a control character explains the rest)
         first: dict[tuple[str, str], FieldError] = {}
         for e in errors:

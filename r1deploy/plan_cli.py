@@ -42,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag in COST_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), type=float)
     p.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
+    p.add_argument("--bench", metavar="DIR", help="an `r1deploy bench` release directory: tokens/day and payback "
+                   "from measured throughput (default: reports/bench/<fleet_release> when it exists)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        plans = _inventory_plans(args.inventory, args.config) if args.inventory else {"plan": _flag_plan(args)}
+        plans = _inventory_plans(args.inventory, args.config, args.bench) if args.inventory \
+            else {"plan": _flag_plan(args)}
     except (KeyError, ValueError, OSError) as exc:
         print(f"r1deploy plan: {exc}", file=sys.stderr)
         return 2
@@ -90,17 +93,51 @@ def _gpu(args: argparse.Namespace):
     return known
 
 
-def _inventory_plans(path: str, config: str | None) -> dict[str, Plan]:
+def _inventory_plans(path: str, config: str | None, bench: str | None = None) -> dict[str, Plan]:
     """Every node host's plan; --config supplies the config.json of a model the catalog lacks."""
     from r1deploy.inventory import load_specs
 
     model_config = json.loads(Path(config).read_text()) if config else None
     specs = load_specs(path)
+    nodes = {name: spec for name, spec in specs.items() if spec.fleet.role == "node"}
+    measured, why, served = _measured_share(nodes, bench)
     try:
-        return {name: plan_for_spec(spec, model_config=model_config)
-                for name, spec in specs.items() if spec.fleet.role == "node"}
+        plans = {name: plan_for_spec(measured(spec) if name in served else spec, model_config=model_config)
+                 for name, spec in nodes.items()}
     except KeyError as exc:
         raise KeyError(f"{exc.args[0]}; pass --config path/to/config.json for it") from None
+    for name in served:
+        plans[name].reasons.append(why)
+    return plans
+
+
+def _measured_share(nodes: dict, bench: str | None):
+    """With an `r1deploy bench` summary (--bench DIR, else reports/bench/<fleet_release>/): each node's
+    plan_tokens_per_day is its share of what the fleet measurably served within the SLO."""
+    from r1deploy.bench import SUMMARY_FILE, measured_tokens_per_day
+
+    first = next(iter(nodes.values()), None)
+    directory = Path(bench or f"reports/bench/{first.fleet.release if first else '-'}")
+    if not (directory / SUMMARY_FILE).exists():
+        if bench:
+            raise ValueError(f"--bench {bench}: no {SUMMARY_FILE} there (run `r1deploy bench` first)")
+        return None, "", set()
+    summary = json.loads((directory / SUMMARY_FILE).read_text())
+    # The sweep went through a gateway: it measured the nodes serving its model (all, if it does not say).
+    model = summary.get("meta", {}).get("model")
+    served = {n for n, s in nodes.items() if s.model.name == model} or set(nodes)
+    slo_s = nodes[min(served)].monitor.slo_ttft_p99_s
+    per_day = measured_tokens_per_day(summary, slo_s * 1000)
+    if per_day is None:
+        raise ValueError(f"{directory}: no sweep point met the TTFT p99 SLO ({slo_s} s)")
+    share = per_day / len(served)
+
+    def with_share(spec):
+        return spec.model_copy(update={"plan": spec.plan.model_copy(update={"tokens_per_day": share})})
+
+    return with_share, (f"tokens/day measured by r1deploy bench {summary['release']}: {per_day:,.0f} for the "
+                        f"{len(served)} node(s) behind the gateway within the SLO, {share:,.0f} each "
+                        f"({directory})"), served
 
 
 def render_table(p: Plan, title: str | None = None) -> str:

@@ -302,6 +302,36 @@ class PlanSection(_Section):
     tokens_per_day: float | None = Field(default=None, ge=0)
 
 
+class MonitorSection(_Section):
+    """Keys ``monitor_*``: Prometheus, its exporters and alerts, and the SLO the fleet is held to."""
+
+    enable: bool = True
+    # The inventory host that runs Prometheus (an ops host or a gateway); None: the first gateway.
+    host: str | None = None
+    port: int = Field(default=9090, ge=1, le=65535)
+    retention_days: int = Field(default=15, ge=1)
+    retention_size_gib: int | None = Field(default=None, ge=1)
+    scrape_interval_s: int = Field(default=15, ge=1, le=300)
+    node_exporter_port: int = Field(default=9100, ge=1, le=65535)
+    # The node exporter's textfile collector: the drift check's r1-drift.prom goes here.
+    textfile_dir: str = "/var/lib/prometheus/node-exporter"
+    # DCGM exporter on GPU nodes: unit and counters always rendered; installed where NVIDIA's repo is.
+    dcgm_exporter_port: int = Field(default=9400, ge=1, le=65535)
+    dcgm_exporter_package: str = "datacenter-gpu-manager-exporter"
+    # The SLO: alerts page on it, and `r1deploy bench` counts goodput under it.
+    slo_ttft_p99_s: float = Field(default=2.0, gt=0)
+    slo_tpot_p99_ms: float = Field(default=100.0, gt=0)
+    # How long vLLM's /metrics may not answer before R1VllmDown fires (a restart takes less).
+    vllm_down_for_s: int = Field(default=60, ge=1)
+    kv_cache_high: float = Field(default=0.9, gt=0, le=1)
+    kv_cache_high_for_min: int = Field(default=10, ge=1)
+    queue_growing_for_min: int = Field(default=5, ge=1)
+    disk_free_min_pct: float = Field(default=10.0, gt=0, lt=100)
+    drift_max_age_h: float = Field(default=26.0, gt=0)
+    # `r1deploy bench`: a point slower than the previous release by more than this is a regression.
+    bench_regression_pct: float = Field(default=10.0, gt=0)
+
+
 class Spec(_Section):
     fleet: FleetSection = Field(default_factory=FleetSection)
     model: ModelSection
@@ -313,6 +343,7 @@ class Spec(_Section):
     smoke: SmokeSection = Field(default_factory=SmokeSection)
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     plan: PlanSection = Field(default_factory=PlanSection)
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
 
     @model_validator(mode="after")
     def _coherent(self) -> Spec:

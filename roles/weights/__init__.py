@@ -24,7 +24,9 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
 
 from r1deploy.catalog import find_model
+from r1deploy.progress import pull_summary
 from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
+from roles._progress import ProgressCommand
 from roles._rollout import track
 from roles._secret import secret_file
 from roles._spec import host_spec
@@ -134,8 +136,11 @@ def _pull(spec, venv: str, hub_token_file: str | None, state: dict) -> None:
     if state.get("commit") == spec.model.revision and state.get("verified"):
         return
     source = "upstream" if pulls_upstream(spec, host.name) else source_of(spec, host.name)
+    # Progress lines stream at normal verbosity; one summary line per host when the pull ends.
+    command = ProgressCommand(_pull_command(spec, venv, _source_args(spec, hub_token_file)),
+                              summary=lambda lines, s: pull_summary(lines, s, source))
     track(server.shell(name=f"Pull {spec.model.repo_id}@{spec.model.revision[:12]} from {source}",
-                       commands=[_pull_command(spec, venv, _source_args(spec, hub_token_file))]))
+                       commands=[command]))
 
 
 def _seed_mirror(spec, venv: str, hub_token_file: str | None, seed_token) -> None:
