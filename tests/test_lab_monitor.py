@@ -2,17 +2,16 @@
 traffic, the drift textfile, every dashboard query answered, and the vLLM-down alert going
 pending -> firing when a node's vLLM stops.
 
-Needs root and the lab (like tests/test_lab_e2e.py, whose helpers it uses); slow. The CPU lab has no
+Needs root and the lab (the session's shared one, tests/labharness.py); slow. The CPU lab has no
 GPUs, so the DCGM panels are the only queries allowed to come back empty.
 """
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from test_lab_e2e import PY, REPO, converge, run, ssh
+from labharness import PY, REPO, converge, run, ssh
 
 from r1deploy.dashboard import build_dashboard, concrete, panel_queries
 
@@ -20,19 +19,10 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def lab():
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    up = run(PY, "-m", "lab", "up", "--nodes", "2", timeout=1200)
-    assert up.returncode == 0, up.stderr[-3000:]
-    info = json.loads(up.stdout)
-    first = converge()
+def lab(fleet):
+    lab, first = fleet  # the session's shared lab (tests/labharness.py), converged once
     assert first.returncode == 0, first.out[-8000:]
-    yield info
-    down = run(PY, "-m", "lab", "down", timeout=300)
-    assert down.returncode == 0, down.stderr[-3000:]
+    return lab
 
 
 def ip_of(lab, role: str) -> list[tuple[str, str]]:
