@@ -90,3 +90,20 @@ def test_vendor_from_pci_devices():
     assert gpu_vendor.choose("auto", found)[0] == "amd"
     assert gpu_vendor.choose("auto", {}) == (None, "no NVIDIA or AMD GPU on the PCI bus: set gpu_vendor")
     assert gpu_vendor.choose("nvidia", found)[0] == "nvidia"
+
+
+def test_rocm_nodes_get_the_planners_aiter_env_and_a_pinned_container():
+    from r1deploy.render import service_env
+    from r1deploy.rocm_vllm import exec_start
+    from r1deploy.spec import Spec
+
+    def spec(device, gpu):
+        return Spec.model_validate({"model": {"repo_id": "deepseek-ai/DeepSeek-R1", "revision": "a" * 40},
+                                    "vllm": {"device": device}, "plan": {"gpu": gpu}})
+    assert service_env(spec("rocm", "MI300X"))["VLLM_ROCM_USE_AITER"] == "1"
+    assert "VLLM_ROCM_USE_AITER" not in service_env(spec("rocm", "MI250X"))  # CDNA2: no AITER recipe
+    assert "VLLM_ROCM_USE_AITER" not in service_env(spec("cuda", "H200"))
+    line = exec_start("docker.io/rocm/vllm:tag1", "/etc/r1deploy/current/vllm.env", ["/var/lib/r1deploy"])
+    assert "--device=/dev/kfd --device=/dev/dri" in line and line.endswith("docker.io/rocm/vllm:tag1 vllm serve")
+    with pytest.raises(ValueError, match="must carry a tag"):
+        exec_start("docker.io/rocm/vllm", "/e", [])
