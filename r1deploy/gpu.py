@@ -31,6 +31,8 @@ SIM_DIR = "/var/lib/r1deploy-gpu-sim"
 SIM_PROC_VERSION = f"{SIM_DIR}/proc-driver-version"
 SIM_NVSWITCH = f"{SIM_DIR}/nvswitch.txt"
 SIM_SWITCH = "/etc/r1deploy/gpu-simulation"
+SIM_KERNEL_LOG = f"{SIM_DIR}/kernel-log.txt"  # the simulated kernel's messages (XIDs the lab injects)
+KERNEL_LOG_READ = "R1DEPLOY_KERNEL_LOG_READ"  # printed after a kernel log that could be read
 PROC_VERSION = "/proc/driver/nvidia/version"
 
 SMI_FAILED = "NVIDIA-SMI has failed"
@@ -73,14 +75,15 @@ PROBES: dict[str, tuple[str, str]] = {
     # one, else the ring buffer (which may need root: kernel.dmesg_restrict).
     "kernel_log": (
         "kernel-log.txt",
-        "journalctl -k -b -q --no-pager -o short-monotonic 2>/dev/null || dmesg 2>/dev/null "
-        f"|| echo {MISSING} kernel log",
+        "{ journalctl -k -b -q --no-pager -o short-monotonic 2>/dev/null || dmesg 2>/dev/null; } "
+        f"&& echo {KERNEL_LOG_READ} || echo {MISSING} kernel log",
     ),
 }
 
 _SIMULATED = {
     "proc_version": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_PROC_VERSION} 2>/dev/null; }} || ",
     "nvswitch": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_NVSWITCH} 2>/dev/null; }}; ",
+    "kernel_log": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_KERNEL_LOG} 2>/dev/null; }}; ",
 }
 
 

@@ -39,8 +39,9 @@ class KernelEvent:
 
 
 def kernel_events(text: str) -> list[KernelEvent] | None:
-    """GPU events in a kernel log; None when the log could not be read."""
-    if not text.strip() or text.strip().startswith(gpu.MISSING):
+    """GPU events in a kernel log; None when the log could not be read (the probe prints
+    gpu.KERNEL_LOG_READ after a log it could read, even an empty one)."""
+    if text.lstrip().startswith(gpu.MISSING) or not text.strip():
         return None
     events = []
     for line in text.splitlines():

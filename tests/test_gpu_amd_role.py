@@ -46,7 +46,7 @@ def converged(os_key="ubuntu2404", rocm="6.4.1"):
                 "rocm-smi-lib": (ROCM_SMI[rocm], True),
                 f"linux-headers-{kernel}": ("1", False), f"linux-modules-extra-{kernel}": ("1", False)}
     files = {KEY_ARMORED: "key", SOURCES_FILE: platform.sources(None, rocm, None),
-             REPO_PIN: repo_pin("https://repo.radeon.com"),
+             REPO_PIN: repo_pin(),
              "/etc/apt/preferences.d/r1deploy-amdgpu": preferences(
                  ["amdgpu-dkms"], DKMS[rocm], "the amdgpu driver moves only when the spec says so"),
              "/etc/apt/preferences.d/r1deploy-amd-smi-lib": preferences(
@@ -110,7 +110,7 @@ def test_mirror_url_and_separate_amdgpu_release():
     cmds = run(world(), gpu_rocm_repo_url="http://mirror.example/radeon/", gpu_amdgpu_version="6.4.1")
     assert has(cmds, "http://mirror.example/radeon/rocm/rocm.gpg.key")
     assert has(cmds, "http://mirror.example/radeon/amdgpu/6.4.1/ubuntu noble main")
-    assert has(cmds, "Pin: release o=mirror.example")
+    assert has(cmds, "Pin: release o=repo.radeon.com")  # the Release Origin a mirror keeps
 
 
 def test_missing_service_user_is_created_then_grouped():

@@ -60,6 +60,10 @@ COMMON = {
     "model_disk_margin_gib": 1,
     "gpu_expected_model": "NVIDIA H200",
     "gpu_reboot_batch_size": 2,
+    # LAB ONLY: the probes may read the simulation's files (the hosts also carry gpu.SIM_SWITCH,
+    # written by gpu_repo.sim_hardware); no PCI GPUs in a container, so the vendor is named.
+    "gpu_simulation": True,
+    "gpu_vendor": "nvidia",
 }
 NODE1 = {"gpu_driver_branch": "570", "gpu_expected_count": 1}
 NODE2 = {"gpu_driver_version": "580.126.09", "gpu_expected_count": 8}
@@ -251,10 +255,10 @@ def test_fresh_install_reboots_into_the_driver_and_the_gate_passes(lab):
     # the key came the way the role expects it: cuda-keyring from the repository
     assert lab.ssh("node1", "dpkg-query -W -f='${Version}' cuda-keyring") == "1.1-1"
     one, two = lab.packages("node1"), lab.packages("node2")
-    assert one["nvidia-driver-570-open"] == ("570.195.03-0ubuntu1", True)
+    assert one["nvidia-open-570"] == ("570.195.03-0ubuntu1", True)
     assert one["libnccl2"] == ("2.27.7-1+cuda12.9", True)  # NCCL for the CUDA 12 of branch 570
     assert "nvidia-fabricmanager-570" not in one  # PCIe: no fabric manager
-    assert two["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
+    assert two["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
     assert two["nvidia-fabricmanager-580"] == ("580.126.09-1", True)
     assert lab.ssh("node2", "systemctl is-active nvidia-fabricmanager nvidia-persistenced").split() == ["active"] * 2
     assert "loaded 570.195.03 (open)" in run.output and "nvidia-fabricmanager active (4 NVSwitch(es))" in run.output
@@ -277,8 +281,8 @@ def test_driver_branch_upgrade_reboots_and_the_gate_passes(lab):
     assert lab.boot_id("node1") != before, "node1 did not reboot into the new branch"
     pkgs = lab.packages("node1")
     # a branch without an exact version: the newest 580 in the host's apt lists
-    assert pkgs["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
-    assert "nvidia-driver-570-open" not in pkgs
+    assert pkgs["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
+    assert "nvidia-open-570" not in pkgs
     assert pkgs["libnccl2"] == ("2.28.3-1+cuda13.0", True)
     assert "loaded 580.126.09 (open)" in run.output and "node1: PASS" in run.output
     assert lab.smi("node1").driver_version == "580.126.09"
@@ -305,7 +309,7 @@ def test_fabric_manager_skew_is_caught_and_the_old_driver_stays(lab):
     assert f"[node2] version skew: {SKEW}" in first.output and "[node2] Error" in first.output
     assert f"node2: {SKEW}" in second.output
     pkgs = lab.packages("node2")
-    assert pkgs["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
+    assert pkgs["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
     assert pkgs["nvidia-fabricmanager-580"] == ("580.126.09-1", True)
     assert lab.boot_id("node2") == before
     smi = lab.smi("node2")

@@ -56,7 +56,6 @@ def driver_want(g) -> Want:
 
 
 def _repository(platform: RocmPlatform, g) -> None:
-    base = platform.base(g.rocm_repo_url)
     key = track(files.download(name="AMD ROCm signing key", src=platform.key_url(g.rocm_repo_url),
                                dest=KEY_ARMORED, mode="644"))
     if key.will_change:
@@ -64,7 +63,7 @@ def _repository(platform: RocmPlatform, g) -> None:
     changed = [key,
                files.put(name="amdgpu + ROCm apt repositories", src=StringIO(platform.sources(
                    g.rocm_repo_url, g.rocm_version, g.amdgpu_version)), dest=SOURCES_FILE, mode="644"),
-               files.put(name="AMD repository pin (rocm-pin-600)", src=StringIO(repo_pin(base)), dest=REPO_PIN,
+               files.put(name="AMD repository pin (rocm-pin-600)", src=StringIO(repo_pin()), dest=REPO_PIN,
                          mode="644")]
     available = host.get_fact(facts.AptVersions, packages=[DRIVER, *TOOLS])
     installed = {n: v for n, (v, _) in host.get_fact(facts.AmdPackages).items()}

@@ -214,8 +214,8 @@ class GpuVitals(FactBase):
 class KernelLog(FactBase):
     """The kernel's messages since this boot, as text (the gate looks for XIDs / RAS events)."""
 
-    def command(self) -> str:
-        return gpu.PROBES["kernel_log"][1]
+    def command(self, simulated: bool = False) -> str:
+        return gpu.probe("kernel_log", simulated)
 
     @staticmethod
     def default():

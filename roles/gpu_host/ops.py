@@ -186,14 +186,14 @@ def _nvidia_observation(exp: Expectations, simulated: bool, python: str | None) 
         host.get_fact(facts.FabricManagerState), host.get_fact(facts.NvLinkStatus),
         host.get_fact(facts.DcgmDiag) if exp.dcgm else None,
         host.get_fact(facts.GpuVitals) if exp.deep else None,
-        host.get_fact(facts.KernelLog) if exp.deep else None,
+        host.get_fact(facts.KernelLog, simulated=simulated) if exp.deep else None,
         host.get_fact(facts.AllReduce, python=python) if exp.allreduce != "no" and python else None,
     )
 
 
 def _amd_observation(exp: Expectations, simulated: bool, python: str | None) -> amd_gate.AmdObservation:
     out = {name: host.get_fact(facts.AmdSmi, probe=name, simulated=simulated) for name in amd.PROBES}
-    out["kernel_log"] = host.get_fact(facts.KernelLog) if exp.deep else None
+    out["kernel_log"] = host.get_fact(facts.KernelLog, simulated=simulated) if exp.deep else None
     dkms = host.get_fact(facts.AmdPackages).get("amdgpu-dkms")
     obs = amd_gate.AmdObservation.from_outputs(out, amd.dkms_module_version(dkms[0]) if dkms else None)
     if exp.allreduce != "no" and python:

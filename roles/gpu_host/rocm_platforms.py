@@ -61,8 +61,11 @@ def rocm_platform_for(os_id: str | None, version_id: str | None) -> RocmPlatform
     return ROCM_PLATFORMS.get(((os_id or "").lower(), version_id or ""))
 
 
-def repo_pin(base: str) -> str:
-    """AMD's rocm-pin-600, for the origin the repository lines point at."""
-    origin = base.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+ORIGIN = "repo.radeon.com"  # the Origin field of AMD's Release files; a mirror copies it as is
+
+
+def repo_pin() -> str:
+    """AMD's rocm-pin-600: `o=` matches the Release file's Origin, not the URL's host, so it is
+    the same for AMD's servers and for mirrors of them."""
     return (f"# Managed by r1deploy (gpu_host, AMD): AMD's packages over the distribution's\n"
-            f"Package: *\nPin: release o={origin}\nPin-Priority: 600\n")
+            f"Package: *\nPin: release o={ORIGIN}\nPin-Priority: 600\n")
