@@ -181,3 +181,20 @@ def test_dcgm_stub_diag_parses(repo, tmp_path):
     extract(repo, "datacenter-gpu-manager-4-cuda13", tmp_path)
     out = subprocess.run(["sh", str(tmp_path / "usr/bin/dcgmi"), "diag", "-r", "1"], capture_output=True, text=True)
     assert gpu.parse_dcgm_diag(out.stdout) == (True, "1 diagnostic(s) passed")
+
+
+@pytest.mark.parametrize("distro", ["ubuntu2204", "ubuntu2404", "debian12"])
+def test_the_simulated_repository_has_every_name_the_role_installs(tmp_path, distro):
+    """The repository is built from lab/nvidia_names.py, the role asks by roles/gpu_host/
+    nvidia_names.py: apt must find each (branch, flavour) the role can ask for."""
+    from roles.gpu_host.nvidia_names import driver_names
+
+    contents = gpu_repo.Contents(drivers=("570.195.03", "580.159.04", "590.44.01"), kernel_release="6.8.0-88-generic")
+    repo = gpu_repo.build_repo(tmp_path / "repo", BASE, distros=(distro,), contents=contents)
+    apt = Apt(tmp_path / "apt", f"deb [signed-by={repo.keyring}] file://{repo.root}/{distro}/x86_64/ /\n")
+    apt("apt-get", "update")
+    for branch in ("570", "580", "590"):
+        for open_modules in (True, False):
+            names = driver_names(distro, branch, open_modules)
+            for name in (names.driver, names.fabricmanager):
+                assert apt("apt-cache", "madison", name).strip(), f"{distro} {branch}: no {name} in the simulated repo"
