@@ -14,8 +14,8 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 from factharness import World, changed_ops, plan  # noqa: E402
 
 from roles.gpu_host import facts, gpu_host, ops  # noqa: E402
-from roles.gpu_host.amd import KEY_ARMORED, REPO_PIN, SOURCES_FILE  # noqa: E402
-from roles.gpu_host.rocm_platforms import ROCM_PLATFORMS, repo_pin  # noqa: E402
+from roles.gpu_host.amd import REPO_PIN, SOURCES_FILE  # noqa: E402
+from roles.gpu_host.rocm_platforms import KEYRING, ROCM_PLATFORMS, repo_pin  # noqa: E402
 from roles.gpu_host.versions import preferences  # noqa: E402
 
 MODEL = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "a" * 40, "gpu_vendor": "auto"}
@@ -45,7 +45,7 @@ def converged(os_key="ubuntu2404", rocm="6.4.1"):
     packages = {"amdgpu-dkms": (DKMS[rocm], True), "amd-smi-lib": (SMI[rocm], True),
                 "rocm-smi-lib": (ROCM_SMI[rocm], True),
                 f"linux-headers-{kernel}": ("1", False), f"linux-modules-extra-{kernel}": ("1", False)}
-    files = {KEY_ARMORED: "key", SOURCES_FILE: platform.sources(None, rocm, None),
+    files = {KEYRING: "key", SOURCES_FILE: platform.sources(None, rocm, None),
              REPO_PIN: repo_pin(),
              "/etc/apt/preferences.d/r1deploy-amdgpu": preferences(
                  ["amdgpu-dkms"], DKMS[rocm], "the amdgpu driver moves only when the spec says so"),
@@ -70,10 +70,10 @@ def has(commands, text):
 def test_fresh_amd_host_gets_repos_pinned_driver_groups_and_reboot(os_key, rocm):
     _, codename, kernel = OS[os_key]
     cmds = run(world(os_key), gpu_rocm_version=rocm)
-    assert has(cmds, "https://repo.radeon.com/rocm/rocm.gpg.key") and has(cmds, "gpg --batch --yes --dearmor")
-    assert has(cmds, f"upload {SOURCES_FILE}\ndeb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+    assert has(cmds, "https://repo.radeon.com/rocm/rocm.gpg.key") and has(cmds, "/etc/apt/keyrings/rocm.asc")
+    assert has(cmds, f"upload {SOURCES_FILE}\ndeb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.asc] "
                      f"https://repo.radeon.com/amdgpu/{rocm}/ubuntu {codename} main\n"
-                     f"deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] https://repo.radeon.com/rocm/apt/{rocm} {codename} main")
+                     f"deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.asc] https://repo.radeon.com/rocm/apt/{rocm} {codename} main")
     assert has(cmds, "Pin: release o=repo.radeon.com\nPin-Priority: 600")
     assert has(cmds, f"linux-headers-{kernel} linux-modules-extra-{kernel}")
     assert has(cmds, f"amdgpu-dkms={DKMS[rocm]}") and has(cmds, "apt-mark hold amdgpu-dkms")

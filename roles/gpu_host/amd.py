@@ -18,7 +18,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import KernelVersion, LinuxDistribution
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files
 
 from r1deploy import amd
 from roles._rollout import track
@@ -38,7 +38,6 @@ from roles.gpu_host.versions import Want
 PIN_DIR = "/etc/apt/preferences.d"
 SOURCES_FILE = "/etc/apt/sources.list.d/rocm.list"
 REPO_PIN = f"{PIN_DIR}/rocm-pin-600"
-KEY_ARMORED = f"{KEYRING}.key"
 
 
 def _platform() -> RocmPlatform:
@@ -57,9 +56,7 @@ def driver_want(g) -> Want:
 
 def _repository(platform: RocmPlatform, g) -> None:
     key = track(files.download(name="AMD ROCm signing key", src=platform.key_url(g.rocm_repo_url),
-                               dest=KEY_ARMORED, mode="644"))
-    if key.will_change:
-        server.shell(name="Dearmor the ROCm key", commands=[f"gpg --batch --yes --dearmor -o {KEYRING} {KEY_ARMORED}"])
+                               dest=KEYRING, mode="644"))
     changed = [key,
                files.put(name="amdgpu + ROCm apt repositories", src=StringIO(platform.sources(
                    g.rocm_repo_url, g.rocm_version, g.amdgpu_version)), dest=SOURCES_FILE, mode="644"),

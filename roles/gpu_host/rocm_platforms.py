@@ -2,7 +2,9 @@
 
 Source: AMD's "ROCm installation for Linux", Ubuntu native (package manager) installation,
 https://rocm.docs.amd.com/projects/install-on-linux/en/latest/install/install-methods/package-manager/package-manager-ubuntu.html
-- key: <base>/rocm/rocm.gpg.key, dearmored to /etc/apt/keyrings/rocm.gpg;
+- key: <base>/rocm/rocm.gpg.key, which AMD dearmors to /etc/apt/keyrings/rocm.gpg; we keep it
+  armored as /etc/apt/keyrings/rocm.asc (apt reads armored keys by that extension), so the
+  host needs no gpg;
 - `deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] <base>/amdgpu/<version>/ubuntu <codename> main`
   (the amdgpu-dkms kernel driver) and `... <base>/rocm/apt/<version> <codename> main` (ROCm);
 - `/etc/apt/preferences.d/rocm-pin-600`: "Package: * / Pin: release o=repo.radeon.com / Pin-Priority: 600";
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 AMD_REPO = "https://repo.radeon.com"
 KEY_PATH = "rocm/rocm.gpg.key"
-KEYRING = "/etc/apt/keyrings/rocm.gpg"
+KEYRING = "/etc/apt/keyrings/rocm.asc"
 SOURCE = ("https://rocm.docs.amd.com/projects/install-on-linux/en/latest/install/install-methods/"
           "package-manager/package-manager-ubuntu.html")
 DRIVER = "amdgpu-dkms"
