@@ -156,6 +156,9 @@ def user_in_groups(user: str, groups: list[str]):
         current = []
     missing = [g for g in groups if g not in current]
     if missing:
+        # render is made by udev on most hosts, not on all (minimal images, containers)
+        for group in missing:
+            yield StringCommand(f"getent group {group} >/dev/null || groupadd --system {group}")
         yield StringCommand("usermod -a -G", ",".join(missing), user)
 
 
