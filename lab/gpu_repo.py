@@ -36,6 +36,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from lab.nvidia_names import NAMES  # noqa: E402  (the lab's own table, not the role's)
 from r1deploy import gpu  # noqa: E402
 from roles.gpu_host.platforms import (  # noqa: E402
     ARCH_DIR,
@@ -197,9 +198,9 @@ def _recordings(source: Path) -> dict[str, tuple[bytes, int]]:
             for f in sorted(source.glob("*/*")) if f.is_file()}
 
 
-def _driver(branch_version: str, open_modules: bool, recordings: dict) -> Stub:
+def _driver(branch_version: str, open_modules: bool, recordings: dict, distro: str) -> Stub:
     branch = branch_version.split(".")[0]
-    name = f"nvidia-driver-{branch}-open" if open_modules else f"nvidia-driver-{branch}"
+    name = NAMES[(distro, branch, "open" if open_modules else "proprietary")][0]
     return Stub(name, f"{branch_version}-0ubuntu1", {
         "/usr/bin/nvidia-smi": (_fill(NVIDIA_SMI), 0o755),
         "/usr/bin/nvidia-persistenced": (DAEMON, 0o755),
@@ -214,9 +215,9 @@ def _driver(branch_version: str, open_modules: bool, recordings: dict) -> Stub:
         postinst="systemctl enable r1deploy-gpu-sim-boot.service >/dev/null 2>&1 || true\n")
 
 
-def _fabricmanager(branch_version: str) -> Stub:
+def _fabricmanager(branch_version: str, distro: str) -> Stub:
     branch = branch_version.split(".")[0]
-    return Stub(f"nvidia-fabricmanager-{branch}", f"{branch_version}-1", {
+    return Stub(NAMES[(distro, branch, "open")][1], f"{branch_version}-1", {
         "/usr/bin/nv-fabricmanager": (_fill(FABRICMANAGER, VERSION=branch_version), 0o755),
         "/lib/systemd/system/nvidia-fabricmanager.service": (
             _unit("NVIDIA fabric manager stand-in", "/usr/bin/nv-fabricmanager"), 0o644),
@@ -260,13 +261,20 @@ def _system_stubs(kernel_release: str) -> list[Stub]:
             Stub("dkms", "0.sim-1", {"/usr/share/doc/dkms/SIMULATION": (LABEL + "\n", 0o644)}, arch="all")]
 
 
-def stubs(contents: Contents, recordings: Path = RECORDINGS) -> list[Stub]:
-    """Every package the repository offers (the keyring is added per distro)."""
+def named_stubs(contents: Contents, distro: str, recordings: Path = RECORDINGS) -> list[Stub]:
+    """The packages whose names differ per distro and branch (lab/nvidia_names.py)."""
     recorded = _recordings(recordings)
     out: list[Stub] = []
     for version in contents.drivers:
-        out += [_driver(version, True, recorded), _driver(version, False, recorded)]
-    out += [_fabricmanager(v) for v in (contents.drivers if contents.fabricmanager is None else contents.fabricmanager)]
+        out += [_driver(version, True, recorded, distro), _driver(version, False, recorded, distro)]
+    return out + [_fabricmanager(v, distro)
+                  for v in (contents.drivers if contents.fabricmanager is None else contents.fabricmanager)]
+
+
+def stubs(contents: Contents, recordings: Path = RECORDINGS) -> list[Stub]:
+    """Every package of the repository with the same name on every distro (the driver and
+    fabric manager come from named_stubs, the keyring is added per distro)."""
+    out: list[Stub] = []
     for version in contents.nccl:
         out += _nccl(version)
     out += [_toolkit(v) for v in contents.cuda_toolkits]
@@ -377,6 +385,7 @@ def build_repo(root: Path, base_url: str, *, distros: tuple[str, ...] | None = N
                     shutil.rmtree(directory)
                 directory.mkdir(parents=True)
                 debs = [Path(shutil.copy2(d, directory)) for d in shared]
+                debs += [build_deb(s, directory) for s in named_stubs(contents, distro, recordings)]
                 debs.append(build_deb(_keyring(distro, repo.url(distro), key), directory))
                 assert debs[-1].name == KEYRING_DEB, debs[-1].name  # the name the role downloads
                 index = packages_index(debs)
@@ -395,6 +404,9 @@ def sim_hardware(recording: str, rootfs: Path = Path("/"), nvswitch: str | None 
     NVSwitch devices the probes see (default: the recording's own nvswitch.txt, if any)."""
     sim = Path(rootfs) / gpu.SIM_DIR.lstrip("/")
     sim.mkdir(parents=True, exist_ok=True)
+    switch = Path(rootfs) / gpu.SIM_SWITCH.lstrip("/")  # the lab's half of the simulation switch
+    switch.parent.mkdir(parents=True, exist_ok=True)
+    switch.write_text(f"{LABEL}: probes may read {gpu.SIM_DIR} (with gpu_simulation = True)\n")
     (sim / "host").write_text(recording + "\n")
     recorded = RECORDINGS / recording / "nvswitch.txt"
     text = nvswitch if nvswitch is not None else (recorded.read_text() if recorded.exists() else "")

@@ -23,10 +23,16 @@ NO_SYSTEMD = "R1DEPLOY_NO_SYSTEMD"
 
 # SIMULATION ONLY (lab/gpu_repo.py): lab hosts cannot change /proc or grow PCI devices, so the
 # simulated "kernel module" writes its version here at boot and the lab declares NVSwitches
-# here; the probes prefer these files when present. They never exist on real hosts.
+# here. The probes read these files only in their `simulated` form (probe(name, simulated=True)),
+# which the role uses only when the host data says gpu_simulation = True (only the lab's
+# inventory does) AND the host carries SIM_SWITCH (only the lab writes it): leftovers of a
+# simulation on a real host can never fake its driver.
 SIM_DIR = "/var/lib/r1deploy-gpu-sim"
 SIM_PROC_VERSION = f"{SIM_DIR}/proc-driver-version"
 SIM_NVSWITCH = f"{SIM_DIR}/nvswitch.txt"
+SIM_SWITCH = "/etc/r1deploy/gpu-simulation"
+SIM_KERNEL_LOG = f"{SIM_DIR}/kernel-log.txt"  # the simulated kernel's messages (XIDs the lab injects)
+KERNEL_LOG_READ = "R1DEPLOY_KERNEL_LOG_READ"  # printed after a kernel log that could be read
 PROC_VERSION = "/proc/driver/nvidia/version"
 
 SMI_FAILED = "NVIDIA-SMI has failed"
@@ -45,7 +51,7 @@ PROBES: dict[str, tuple[str, str]] = {
     "query_gpu": ("query-gpu.csv", _guarded("nvidia-smi", QUERY_GPU)),
     "proc_version": (
         "proc-driver-version.txt",
-        f"cat {SIM_PROC_VERSION} 2>/dev/null || cat {PROC_VERSION} 2>/dev/null || echo {MISSING} {PROC_VERSION}",
+        f"cat {PROC_VERSION} 2>/dev/null || echo {MISSING} {PROC_VERSION}",
     ),
     "smi_q": ("nvidia-smi-q.txt", _guarded("nvidia-smi", "nvidia-smi -q")),
     "topo": ("topo.txt", _guarded("nvidia-smi", "nvidia-smi topo -m")),
@@ -54,7 +60,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "nvswitch.txt",
         # NVSwitch chips are PCI bridges (class 0680) of vendor 10de; /dev nodes appear once
         # the driver binds them. Either one is evidence of an HGX/DGX baseboard.
-        f"{{ cat {SIM_NVSWITCH} 2>/dev/null; ls -1 /dev/nvidia-nvswitch* 2>/dev/null; "
+        "{ ls -1 /dev/nvidia-nvswitch* 2>/dev/null; "
         "lspci -n -d 10de: 2>/dev/null | grep ' 0680: ' || true; } | cat",
     ),
     "fabricmanager": (
@@ -65,7 +71,29 @@ PROBES: dict[str, tuple[str, str]] = {
     "dcgm": ("dcgm-diag.txt", _guarded("dcgmi", "dcgmi diag -r 1")),
     "ldconfig": ("ldconfig.txt", "ldconfig -p 2>/dev/null | grep -E 'libnccl|libcudart|libcuda\\.' || true"),
     "nvcc": ("nvcc.txt", "{ nvcc --version || /usr/local/cuda/bin/nvcc --version; } 2>/dev/null || true"),
+    # The kernel's messages since this boot (XIDs, AMD RAS events): the journal where there is
+    # one, else the ring buffer (which may need root: kernel.dmesg_restrict).
+    "kernel_log": (
+        "kernel-log.txt",
+        "{ journalctl -k -b -q --no-pager -o short-monotonic 2>/dev/null || dmesg 2>/dev/null; } "
+        f"&& echo {KERNEL_LOG_READ} || echo {MISSING} kernel log",
+    ),
 }
+
+_SIMULATED = {
+    "proc_version": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_PROC_VERSION} 2>/dev/null; }} || ",
+    "nvswitch": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_NVSWITCH} 2>/dev/null; }}; ",
+    "kernel_log": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_KERNEL_LOG} 2>/dev/null; }}; ",
+}
+
+
+def probe(name: str, simulated: bool = False) -> str:
+    """The shell command of probe `name`; `simulated` (lab hosts only) lets it read the
+    simulation's files first, and only where the lab's switch file exists."""
+    command = PROBES[name][1]
+    if simulated and name in _SIMULATED:
+        command = _SIMULATED[name] + command
+    return command
 
 
 class _Record:

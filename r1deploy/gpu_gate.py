@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from r1deploy import gpu
+from r1deploy import allreduce, gpu, gpu_health
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,18 @@ class Expectations:
     require_ecc: bool = True
     fabric_manager: str = "auto"  # auto | yes | no
     dcgm: bool = False  # run DCGM's quick diagnostic (`dcgmi diag -r 1`)
+    # The deeper gate: XIDs since boot, PCIe link, thermals, power, volatile ECC.
+    deep: bool = False
+    allreduce: str = "no"  # auto (when torch is there) | yes | no
+    interconnect: str | None = None  # the catalog's kind, for the expected all-reduce figure
 
     @classmethod
-    def from_spec(cls, section) -> Expectations:
+    def from_spec(cls, section, interconnect: str | None = None) -> Expectations:
         """From a GpuSection (duck-typed so this module stays free of pydantic)."""
         return cls(section.expected_model, section.expected_count, section.min_memory_mib,
                    section.driver_branch, section.driver_version, section.open_kernel_modules,
-                   section.require_ecc, section.fabric_manager, section.dcgm)
+                   section.require_ecc, section.fabric_manager, section.dcgm,
+                   getattr(section, "deep_gate", False), getattr(section, "allreduce", "no"), interconnect)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class Observation:
     fabricmanager: str | None
     nvlink: dict | None
     dcgm: tuple[bool | None, str] | None = None
+    vitals: list[gpu_health.GpuVitals] | None = None  # from nvidia-smi -q
+    kernel_log: str | None = None  # raw text: the check tells "unreadable" from "clean"
+    allreduce: dict | None = None
 
     @classmethod
     def from_outputs(cls, out: dict[str, str | None]) -> Observation:
@@ -64,6 +72,9 @@ class Observation:
             parsed("fabricmanager", gpu.parse_fabricmanager),
             parsed("nvlink", gpu.parse_nvlink_status),
             parsed("dcgm", gpu.parse_dcgm_diag),
+            parsed("smi_q", gpu_health.vitals),
+            out.get("kernel_log"),
+            parsed("allreduce", allreduce.parse),
         )
 
 
@@ -181,7 +192,23 @@ def run_gate(host: str, obs: Observation, exp: Expectations) -> list[Check]:
             records.append(("nvlink", *nvlink))
         if exp.dcgm:
             records.append(("dcgm", *(obs.dcgm or (None, "dcgmi diag not captured"))))
+        records.extend(deep_records(obs, exp))
     return [Check(host, name, ok, detail) for name, ok, detail in records]
+
+
+def deep_records(obs: Observation, exp: Expectations) -> list[tuple[str, bool | None, str]]:
+    records = []
+    if exp.deep:
+        records += [("xid", *gpu_health.kernel_check(obs.kernel_log)),
+                    ("pcie-link", *gpu_health.pcie_check(obs.vitals)),
+                    ("thermals", *gpu_health.thermal_check(obs.vitals)),
+                    ("power", *gpu_health.power_check(obs.vitals)),
+                    ("ecc-volatile", *gpu_health.volatile_ecc_check(obs.vitals))]
+    if exp.allreduce != "no":
+        found = allreduce.check(obs.allreduce, exp.interconnect, required=exp.allreduce == "yes")
+        if found:
+            records.append(("nccl-allreduce", *found))
+    return records
 
 
 def exit_code(checks: list[Check]) -> int:
@@ -208,17 +235,22 @@ def render_table(checks: list[Check]) -> str:
 def outputs_from_dir(directory: str | Path) -> dict[str, str | None]:
     """Recorded outputs by their fixture file names; a missing file is a probe not captured."""
     base = Path(directory)
+    files = {**{name: fname for name, (fname, _) in gpu.PROBES.items()}, "allreduce": ALLREDUCE_FILE}
     return {name: (base / fname).read_text(errors="replace") if (base / fname).is_file() else None
-            for name, (fname, _) in gpu.PROBES.items()}
+            for name, fname in files.items()}
 
 
-def outputs_from_local(dcgm: bool = False) -> dict[str, str | None]:
+ALLREDUCE_FILE = "allreduce.json"
+
+
+def outputs_from_local(dcgm: bool = False, allreduce_python: str | None = None) -> dict[str, str | None]:
     """Run the probes here, as the pyinfra facts would run them over SSH (DCGM's diagnostic
-    takes a while and only runs when asked for)."""
+    and the all-reduce take a while and only run when asked for)."""
+    commands = {name: command for name, (_, command) in gpu.PROBES.items() if name != "dcgm" or dcgm}
+    if allreduce_python:
+        commands["allreduce"] = allreduce.command(allreduce_python)
     out: dict[str, str | None] = {}
-    for name, (_, command) in gpu.PROBES.items():
-        if name == "dcgm" and not dcgm:
-            continue
+    for name, command in commands.items():
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=600)
         out[name] = done.stdout
     return out
@@ -231,7 +263,7 @@ def save_outputs(outputs: dict[str, str | None], checks: list[Check], directory:
     base.mkdir(parents=True, exist_ok=True)
     for name, text in outputs.items():
         if text is not None:
-            (base / gpu.PROBES[name][0]).write_text(text)
+            (base / (ALLREDUCE_FILE if name == "allreduce" else gpu.PROBES[name][0])).write_text(text)
     (base / "gate.json").write_text(to_json(checks) + "\n")
     (base / "gate.txt").write_text(render_table(checks) + "\n")
 
@@ -257,6 +289,12 @@ def expectations_from_args(args: argparse.Namespace) -> Expectations:
     }
     if args.dcgm:
         overrides["dcgm"] = True
+    if args.deep:
+        overrides["deep"] = True
+    if args.allreduce:
+        overrides["allreduce"] = args.allreduce
+    if args.interconnect:
+        overrides["interconnect"] = args.interconnect
     values = {**asdict(base), **{k: v for k, v in overrides.items() if v is not None}}
     if args.no_ecc:
         values["require_ecc"] = False
@@ -271,7 +309,8 @@ def _gpu_check(args: argparse.Namespace) -> int:
     except Exception as exc:  # a bad inventory: say so, "could not check"
         print(f"gpu-check: {exc}", file=sys.stderr)
         return 2
-    outputs = outputs_from_dir(args.from_dir) if args.from_dir else outputs_from_local(exp.dcgm)
+    python = args.allreduce_python if exp.allreduce != "no" else None
+    outputs = outputs_from_dir(args.from_dir) if args.from_dir else outputs_from_local(exp.dcgm, python)
     host = args.host or (Path(args.from_dir).name if args.from_dir else "localhost")
     checks = run_gate(host, Observation.from_outputs(outputs), exp)
     if args.save_dir:
@@ -301,6 +340,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fabric-manager", choices=["auto", "yes", "no"])
     p.add_argument("--no-ecc", action="store_true", help="do not require ECC")
     p.add_argument("--dcgm", action="store_true", help="also run DCGM's quick diagnostic (dcgmi diag -r 1)")
+    p.add_argument("--deep", action="store_true",
+                   help="also XIDs since boot, PCIe link, thermals, power, volatile ECC")
+    p.add_argument("--allreduce", choices=["auto", "yes", "no"], help="NCCL all-reduce across this host's GPUs")
+    p.add_argument("--allreduce-python", default=sys.executable, help="python with torch for the all-reduce")
+    p.add_argument("--interconnect", help="catalog interconnect kind (nvswitch, nvlink, pcie, infinity-fabric)")
     p.add_argument("--save-dir", help="write the probe outputs (fixture names) and the verdict here")
     p.add_argument("--json", action="store_true", help="JSON records instead of a table")
     p.set_defaults(func=_gpu_check)

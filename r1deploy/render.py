@@ -137,6 +137,10 @@ def service_env(spec: Spec, host_ip: str | None = None) -> dict[str, str]:
     ip = v.host_ip or host_ip
     if ip:
         env["VLLM_HOST_IP"] = ip  # else vLLM's internal queues may bind another address
+    if v.device == "rocm":  # the planner's ROCm recipe (VLLM_ROCM_USE_AITER on MI300)
+        from r1deploy.rocm_vllm import recipe_env_for
+
+        env.update(recipe_env_for(spec))
     if v.device == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(v.cpu_kvcache_space_gib)
         if v.cpu_omp_threads_bind:

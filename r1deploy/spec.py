@@ -154,7 +154,7 @@ class InstallSection(_Section):
 class VllmSection(_Section):
     """Keys ``vllm_*``: the serving engine and its service."""
 
-    device: Literal["cuda", "cpu"] = "cuda"
+    device: Literal["cuda", "rocm", "cpu"] = "cuda"
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     user: str = "vllm"
@@ -213,9 +213,11 @@ class GatewaySection(_Section):
 
 
 class GpuSection(_Section):
-    """Keys ``gpu_*``: NVIDIA host provisioning and the verification gate."""
+    """Keys ``gpu_*``: GPU host provisioning (NVIDIA or AMD) and the verification gate."""
 
     manage: bool = True
+    # auto: from the PCI devices the host has (vendor 10de NVIDIA, 1002 AMD; display/accelerator class)
+    vendor: Literal["auto", "nvidia", "amd"] = "auto"
     expected_model: str | None = None
     expected_count: int | None = Field(default=None, ge=1)
     min_memory_mib: int | None = Field(default=None, ge=1)
@@ -231,6 +233,17 @@ class GpuSection(_Section):
     allow_reboot: bool = True
     reboot_batch_size: int = Field(default=1, ge=1)
     require_ecc: bool = True
+    # The deeper gate (XIDs/RAS since boot, PCIe link, thermals, power, volatile ECC) and the
+    # NCCL/RCCL all-reduce over the node's GPUs (auto: when the python below has torch).
+    deep_gate: bool = True
+    allreduce: Literal["auto", "yes", "no"] = "auto"
+    allreduce_python: str | None = None  # default: the vLLM venv's python
+    # AMD: ROCm and the amdgpu driver from AMD's apt repositories (or a mirror of their layout).
+    rocm_version: str = "6.4.1"
+    amdgpu_version: str | None = None  # default: the ROCm version (AMD's repo names it so up to 6.4)
+    rocm_repo_url: str | None = None
+    # LAB ONLY: probes may read the simulation's files (also needs the lab's switch file on the host).
+    simulation: bool = False
 
     _branch = _rule("driver_branch", check=strings.pattern(strings.DRIVER_BRANCH, 'driver branch (digits: "580")'))
     _version = _rule("driver_version", check=strings.pattern(strings.DRIVER_VERSION, 'driver version ("580.95.05")'))

@@ -50,7 +50,8 @@ class Chroot:
     def pyinfra(self, deploy: str, *data: str, dry: bool = False) -> subprocess.CompletedProcess:
         # -y would skip the change detection a dry run is for
         args = [str(PYINFRA), *([] if dry else ["-y"]), f"@chroot{self.root}", deploy, *MODEL,
-                "--data", f"gpu_cuda_repo_url={self.base_url}", "--data", "gpu_allow_reboot=False"]
+                "--data", f"gpu_cuda_repo_url={self.base_url}", "--data", "gpu_allow_reboot=False",
+                "--data", "gpu_vendor=nvidia", "--data", "gpu_simulation=True"]
         for item in data:
             args += ["--data", item]
         if dry:
@@ -90,6 +91,7 @@ def lab(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     gpu_repo.build_repo(base / "repo", url, distros=("debian12",))
+    gpu_repo.sim_hardware("h200x1-ubuntu2404", root)  # also the lab's half of the simulation switch
     server = gpu_repo.serve(base / "repo", "127.0.0.1", port)
     yield Chroot(root, url), base
     server.shutdown()
@@ -103,7 +105,7 @@ def test_fresh_install_stops_for_the_reboot_it_may_not_do(lab):
     assert ("reboot required (running kernel module none, installed driver 580.159.04); "
             "gpu_allow_reboot is False") in run.output
     pkgs = chroot.packages()
-    assert pkgs["nvidia-driver-580-open"] == ("580.159.04-0ubuntu1", True)
+    assert pkgs["nvidia-open-580"] == ("580.159.04-0ubuntu1", True)
     assert pkgs["libnccl2"] == ("2.28.3-1+cuda13.0", True) and pkgs["libnccl-dev"][1]
     assert "nvidia-fabricmanager-580" not in pkgs  # no NVSwitch declared
     assert "Pin: version 580.159.04-0ubuntu1" in (chroot.root / "etc/apt/preferences.d/r1deploy-nvidia-driver").read_text()
@@ -133,7 +135,7 @@ def test_nvswitch_brings_fabric_manager_at_the_driver_version_and_a_change_needs
     run = chroot.role("gpu_driver_version=580.126.09")
     assert "reboot required (running kernel module 580.159.04, installed driver 580.126.09)" in run.output
     pkgs = chroot.packages()
-    assert pkgs["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
+    assert pkgs["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
     assert pkgs["nvidia-fabricmanager-580"] == ("580.126.09-1", True)
     assert "Driver/library version mismatch" in chroot.sh("nvidia-smi -q || true")
 
@@ -148,4 +150,4 @@ def test_fabric_manager_skew_stops_before_the_driver_moves(lab):
     assert run.returncode != 0
     assert ("nvidia-fabricmanager-580 must equal the driver version 580.159.04 exactly, "
             "but the repository offers 580.126.09-1") in run.output
-    assert chroot.packages()["nvidia-driver-580-open"][0] == "580.126.09-0ubuntu1"
+    assert chroot.packages()["nvidia-open-580"][0] == "580.126.09-0ubuntu1"

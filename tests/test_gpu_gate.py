@@ -95,7 +95,9 @@ def test_cli_expectations_from_inventory(tmp_path, capsys):
         " 'gpu_min_memory_mib': 140000, 'model_repo_id': 'deepseek-ai/DeepSeek-R1',"
         " 'model_revision': '" + "a" * 40 + "'})]\n")
     argv = ["gpu-check", "--inventory", str(inv), "--host", "h200-a", "--from-dir"]
-    assert main([*argv, str(FIX / "h200x2-nvlink-ubuntu2404")]) == 0
+    # the spec's deep gate reads the kernel log: the recording plus a hand-made clean one
+    assert main([*argv, str(FIX / "h200x2-clean-log-handmade")]) == 0
+    assert main([*argv, str(FIX / "h200x2-nvlink-ubuntu2404")]) == 2  # no kernel log recorded
     assert main([*argv, str(FIX / "h200x1-ubuntu2404")]) == 1
     assert "1 GPU(s), expected 2" in capsys.readouterr().out
 

@@ -17,7 +17,7 @@ from pyinfra.facts.server import KernelVersion, LinuxDistribution, Which
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # tests/ and the repo root
 from factharness import World, changed_ops, plan  # noqa: E402
 
-from r1deploy import gpu  # noqa: E402
+from r1deploy import allreduce, gpu, gpu_health  # noqa: E402
 from roles.gpu_host import facts, gpu_host, gpu_verify, ops  # noqa: E402
 from roles.gpu_host.platforms import NVIDIA_CUDA_REPO  # noqa: E402
 
@@ -32,7 +32,7 @@ DRIVER = "580.159.04-0ubuntu1"
 OLD_DRIVER = "580.126.09-0ubuntu1"
 NCCL = "2.28.3-1+cuda13.0"
 REPO = {
-    "nvidia-driver-580-open": [DRIVER, OLD_DRIVER],
+    "nvidia-open-580": [DRIVER, OLD_DRIVER],
     "nvidia-fabricmanager-580": ["580.159.04-1", "580.126.09-1"],
     "libnccl2": [NCCL, "2.27.7-1+cuda12.9"],
     "libnccl-dev": [NCCL, "2.27.7-1+cuda12.9"],
@@ -50,6 +50,7 @@ def world(os_key="ubuntu2404", nvswitches=0, loaded=None, packages=None, files=N
             DebPackage: None,
             facts.NvSwitches: nvswitches,
             facts.LoadedDriver: gpu.LoadedDriver(gpu.upstream_version(loaded), True) if loaded else gpu.LoadedDriver(None),
+            facts.PciGpus: {"nvidia": ["0000:18:00.0"]},
         },
         packages=dict(packages or {}), files=dict(files or {}), services=dict(services or {}),
         repo=REPO if repo is None else repo,
@@ -60,7 +61,7 @@ def converged(os_key="ubuntu2404", nvswitches=0, base=None):
     """A host the role already finished: what its files, packages and services look like."""
     plat = {"ubuntu2204": "ubuntu2204", "ubuntu2404": "ubuntu2404", "debian12": "debian12"}[os_key]
     kernel = OS[os_key][2]
-    packages = {"cuda-keyring": ("1.1-1", False), "nvidia-driver-580-open": (DRIVER, True),
+    packages = {"cuda-keyring": ("1.1-1", False), "nvidia-open-580": (DRIVER, True),
                 "libnccl2": (NCCL, True), "libnccl-dev": (NCCL, True),
                 f"linux-headers-{kernel}": ("1", False), "dkms": ("3", False)}
     services = {"nvidia-persistenced": (True, True)}
@@ -77,7 +78,7 @@ def converged(os_key="ubuntu2404", nvswitches=0, base=None):
         role.NOUVEAU_CONF: role.NOUVEAU,
         role.PERSISTENCED_DROPIN: role.PERSISTENCED,
         "/etc/apt/preferences.d/r1deploy-nvidia-driver": preferences(
-            ["nvidia-driver-580-open"], DRIVER, "the NVIDIA driver moves only when the spec says so"),
+            ["nvidia-open-580"], DRIVER, "the NVIDIA driver moves only when the spec says so"),
         "/etc/apt/preferences.d/r1deploy-nccl": preferences(["libnccl2", "libnccl-dev"], NCCL, "NCCL built for CUDA 13"),
     }
     if nvswitches:
@@ -105,10 +106,10 @@ def test_fresh_pcie_host_gets_repo_pinned_driver_nccl_and_reboot(os_key):
     assert has(cmds, "] apt-get update")
     assert has(cmds, "upload /etc/modprobe.d/blacklist-nouveau.conf") and has(cmds, "update-initramfs -u")
     assert has(cmds, f"linux-headers-{OS[os_key][2]} dkms")
-    assert has(cmds, f"Package: nvidia-driver-580-open\nPin: version {DRIVER}\nPin-Priority: 1001")
+    assert has(cmds, f"Package: nvidia-open-580\nPin: version {DRIVER}\nPin-Priority: 1001")
     assert has(cmds, f"--allow-change-held-packages -o Dpkg::Options::=--force-confdef "
-                     f"-o Dpkg::Options::=--force-confold nvidia-driver-580-open={DRIVER}")
-    assert has(cmds, "apt-mark hold nvidia-driver-580-open")
+                     f"-o Dpkg::Options::=--force-confold nvidia-open-580={DRIVER}")
+    assert has(cmds, "apt-mark hold nvidia-open-580")
     assert has(cmds, f"libnccl2={NCCL} libnccl-dev={NCCL}") and has(cmds, "apt-mark hold libnccl2 libnccl-dev")
     assert has(cmds, "# reboot: running kernel module none, installed driver 580.159.04")
     assert has(cmds, "python _remember_boot") and has(cmds, "( sleep 1 && reboot )")
@@ -117,8 +118,8 @@ def test_fresh_pcie_host_gets_repo_pinned_driver_nccl_and_reboot(os_key):
     assert not has(cmds, "fabricmanager")
     # order: packages, then the reboot, then services started on the new driver
     index = {key: next(i for i, c in enumerate(cmds) if key in c)
-             for key in ("nvidia-driver-580-open=", "&& reboot", "start nvidia-persistenced")}
-    assert index["nvidia-driver-580-open="] < index["&& reboot"] < index["start nvidia-persistenced"]
+             for key in ("nvidia-open-580=", "&& reboot", "start nvidia-persistenced")}
+    assert index["nvidia-open-580="] < index["&& reboot"] < index["start nvidia-persistenced"]
 
 
 def test_nvswitch_host_gets_fabric_manager_equal_to_driver():
@@ -162,7 +163,7 @@ def test_mirror_url_for_keyring_and_repo():
 
 def test_current_driver_is_kept_when_the_repo_has_a_newer_one():
     w = converged()
-    w.packages["nvidia-driver-580-open"] = (OLD_DRIVER, True)
+    w.packages["nvidia-open-580"] = (OLD_DRIVER, True)
     w.facts[facts.LoadedDriver] = gpu.LoadedDriver("580.126.09", True)
     w.files["/etc/apt/preferences.d/r1deploy-nvidia-driver"] = w.files[
         "/etc/apt/preferences.d/r1deploy-nvidia-driver"].replace(DRIVER, OLD_DRIVER)
@@ -171,10 +172,10 @@ def test_current_driver_is_kept_when_the_repo_has_a_newer_one():
 
 def test_older_driver_in_branch_upgrades_when_the_spec_names_a_version():
     w = converged()
-    w.packages["nvidia-driver-580-open"] = (OLD_DRIVER, True)
+    w.packages["nvidia-open-580"] = (OLD_DRIVER, True)
     w.facts[facts.LoadedDriver] = gpu.LoadedDriver("580.126.09", True)
     cmds = run(w, gpu_driver_version="580.159.04")
-    assert has(cmds, f"nvidia-driver-580-open={DRIVER}")
+    assert has(cmds, f"nvidia-open-580={DRIVER}")
     assert has(cmds, "# reboot: running kernel module 580.126.09, installed driver 580.159.04")
 
 
@@ -182,7 +183,7 @@ def test_older_branch_and_flavor_are_replaced_in_one_transaction():
     w = world(loaded="570.195.03-0ubuntu1", packages={
         "cuda-keyring": ("1.1-1", False), "nvidia-driver-570": ("570.195.03-0ubuntu1", True)})
     cmds = run(w)
-    assert has(cmds, f"nvidia-driver-580-open={DRIVER} nvidia-driver-570-")
+    assert has(cmds, f"nvidia-open-580={DRIVER} nvidia-driver-570-")
     assert has(cmds, "running kernel module 570.195.03, installed driver 580.159.04")
 
 
@@ -218,7 +219,7 @@ def test_installed_skewed_fabric_manager_is_moved_to_the_driver_version():
 
 def test_repository_not_configured_yet_defers_the_version_to_execute_time():
     cmds = run(world(repo={}))
-    assert has(cmds, "# nvidia-driver-580-open: pin nvidia-driver-580-open 580.*, version read from the "
+    assert has(cmds, "# nvidia-open-580: pin nvidia-open-580 580.*, version read from the "
                      "repository when executing")
     assert has(cmds, "# libnccl2 libnccl-dev: pin libnccl2 * matching")
 
@@ -231,8 +232,8 @@ def test_optional_toolkit_and_dcgm():
 
 
 def test_proprietary_modules_on_request():
-    repo = {**REPO, "nvidia-driver-580": [DRIVER]}
-    assert has(run(world(repo=repo), gpu_open_kernel_modules=False), f"nvidia-driver-580={DRIVER}")
+    repo = {**REPO, "cuda-drivers-580": [DRIVER]}
+    assert has(run(world(repo=repo), gpu_open_kernel_modules=False), f"cuda-drivers-580={DRIVER}")
 
 
 def test_manage_false_skips_the_role():
@@ -268,7 +269,15 @@ def recorded_world(folder: str) -> World:
         facts.NvSwitches: gpu.parse_nvswitch_count(out["nvswitch"]),
         facts.FabricManagerState: gpu.parse_fabricmanager(out["fabricmanager"]),
         facts.NvLinkStatus: gpu.parse_nvlink_status(out["nvlink"]),
+        facts.GpuVitals: gpu_health.vitals(out["smi_q"]),
+        facts.KernelLog: out["kernel_log"] or CLEAN_BOOT,
+        facts.PciGpus: {"nvidia": ["0000:18:00.0"]},
+        facts.AllReduce: {"error": f"{allreduce.MISSING_TORCH} no python3"},  # no vLLM venv yet: omitted
     })
+
+
+# HAND-MADE: the recordings carry no kernel log; a clean boot's lines stand for one.
+CLEAN_BOOT = "[    5.301977] kernel: NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n"
 
 
 @pytest.mark.parametrize("folder,data,passes", [
@@ -276,6 +285,8 @@ def recorded_world(folder: str) -> World:
     ("hgx8-nvswitch-ubuntu2204-handmade", {"gpu_expected_count": 8}, True),
     ("hgx8-nvswitch-gpu-missing-handmade", {"gpu_expected_count": 8}, False),
     ("hgx8-nvswitch-fm-down-handmade", {}, False),
+    ("h200x2-xid79-handmade", {"gpu_expected_count": 2}, False),  # an XID in the kernel log
+    ("h200x2-xid13-app-handmade", {"gpu_expected_count": 2}, True),
 ])
 def test_gate_operation_passes_or_fails_the_host(folder, data, passes):
     w = recorded_world(folder)
@@ -316,7 +327,7 @@ def test_stale_apt_lists_are_refreshed_when_a_pinned_version_is_missing():
     w = converged()
     cmds = run(w, gpu_driver_version="580.170.01")  # newer than this host's lists know
     assert has(cmds, "apt-get update")
-    assert has(cmds, "# nvidia-driver-580-open: pin nvidia-driver-580-open 580.170.01, version read from")
+    assert has(cmds, "# nvidia-open-580: pin nvidia-open-580 580.170.01, version read from")
 
 
 def test_facts_run_for_real_through_pyinfra_local():
@@ -333,3 +344,46 @@ def test_facts_run_for_real_through_pyinfra_local():
     assert all(f"Fact data for: roles.gpu_host.facts.{n}" in out for n in names)
     if not Path("/proc/driver/nvidia/version").exists():
         assert '"status": "no-driver"' in out and '"version": null' in out
+
+
+# --- every (OS, branch, flavour) row of NVIDIA's names -----------------------------------
+
+ROWS = [(os_key, branch, flavour) for os_key in OS for branch in ("570", "580", "590")
+        for flavour in ("open", "proprietary")]
+EXPECTED_NAME = {("570", "open"): "nvidia-open-570", ("570", "proprietary"): "cuda-drivers-570",
+                 ("580", "open"): "nvidia-open-580", ("580", "proprietary"): "cuda-drivers-580",
+                 ("590", "open"): "nvidia-open", ("590", "proprietary"): "cuda-drivers"}
+
+
+@pytest.mark.parametrize("os_key,branch,flavour", ROWS)
+def test_every_os_branch_flavour_installs_nvidias_name(os_key, branch, flavour):
+    name = EXPECTED_NAME[(branch, flavour)]
+    version = f"{branch}.100.01-1"
+    fm = "nvidia-fabricmanager" if branch == "590" else f"nvidia-fabricmanager-{branch}"
+    repo = {name: [version], fm: [f"{branch}.100.01-1"], "libnccl2": [NCCL, "2.27.7-1+cuda12.9"],
+            "libnccl-dev": [NCCL, "2.27.7-1+cuda12.9"]}
+    cmds = run(world(os_key, nvswitches=4, repo=repo), gpu_driver_branch=branch,
+               gpu_open_kernel_modules=flavour == "open")
+    assert has(cmds, f"{name}={version}") and has(cmds, f"apt-mark hold {name}")
+    assert has(cmds, f"{fm}={branch}.100.01-1")
+    assert has(cmds, f"installed driver {branch}.100.01")
+    nccl = "2.27.7-1+cuda12.9" if branch == "570" else NCCL
+    assert has(cmds, f"libnccl2={nccl}")
+
+
+def test_a_host_from_ubuntus_archive_names_moves_to_nvidias():
+    w = converged()
+    del w.packages["nvidia-open-580"]
+    w.packages["nvidia-driver-580-open"] = (DRIVER, True)
+    assert has(run(w), f"nvidia-open-580={DRIVER} nvidia-driver-580-open-")
+
+
+def test_simulation_overrides_only_with_the_lab_flag():
+    seen = []
+    w = world()
+    w.facts[facts.LoadedDriver] = lambda simulated=False: seen.append(simulated) or gpu.LoadedDriver(None)
+    run(w)
+    run(w, gpu_simulation=True)
+    assert set(seen) == {False, True} and seen[0] is False
+    assert gpu.SIM_SWITCH in gpu.probe("proc_version", simulated=True)
+    assert gpu.SIM_DIR not in gpu.probe("proc_version") and gpu.SIM_DIR not in gpu.probe("nvswitch")

@@ -35,7 +35,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lab import gpu_repo  # noqa: E402
+from lab import gpu_repo, rocm_repo  # noqa: E402
 from r1deploy import gpu  # noqa: E402
 
 PY = sys.executable
@@ -51,6 +51,16 @@ SKEWED = gpu_repo.Contents(drivers=("570.195.03", "580.126.09", "580.159.04"),
                            fabricmanager=("570.195.03", "580.126.09"))
 
 HARDWARE = {"node1": "h200x1-ubuntu2404", "node2": "hgx8-nvswitch-ubuntu2204-handmade"}
+# node3: "8x MI300X" (the hand-made AMD fixture), on the SIMULATED AMD repositories. AMD's
+# repositories are Ubuntu-only and the lab's rootfs is Debian 12: the lab host's os-release
+# claims Ubuntu 24.04 (part of the simulated world, like its GPUs); apt sees only the stubs.
+AMD_NODE = "node3"
+AMD_HARDWARE = "mi300x8-ubuntu2404-handmade"
+NODE3 = {"gpu_vendor": "amd", "vllm_device": "rocm", "gpu_expected_model": "MI300X", "gpu_expected_count": 8,
+         "gpu_rocm_version": "6.3.3"}
+UBUNTU_2404 = ('PRETTY_NAME="Ubuntu 24.04.3 LTS (SIMULATED by the r1deploy lab on Debian 12)"\nNAME="Ubuntu"\n'
+               'VERSION_ID="24.04"\nVERSION="24.04.3 LTS (Noble Numbat)"\nVERSION_CODENAME=noble\nID=ubuntu\n'
+               'ID_LIKE=debian\nUBUNTU_CODENAME=noble\n')
 # Spec keys shared by both hosts. deploy/gpu_hosts.py has no weights stage: the model keys only
 # satisfy the spec (preflight plans this small catalog model on the GPUs nvidia-smi reports).
 COMMON = {
@@ -60,6 +70,10 @@ COMMON = {
     "model_disk_margin_gib": 1,
     "gpu_expected_model": "NVIDIA H200",
     "gpu_reboot_batch_size": 2,
+    # LAB ONLY: the probes may read the simulation's files (the hosts also carry gpu.SIM_SWITCH,
+    # written by gpu_repo.sim_hardware); no PCI GPUs in a container, so the vendor is named.
+    "gpu_simulation": True,
+    "gpu_vendor": "nvidia",
 }
 NODE1 = {"gpu_driver_branch": "570", "gpu_expected_count": 1}
 NODE2 = {"gpu_driver_version": "580.126.09", "gpu_expected_count": 8}
@@ -117,7 +131,9 @@ class Lab:
     url: str
     nodes: dict[str, str]  # name -> ip
     published: gpu_repo.Contents | None = None
-    data: dict[str, dict] = field(default_factory=lambda: {"node1": dict(NODE1), "node2": dict(NODE2)})
+    amd_ip: str | None = None
+    data: dict[str, dict] = field(default_factory=lambda: {"node1": dict(NODE1), "node2": dict(NODE2),
+                                                           AMD_NODE: dict(NODE3)})
 
     @property
     def repo_root(self) -> Path:
@@ -132,7 +148,7 @@ class Lab:
         done = subprocess.run(
             ["ssh", "-i", self.info["ssh_key"], "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
              "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.info['known_hosts']}",
-             f"root@{self.nodes[name]}", command],
+             f"root@{self.amd_ip if name == AMD_NODE else self.nodes[name]}", command],
             input=stdin, capture_output=True, timeout=60, check=False)
         if check:
             assert done.returncode == 0, f"{name}: {command}: {done.stdout!r} {done.stderr!r}"
@@ -142,8 +158,22 @@ class Lab:
         """gpu_repo.sim_hardware, written on the lab host: which recording its nvidia-smi replays."""
         with tempfile.TemporaryDirectory() as tmp:
             gpu_repo.sim_hardware(recording, Path(tmp))
-            tar = subprocess.run(["tar", "-C", tmp, "-cf", "-", gpu.SIM_DIR.lstrip("/")],
-                                 capture_output=True, check=True).stdout
+            self._copy_sim(name, tmp)
+
+    def set_amd_hardware(self, recording: str, kernel_log: str | None = None) -> None:
+        """rocm_repo.sim_hardware on the AMD lab host: the recording its amd-smi replays."""
+        with tempfile.TemporaryDirectory() as tmp:
+            rocm_repo.sim_hardware(recording, Path(tmp), kernel_log=kernel_log)
+            self._copy_sim(AMD_NODE, tmp)
+
+    def set_kernel_log(self, name: str, text: str) -> None:
+        """The SIMULATED kernel's messages on a lab host (read only with the simulation switch)."""
+        self.ssh(name, f"cat > {gpu.SIM_KERNEL_LOG}", stdin=text.encode())
+
+    def _copy_sim(self, name: str, tmp: str) -> None:
+        # the simulation's files and the lab's half of the switch (gpu.SIM_SWITCH)
+        tar = subprocess.run(["tar", "-C", tmp, "-cf", "-", gpu.SIM_DIR.lstrip("/"), gpu.SIM_SWITCH.lstrip("/")],
+                             capture_output=True, check=True).stdout
         self.ssh(name, "tar -C / --no-same-owner -xf -", stdin=tar)
 
     def boot_id(self, name: str) -> str:
@@ -157,18 +187,20 @@ class Lab:
         """What the (SIMULATED, replaying) nvidia-smi on the host says now."""
         return gpu.parse_query_gpu(self.ssh(name, gpu.QUERY_GPU + " 2>&1 || true"))
 
-    def inventory(self) -> Path:
+    def inventory(self, amd: bool = False) -> Path:
         path = self.base / "gpu_sim.py"  # pyinfra makes it the group "gpu_sim"
         ssh = {"ssh_user": "root", "ssh_key": self.info["ssh_key"],
                "ssh_known_hosts_file": self.info["known_hosts"], "ssh_strict_host_key_checking": "accept-new"}
-        hosts = [(name, {"ssh_hostname": ip, **ssh, **COMMON, "gpu_cuda_repo_url": self.url, **self.data[name]})
-                 for name, ip in self.nodes.items()]
+        targets = {AMD_NODE: self.amd_ip} if amd else self.nodes
+        repos = {"gpu_cuda_repo_url": self.url, "gpu_rocm_repo_url": f"{self.url}/radeon"}
+        hosts = [(name, {"ssh_hostname": ip, **ssh, **COMMON, **repos, **self.data[name]})
+                 for name, ip in targets.items()]
         path.write_text("# SIMULATED GPU hosts of tests/test_gpu_lab.py (lab hosts, stub NVIDIA packages)\n"
                         f"gpu_sim = {hosts!r}\n")
         return path
 
-    def deploy(self, *args: str, timeout: int = 420) -> subprocess.CompletedProcess:
-        cmd = [str(PYINFRA), "-y", str(self.inventory()), "deploy/gpu_hosts.py", *args]
+    def deploy(self, *args: str, timeout: int = 420, amd: bool = False) -> subprocess.CompletedProcess:
+        cmd = [str(PYINFRA), "-y", str(self.inventory(amd)), "deploy/gpu_hosts.py", *args]
         started = time.monotonic()
         done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **LAB_ENV}, capture_output=True, text=True,
                               timeout=timeout)
@@ -203,14 +235,16 @@ def lab(tmp_path_factory):
     started = time.monotonic()
     try:
         run_lab("down", timeout=300)  # fresh hosts: nothing left of an earlier run of this lab
-        up = run_lab("up", "--nodes", "2", "--hosts-only")
+        up = run_lab("up", "--nodes", "3", "--hosts-only")
         assert up.returncode == 0, up.stderr[-3000:]
         info = json.loads(up.stdout)
         bridge = info["bridge_ip"]
         port = free_port(bridge)
-        nodes = {h["name"]: h["ip"] for h in info["hosts"] if h["role"] == "node"}
-        it = Lab(info, base, f"http://{bridge}:{port}", nodes)
+        all_nodes = {h["name"]: h["ip"] for h in info["hosts"] if h["role"] == "node"}
+        nodes = {n: ip for n, ip in all_nodes.items() if n in HARDWARE}
+        it = Lab(info, base, f"http://{bridge}:{port}", nodes, amd_ip=all_nodes[AMD_NODE])
         it.publish(FIRST)
+        rocm_repo.build_repo(it.repo_root / "radeon", rocm_repo.RocmContents(), key_dir=base / "radeon.gnupg")
         server_log = open(base / "gpu-repo.log", "wb")  # noqa: SIM115 - closed with the server
         server = subprocess.Popen([PY, str(REPO / "lab" / "gpu_repo.py"), "serve", str(it.repo_root),
                                    "--host", bridge, "--port", str(port)],
@@ -219,6 +253,8 @@ def lab(tmp_path_factory):
         for name in nodes:
             it.set_hardware(name, HARDWARE[name])
             it.ssh(name, f"cat > {gpu_repo.SIM_PREFERENCES}", stdin=gpu_repo.sim_apt_preferences(bridge).encode())
+        it.set_amd_hardware(AMD_HARDWARE)
+        it.ssh(AMD_NODE, "cat > /etc/os-release", stdin=UBUNTU_2404.encode())
         TIMINGS["lab up + repository"] = time.monotonic() - started
         log(f"lab {LAB_ENV['R1LAB_NAME']} up, SIMULATED NVIDIA repository at {it.url}")
         yield it
@@ -251,10 +287,10 @@ def test_fresh_install_reboots_into_the_driver_and_the_gate_passes(lab):
     # the key came the way the role expects it: cuda-keyring from the repository
     assert lab.ssh("node1", "dpkg-query -W -f='${Version}' cuda-keyring") == "1.1-1"
     one, two = lab.packages("node1"), lab.packages("node2")
-    assert one["nvidia-driver-570-open"] == ("570.195.03-0ubuntu1", True)
+    assert one["nvidia-open-570"] == ("570.195.03-0ubuntu1", True)
     assert one["libnccl2"] == ("2.27.7-1+cuda12.9", True)  # NCCL for the CUDA 12 of branch 570
     assert "nvidia-fabricmanager-570" not in one  # PCIe: no fabric manager
-    assert two["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
+    assert two["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
     assert two["nvidia-fabricmanager-580"] == ("580.126.09-1", True)
     assert lab.ssh("node2", "systemctl is-active nvidia-fabricmanager nvidia-persistenced").split() == ["active"] * 2
     assert "loaded 570.195.03 (open)" in run.output and "nvidia-fabricmanager active (4 NVSwitch(es))" in run.output
@@ -277,8 +313,8 @@ def test_driver_branch_upgrade_reboots_and_the_gate_passes(lab):
     assert lab.boot_id("node1") != before, "node1 did not reboot into the new branch"
     pkgs = lab.packages("node1")
     # a branch without an exact version: the newest 580 in the host's apt lists
-    assert pkgs["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
-    assert "nvidia-driver-570-open" not in pkgs
+    assert pkgs["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
+    assert "nvidia-open-570" not in pkgs
     assert pkgs["libnccl2"] == ("2.28.3-1+cuda13.0", True)
     assert "loaded 580.126.09 (open)" in run.output and "node1: PASS" in run.output
     assert lab.smi("node1").driver_version == "580.126.09"
@@ -305,7 +341,7 @@ def test_fabric_manager_skew_is_caught_and_the_old_driver_stays(lab):
     assert f"[node2] version skew: {SKEW}" in first.output and "[node2] Error" in first.output
     assert f"node2: {SKEW}" in second.output
     pkgs = lab.packages("node2")
-    assert pkgs["nvidia-driver-580-open"] == ("580.126.09-0ubuntu1", True)
+    assert pkgs["nvidia-open-580"] == ("580.126.09-0ubuntu1", True)
     assert pkgs["nvidia-fabricmanager-580"] == ("580.126.09-1", True)
     assert lab.boot_id("node2") == before
     smi = lab.smi("node2")
@@ -324,3 +360,69 @@ def test_a_missing_gpu_fails_the_gate_and_the_host(lab):
     assert "node1: PASS" in run.output  # the other host is unaffected and converged
     total = grand_total(run.output)
     assert (total["success"], total["error"]) == ("-", "1"), run.output[-4000:]
+
+
+XID_79 = "[ 7733.912051] kernel: NVRM: Xid (PCI:0000:00:06): 79, pid=2214, name=python3, GPU has fallen off the bus.\n"
+
+
+def test_an_xid_in_the_kernel_log_fails_the_gate(lab):
+    lab.set_kernel_log("node1", XID_79)
+    try:
+        run = lab.deploy("--limit", "node1")
+        TIMINGS["XID in the kernel log"] = run.seconds
+        assert run.returncode != 0
+        assert "Xid 79 pid=2214, name=python3, GPU has fallen off the bus." in run.output, run.output[-6000:]
+        assert "node1: FAIL" in run.output
+    finally:
+        lab.ssh("node1", f"rm -f {gpu.SIM_KERNEL_LOG}")
+
+
+# --- AMD: the SIMULATED repositories of AMD (lab/rocm_repo.py) on node3 ---------------------
+
+
+def amd_packages(lab) -> dict[str, tuple[str, bool]]:
+    return gpu.parse_dpkg_packages(lab.ssh(
+        AMD_NODE, "dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}\\n' 'amdgpu-*' 'amd-smi-lib' 'rocm-*' || true"))
+
+
+def test_amd_fresh_install_reboots_into_amdgpu_and_the_gate_passes(lab):
+    before = lab.boot_id(AMD_NODE)
+    run = lab.deploy(amd=True)
+    TIMINGS["AMD fresh install"] = run.seconds
+    assert run.returncode == 0, run.output[-6000:]
+    assert lab.boot_id(AMD_NODE) != before, "node3 did not reboot"
+    pkgs = amd_packages(lab)
+    assert pkgs["amdgpu-dkms"] == ("1:6.10.5.60303-2164967.24.04", True)
+    assert pkgs["amd-smi-lib"] == ("25.3.0.60303-83~24.04", True)
+    assert "render" in lab.ssh(AMD_NODE, "id -nG vllm").split()
+    assert "amdgpu 6.10.5 loaded = installed amdgpu-dkms" in run.output and "56 XGMI links up" in run.output
+    assert "node3: PASS" in run.output
+
+
+def test_amd_rerun_changes_nothing(lab):
+    run = lab.deploy(amd=True)
+    TIMINGS["AMD no-change rerun"] = run.seconds
+    assert run.returncode == 0, run.output[-6000:]
+    assert grand_total(run.output)["success"] == "-", run.output[-4000:]
+
+
+def test_amd_rocm_upgrade_reboots_into_the_new_amdgpu(lab):
+    before = lab.boot_id(AMD_NODE)
+    lab.data[AMD_NODE] = {**NODE3, "gpu_rocm_version": "6.4.1"}
+    run = lab.deploy(amd=True)
+    TIMINGS["AMD ROCm 6.3.3 -> 6.4.1"] = run.seconds
+    assert run.returncode == 0, run.output[-6000:]
+    assert lab.boot_id(AMD_NODE) != before
+    assert amd_packages(lab)["amdgpu-dkms"] == ("1:6.12.12.60401-2164967.24.04", True)
+    assert "amdgpu 6.12.12 loaded = installed amdgpu-dkms" in run.output
+
+
+def test_amd_missing_gpu_and_a_ras_event_fail_the_gate(lab):
+    lab.set_amd_hardware("mi300x8-gpu-missing-handmade")
+    run = lab.deploy(amd=True)
+    assert run.returncode != 0 and "7 GPU(s), expected 8" in run.output, run.output[-6000:]
+    ras = "[ 8123.442301] amdgpu 0000:65:00.0: amdgpu: 2 uncorrectable hardware errors detected in umc block\n"
+    lab.set_amd_hardware(AMD_HARDWARE, kernel_log=ras)
+    run = lab.deploy(amd=True)
+    TIMINGS["AMD missing GPU + RAS (2 runs)"] = run.seconds
+    assert run.returncode != 0 and "RAS uncorrectable umc" in run.output, run.output[-6000:]

@@ -86,22 +86,22 @@ def test_release_is_signed_by_the_lab_key_and_hashes_match(repo):
 
 
 def test_real_apt_reads_the_repo_and_the_fact_parses_it(apt):
-    out = apt("apt-cache", "madison", "nvidia-driver-580-open", "nvidia-fabricmanager-580", "libnccl2")
+    out = apt("apt-cache", "madison", "nvidia-open-580", "nvidia-fabricmanager-580", "libnccl2")
     offered = facts.AptVersions().process(out.splitlines())
-    assert offered["nvidia-driver-580-open"] == ["580.159.04-0ubuntu1", "580.126.09-0ubuntu1"]
+    assert offered["nvidia-open-580"] == ["580.159.04-0ubuntu1", "580.126.09-0ubuntu1"]
     assert offered["libnccl2"] == ["2.28.3-1+cuda13.0", "2.27.7-1+cuda12.9"]
     # this build leaves fabric manager 580.159.04 out: the role must refuse the newest driver
     assert offered["nvidia-fabricmanager-580"] == ["580.126.09-1"]
-    newest = Want("nvidia-driver-580-open", prefix="580.").pick(offered["nvidia-driver-580-open"], None)
+    newest = Want("nvidia-open-580", prefix="580.").pick(offered["nvidia-open-580"], None)
     with pytest.raises(VersionSkew, match="580.159.04 exactly, but the repository offers 580.126.09-1"):
         follow(Want("nvidia-fabricmanager-580"), newest, offered["nvidia-fabricmanager-580"], None)
 
 
 def test_apt_resolves_the_roles_install_line(apt):
     plan = apt("apt-get", "install", "-s", "-y", "--allow-downgrades",
-               "nvidia-driver-580-open=580.159.04-0ubuntu1", "libnccl2=2.28.3-1+cuda13.0",
+               "nvidia-open-580=580.159.04-0ubuntu1", "libnccl2=2.28.3-1+cuda13.0",
                "libnccl-dev=2.28.3-1+cuda13.0", "linux-headers-6.8.0-88-generic", "dkms")
-    for pkg in ("nvidia-driver-580-open (580.159.04-0ubuntu1", "libnccl-dev (2.28.3-1+cuda13.0",
+    for pkg in ("nvidia-open-580 (580.159.04-0ubuntu1", "libnccl-dev (2.28.3-1+cuda13.0",
                 "linux-headers-6.8.0-88-generic (0.sim-1"):
         assert f"Inst {pkg}" in plan
 
@@ -129,7 +129,7 @@ def boot(root: Path) -> None:
 
 
 def test_driver_stub_shows_only_after_boot_and_replays_recordings(repo, tmp_path):
-    extract(repo, "nvidia-driver-580-open_580.126.09", tmp_path)
+    extract(repo, "nvidia-open-580_580.126.09", tmp_path)
     before = smi(tmp_path, f"--query-gpu={gpu.QUERY_GPU_FIELDS}", "--format=csv")
     assert before.returncode == 9 and gpu.parse_query_gpu(before.stdout).status == "smi-failed"
 
@@ -148,7 +148,7 @@ def test_driver_stub_shows_only_after_boot_and_replays_recordings(repo, tmp_path
     assert gpu.parse_nvswitch_count(sim_switches) == 4
 
     # a driver upgrade without reboot: user space and module disagree, as on real hosts
-    extract(repo, "nvidia-driver-580-open_580.159.04", tmp_path)
+    extract(repo, "nvidia-open-580_580.159.04", tmp_path)
     mismatch = smi(tmp_path, "-q")
     assert mismatch.returncode == 18 and "Driver/library version mismatch" in mismatch.stdout
     assert not gpu.parse_query_gpu(mismatch.stdout).ok
@@ -158,7 +158,7 @@ def test_driver_stub_shows_only_after_boot_and_replays_recordings(repo, tmp_path
 
 
 def test_fabric_manager_stub_refuses_another_driver(repo, tmp_path):
-    extract(repo, "nvidia-driver-580-open_580.159.04", tmp_path)
+    extract(repo, "nvidia-open-580_580.159.04", tmp_path)
     extract(repo, "nvidia-fabricmanager-580_580.126.09", tmp_path)
     boot(tmp_path)
     fm = tmp_path / "usr/bin/nv-fabricmanager"
@@ -168,7 +168,7 @@ def test_fabric_manager_stub_refuses_another_driver(repo, tmp_path):
 
 
 def test_stub_units_and_labels(repo, tmp_path):
-    extract(repo, "nvidia-driver-580-open_580.159.04", tmp_path)
+    extract(repo, "nvidia-open-580_580.159.04", tmp_path)
     unit = (tmp_path / "lib/systemd/system/r1deploy-gpu-sim-boot.service").read_text()
     assert "SIMULATION" in unit and "WantedBy=multi-user.target" in unit
     info = subprocess.run(["dpkg-deb", "-f", str(next((repo.root / "debian12/x86_64").glob("libnccl2_2.28*"))),
@@ -181,3 +181,20 @@ def test_dcgm_stub_diag_parses(repo, tmp_path):
     extract(repo, "datacenter-gpu-manager-4-cuda13", tmp_path)
     out = subprocess.run(["sh", str(tmp_path / "usr/bin/dcgmi"), "diag", "-r", "1"], capture_output=True, text=True)
     assert gpu.parse_dcgm_diag(out.stdout) == (True, "1 diagnostic(s) passed")
+
+
+@pytest.mark.parametrize("distro", ["ubuntu2204", "ubuntu2404", "debian12"])
+def test_the_simulated_repository_has_every_name_the_role_installs(tmp_path, distro):
+    """The repository is built from lab/nvidia_names.py, the role asks by roles/gpu_host/
+    nvidia_names.py: apt must find each (branch, flavour) the role can ask for."""
+    from roles.gpu_host.nvidia_names import driver_names
+
+    contents = gpu_repo.Contents(drivers=("570.195.03", "580.159.04", "590.44.01"), kernel_release="6.8.0-88-generic")
+    repo = gpu_repo.build_repo(tmp_path / "repo", BASE, distros=(distro,), contents=contents)
+    apt = Apt(tmp_path / "apt", f"deb [signed-by={repo.keyring}] file://{repo.root}/{distro}/x86_64/ /\n")
+    apt("apt-get", "update")
+    for branch in ("570", "580", "590"):
+        for open_modules in (True, False):
+            names = driver_names(distro, branch, open_modules)
+            for name in (names.driver, names.fabricmanager):
+                assert apt("apt-cache", "madison", name).strip(), f"{distro} {branch}: no {name} in the simulated repo"

@@ -1,6 +1,12 @@
-"""GPU host: NVIDIA's CUDA apt repository, a pinned and held driver, NCCL, fabric manager on
-NVSwitch boards, persistence daemon, optional CUDA toolkit and DCGM, a reboot only when the
-loaded kernel module is not the installed driver, then the verification gate.
+"""GPU host, by vendor (gpu_vendor, or auto from the PCI vendor ids the host has):
+
+- NVIDIA (here): NVIDIA's CUDA apt repository, a pinned and held driver (names from NVIDIA's
+  installation guide, nvidia_names.py), NCCL, fabric manager on NVSwitch boards, persistence
+  daemon, optional CUDA toolkit and DCGM;
+- AMD (amd.py): AMD's amdgpu + ROCm repositories, amdgpu-dkms and amd-smi pinned and held,
+  render/video groups;
+then a reboot only when the loaded kernel module is not the installed driver, and the
+verification gate (r1deploy.gpu_gate / r1deploy.amd_gate, deep checks and all-reduce).
 
 Host data: the spec's `gpu_*` keys (r1deploy.spec.GpuSection). Facts: roles.gpu_host.facts
 plus pyinfra's LinuxDistribution, KernelVersion, DebPackages, File/Sha1File, Systemd*.
@@ -18,11 +24,13 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import KernelVersion, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
+from r1deploy import gpu_vendor
+from r1deploy.catalog import find_gpu
 from r1deploy.gpu_gate import Expectations
 from r1deploy.spec import GpuSection, split_host_data
 from roles._rollout import track
 from roles._spec import host_spec
-from roles.gpu_host import facts
+from roles.gpu_host import facts, nvidia_names
 from roles.gpu_host.ops import pinned_packages, reboot_into_driver, verify_gpus
 from roles.gpu_host.platforms import BRANCH_CUDA_MAJOR, KEYRING_DEB, KEYRING_PACKAGE, Platform, platform_for
 from roles.gpu_host.versions import VersionSkew, Want, follow
@@ -34,8 +42,8 @@ PERSISTENCED_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/r1deplo
 # As NVIDIA's own driver role: root, persistence mode on (the packaged unit may not enable it).
 PERSISTENCED = ("[Service]\nExecStart=\nExecStart=/usr/bin/nvidia-persistenced --user root "
                 "--persistence-mode --verbose\n")
-STALE_DRIVER = re.compile(r"^nvidia-driver-\d+(-open)?$")
-STALE_FM = re.compile(r"^nvidia-fabricmanager-\d+$")
+STALE_DRIVER = re.compile(nvidia_names.STALE_DRIVER)
+STALE_FM = re.compile(nvidia_names.STALE_FABRICMANAGER)
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,8 @@ def _plan(g, platform: Platform) -> Plan:
     if major is None:
         raise DeployError(f"no known CUDA major for driver branch {g.driver_branch}: set gpu_cuda_toolkit_version")
     driver = platform.driver_packages(g.driver_branch, g.open_kernel_modules)
-    wants_fm = g.fabric_manager == "yes" or (g.fabric_manager == "auto" and host.get_fact(facts.NvSwitches) > 0)
+    wants_fm = g.fabric_manager == "yes" or (g.fabric_manager == "auto"
+                                             and host.get_fact(facts.NvSwitches, simulated=g.simulation) > 0)
     return Plan(platform, driver, Want(driver[0], upstream=g.driver_version, prefix=f"{g.driver_branch}."),
                 major, platform.fabricmanager_package(g.driver_branch) if wants_fm else None,
                 Want(platform.nccl_packages()[0], upstream=g.nccl_version, pattern=rf"\+cuda{major}\.\d+$"))
@@ -168,12 +177,46 @@ def _services(plan: Plan, g) -> None:
         track(systemd.service(name="DCGM host engine running", service="nvidia-dcgm", running=True, enabled=True))
 
 
+def _vendor(g) -> str:
+    found = host.get_fact(facts.PciGpus) if g.vendor == "auto" else {}
+    vendor, why = gpu_vendor.choose(g.vendor, found)
+    if vendor is None:
+        raise DeployError(f"{host.name}: {why}")
+    return vendor
+
+
+def _expectations(g, model: str | None = None) -> Expectations:
+    """The gate's expectations, with the catalog's interconnect for the all-reduce figure."""
+    known = find_gpu(model or g.expected_model or "") if (model or g.expected_model) else None
+    return Expectations.from_spec(g, known.interconnect if known else None)
+
+
+def _allreduce_python(spec) -> str:
+    from r1deploy.render import vllm_venv
+
+    return spec.gpu.allreduce_python or f"{vllm_venv(spec)}/bin/python"
+
+
 @deploy("GPU host")
 def gpu_host() -> None:
-    g = host_spec().gpu
+    spec = host_spec()
+    g = spec.gpu
     if not g.manage:
         host.noop("gpu_manage is False: GPU host provisioning skipped")
         return
+    vendor = _vendor(g)
+    expectations = _expectations(g, spec.plan.gpu)
+    if vendor == "amd":
+        from roles.gpu_host.amd import amd_host
+
+        amd_host(spec)
+    else:
+        _nvidia_host(g)
+    verify_gpus(name="GPU verification gate", expectations=expectations, vendor=vendor,
+                simulated=g.simulation, allreduce_python=_allreduce_python(spec))
+
+
+def _nvidia_host(g) -> None:
     platform = _platform()
     plan = _plan(g, platform)
     if plan.fabric_manager:
@@ -183,9 +226,9 @@ def gpu_host() -> None:
     _packages(plan, g)
     # Batches: the first host's gpu_reboot_batch_size applies to the whole run.
     reboot_into_driver(name="Reboot into the installed driver if needed", driver_package=plan.driver[0],
-                       expected=plan.driver_want, allow_reboot=g.allow_reboot, _parallel=g.reboot_batch_size)
+                       expected=plan.driver_want, allow_reboot=g.allow_reboot, simulated=g.simulation,
+                       _parallel=g.reboot_batch_size)
     _services(plan, g)
-    verify_gpus(name="GPU verification gate", expectations=Expectations.from_spec(g))
 
 
 @deploy("GPU verify")
@@ -197,4 +240,5 @@ def gpu_verify() -> None:
         g = GpuSection.model_validate(split_host_data(host.data.dict()).get("gpu", {}))
     except ValueError as exc:
         raise DeployError(f"{host.name}: gpu_* settings: {exc}") from None
-    verify_gpus(name="GPU verification gate", expectations=Expectations.from_spec(g))
+    verify_gpus(name="GPU verification gate", expectations=_expectations(g), vendor=_vendor(g),
+                simulated=g.simulation, allreduce_python=g.allreduce_python or "python3")

@@ -1,4 +1,5 @@
-"""pyinfra facts for NVIDIA hosts: thin wrappers around the pure parsers in r1deploy.gpu.
+"""pyinfra facts for GPU hosts: thin wrappers around the pure parsers in r1deploy.gpu (NVIDIA),
+r1deploy.amd (AMD), r1deploy.gpu_health, r1deploy.allreduce and r1deploy.gpu_vendor.
 
 Every probe command exits 0 and prints a marker when its binary is missing, so a host with no
 GPU, no driver or a broken driver gives a fact value that says so instead of failing the host.
@@ -11,7 +12,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from r1deploy import gpu
+from r1deploy import allreduce, amd, gpu, gpu_health, gpu_vendor
 
 
 def _text(output: list[str]) -> str:
@@ -34,10 +35,11 @@ class Gpus(FactBase):
 
 class LoadedDriver(FactBase):
     """The NVIDIA kernel module running now (/proc/driver/nvidia/version): version, open or not.
-    On simulated lab hosts it reads the SIMULATION's boot-time file instead (gpu.SIM_PROC_VERSION)."""
+    simulated=True (lab hosts only, gpu_simulation) reads the SIMULATION's boot-time file first
+    where the lab's switch file exists (gpu.SIM_SWITCH)."""
 
-    def command(self) -> str:
-        return gpu.PROBES["proc_version"][1]
+    def command(self, simulated: bool = False) -> str:
+        return gpu.probe("proc_version", simulated)
 
     @staticmethod
     def default():
@@ -92,8 +94,8 @@ class NvLinkStatus(FactBase):
 class NvSwitches(FactBase):
     """How many NVSwitch chips this host has (0 on PCIe cards and VMs without them)."""
 
-    def command(self) -> str:
-        return gpu.PROBES["nvswitch"][1]
+    def command(self, simulated: bool = False) -> str:
+        return gpu.probe("nvswitch", simulated)
 
     @staticmethod
     def default():
@@ -152,12 +154,16 @@ class CudaStack(FactBase):
 NVIDIA_PATTERNS = ("nvidia-*", "libnvidia-*", "libnccl*", "cuda-*", "datacenter-gpu-manager*")
 
 
+def _dpkg(patterns: tuple[str, ...]) -> str:
+    quoted = " ".join(shlex.quote(p) for p in patterns)
+    return f"dpkg-query -W -f='${{db:Status-Abbrev}}|${{Package}}|${{Version}}\\n' {quoted} 2>/dev/null || true"
+
+
 class NvidiaPackages(FactBase):
     """Installed NVIDIA/CUDA/NCCL/DCGM packages: name -> (version, held by apt-mark)."""
 
     def command(self) -> str:
-        patterns = " ".join(shlex.quote(p) for p in NVIDIA_PATTERNS)
-        return f"dpkg-query -W -f='${{db:Status-Abbrev}}|${{Package}}|${{Version}}\\n' {patterns} 2>/dev/null || true"
+        return _dpkg(NVIDIA_PATTERNS)
 
     @staticmethod
     def default():
@@ -189,3 +195,106 @@ class BootId(FactBase):
 
     def process(self, output):
         return output[0].strip() if output else None
+
+
+class GpuVitals(FactBase):
+    """nvidia-smi -q: PCIe link, temperature, power, throttling, volatile ECC per GPU (None: unusable)."""
+
+    def command(self) -> str:
+        return gpu.PROBES["smi_q"][1]
+
+    @staticmethod
+    def default():
+        return None
+
+    def process(self, output):
+        return gpu_health.vitals(_text(output))
+
+
+class KernelLog(FactBase):
+    """The kernel's messages since this boot, as text (the gate looks for XIDs / RAS events)."""
+
+    def command(self, simulated: bool = False) -> str:
+        return gpu.probe("kernel_log", simulated)
+
+    @staticmethod
+    def default():
+        return ""
+
+    def process(self, output):
+        return _text(output)
+
+
+class AllReduce(FactBase):
+    """NCCL/RCCL all-reduce across all GPUs of the host with `python` (torch), bounded in time."""
+
+    def command(self, python: str) -> str:
+        return allreduce.command(python)
+
+    @staticmethod
+    def default():
+        return {"error": "no output"}
+
+    def process(self, output):
+        return allreduce.parse(_text(output))
+
+
+class PciGpus(FactBase):
+    """GPU-class PCI devices by vendor ("nvidia" / "amd" -> bus ids), from /sys/bus/pci."""
+
+    def command(self) -> str:
+        return gpu_vendor.PROBE
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return gpu_vendor.parse_pci(_text(output))
+
+
+AMD_PATTERNS = ("amdgpu-*", "amd-smi-lib", "rocm-*", "rocm")
+
+
+class AmdPackages(FactBase):
+    """Installed amdgpu/ROCm packages: name -> (version, held by apt-mark)."""
+
+    def command(self) -> str:
+        return _dpkg(AMD_PATTERNS)
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        return gpu.parse_dpkg_packages(_text(output))
+
+
+class AmdSmi(FactBase):
+    """The raw output of one AMD probe (r1deploy.amd.PROBES: static, metric, list, xgmi,
+    rocm_smi, module); the gate parses it. simulated: as LoadedDriver's."""
+
+    def command(self, probe: str, simulated: bool = False) -> str:
+        return amd.probe(probe, simulated)
+
+    @staticmethod
+    def default():
+        return ""
+
+    def process(self, output):
+        return _text(output)
+
+
+class UserGroups(FactBase):
+    """The groups `user` is in (None: no such user)."""
+
+    def command(self, user: str) -> str:
+        return f"id -nG {shlex.quote(user)} 2>/dev/null || echo R1DEPLOY_NO_USER"
+
+    @staticmethod
+    def default():
+        return None
+
+    def process(self, output):
+        text = " ".join(output).strip()
+        return None if not text or text == "R1DEPLOY_NO_USER" else text.split()

@@ -17,9 +17,9 @@ from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, operation
 from pyinfra.operations import files
 
-from r1deploy import gpu
+from r1deploy import amd, amd_gate, gpu
 from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
-from roles.gpu_host import facts
+from roles.gpu_host import drain, facts
 from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
 
 APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
@@ -36,14 +36,15 @@ def stop_host(message: str) -> FunctionCommand:
     return FunctionCommand(_stop, (message,), {})
 
 
-def _installed(package: str) -> str | None:
-    found = host.get_fact(facts.NvidiaPackages).get(package)
+def _installed(package: str, fact=facts.NvidiaPackages) -> str | None:
+    found = host.get_fact(fact).get(package)
     return found[0] if found else None
 
 
 @operation()
 def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
-                    leader: Want | None = None, follower: str | None = None, remove: list[str] | None = None):
+                    leader: Want | None = None, follower: str | None = None, remove: list[str] | None = None,
+                    installed_fact=facts.NvidiaPackages):
     """Install `packages` at one exact version, pin it in `pin_file` and apt-mark hold it.
 
     + want: the version rule (of packages[0]); with `leader`, the version is instead the
@@ -51,11 +52,12 @@ def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
     + follower: a package that must reach this exact upstream version next; checked before
       installing anything, so a skew stops the host with the old driver still in place
     + remove: packages to remove in the same apt transaction (another branch or flavor)
+    + installed_fact: the fact listing this vendor's installed packages
     """
     names = sorted({*packages, *([leader.package] if leader else []), *([follower] if follower else [])})
     available = host.get_fact(facts.AptVersions, packages=names)
-    installed = host.get_fact(facts.NvidiaPackages)
-    offered, current_version = available.get(want.package, []), _installed(want.package)
+    installed = host.get_fact(installed_fact)
+    offered, current_version = available.get(want.package, []), _installed(want.package, installed_fact)
     if leader:
         leader_version = leader.pick(available.get(leader.package, []), _installed(leader.package))
         try:
@@ -92,10 +94,10 @@ def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
 
 @operation(is_idempotent=False)
 def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
-                       delay: int = 30, reboot_timeout: int = 900):
+                       delay: int = 30, reboot_timeout: int = 900, simulated: bool = False):
     """Reboot when the loaded kernel module is not the installed driver; with allow_reboot
     False, report "reboot required" and stop this host instead."""
-    loaded = host.get_fact(facts.LoadedDriver).version
+    loaded = host.get_fact(facts.LoadedDriver, simulated=simulated).version
     installed = _installed(driver_package)
     if state.is_executing:
         target = gpu.upstream_version(installed) if installed else None
@@ -109,14 +111,55 @@ def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
         yield stop_host(f"{driver_package} is not installed; cannot load a driver")
         return
     why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
+    yield from _reboot(why, allow_reboot, delay, reboot_timeout)
+
+
+def _reboot(why: str, allow_reboot: bool, delay: int, reboot_timeout: int):
     if not allow_reboot:
         yield stop_host(f"reboot required ({why}); gpu_allow_reboot is False, stopping this host")
         return
     yield StringCommand(f"# reboot: {why}")
+    # Item 6 of issue 14 (the lead's): take the node out of the gateways' rotation first.
+    yield from drain.drain_before_reboot(host, why)
     boot: list[str] = []
     yield FunctionCommand(_remember_boot, (boot,), {})
     yield StringCommand("( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &")
     yield FunctionCommand(_wait_for_new_boot, (boot, delay, reboot_timeout), {})
+
+
+@operation(is_idempotent=False)
+def reboot_into_amdgpu(want: Want, allow_reboot: bool, simulated: bool = False,
+                       delay: int = 30, reboot_timeout: int = 900):
+    """Reboot when the loaded amdgpu module is not the one the installed amdgpu-dkms builds
+    (or is the kernel's own); with allow_reboot False, stop this host instead."""
+    loaded = amd.parse_module(host.get_fact(facts.AmdSmi, probe="module", simulated=simulated))
+    installed = _installed(want.package, facts.AmdPackages)
+    if not state.is_executing:
+        installed = want.pick(host.get_fact(facts.AptVersions, packages=[want.package]).get(want.package, []),
+                              installed)
+    target = amd.dkms_module_version(installed)
+    if target is not None and loaded == target:
+        return
+    if state.is_executing and target is None:
+        yield stop_host(f"{want.package} is not installed; cannot load amdgpu")
+        return
+    why = f"running amdgpu {loaded or 'none'}, installed {want.package} builds {target or want.describe()}"
+    yield from _reboot(why, allow_reboot, delay, reboot_timeout)
+
+
+@operation()
+def user_in_groups(user: str, groups: list[str]):
+    """`user` (created as a system user when absent) a member of `groups`."""
+    current = host.get_fact(facts.UserGroups, user=user)
+    if current is None:
+        yield StringCommand("useradd --system --no-create-home --shell /usr/sbin/nologin", user)
+        current = []
+    missing = [g for g in groups if g not in current]
+    if missing:
+        # render is made by udev on most hosts, not on all (minimal images, containers)
+        for group in missing:
+            yield StringCommand(f"getent group {group} >/dev/null || groupadd --system {group}")
+        yield StringCommand("usermod -a -G", ",".join(missing), user)
 
 
 def _remember_boot(state, host, boot: list[str]) -> bool:
@@ -139,25 +182,46 @@ def _wait_for_new_boot(state, host, boot: list[str], delay: int, timeout: int) -
     return False
 
 
-def _gate(expectations: Expectations) -> tuple[bool, str]:
-    """Run the gate on facts read now: (passed, table)."""
-    obs = Observation(
-        host.get_fact(facts.Gpus), host.get_fact(facts.LoadedDriver), host.get_fact(facts.GpuHealth),
-        host.get_fact(facts.NvSwitches), host.get_fact(facts.FabricManagerState),
-        host.get_fact(facts.NvLinkStatus),
-        host.get_fact(facts.DcgmDiag) if expectations.dcgm else None,
+def _nvidia_observation(exp: Expectations, simulated: bool, python: str | None) -> Observation:
+    return Observation(
+        host.get_fact(facts.Gpus), host.get_fact(facts.LoadedDriver, simulated=simulated),
+        host.get_fact(facts.GpuHealth), host.get_fact(facts.NvSwitches, simulated=simulated),
+        host.get_fact(facts.FabricManagerState), host.get_fact(facts.NvLinkStatus),
+        host.get_fact(facts.DcgmDiag) if exp.dcgm else None,
+        host.get_fact(facts.GpuVitals) if exp.deep else None,
+        host.get_fact(facts.KernelLog, simulated=simulated) if exp.deep else None,
+        host.get_fact(facts.AllReduce, python=python) if exp.allreduce != "no" and python else None,
     )
-    checks = run_gate(host.name, obs, expectations)
+
+
+def _amd_observation(exp: Expectations, simulated: bool, python: str | None) -> amd_gate.AmdObservation:
+    out = {name: host.get_fact(facts.AmdSmi, probe=name, simulated=simulated) for name in amd.PROBES}
+    out["kernel_log"] = host.get_fact(facts.KernelLog, simulated=simulated) if exp.deep else None
+    dkms = host.get_fact(facts.AmdPackages).get("amdgpu-dkms")
+    obs = amd_gate.AmdObservation.from_outputs(out, amd.dkms_module_version(dkms[0]) if dkms else None)
+    if exp.allreduce != "no" and python:
+        obs = amd_gate.AmdObservation(**{**obs.__dict__, "allreduce": host.get_fact(facts.AllReduce, python=python)})
+    return obs
+
+
+def _gate(expectations: Expectations, vendor: str = "nvidia", simulated: bool = False,
+          python: str | None = None) -> tuple[bool, str]:
+    """Run the gate on facts read now: (passed, table)."""
+    if vendor == "amd":
+        checks = amd_gate.run_gate(host.name, _amd_observation(expectations, simulated, python), expectations)
+    else:
+        checks = run_gate(host.name, _nvidia_observation(expectations, simulated, python), expectations)
     return not exit_code(checks), render_table(checks)
 
 
 @operation()
-def verify_gpus(expectations: Expectations):
+def verify_gpus(expectations: Expectations, vendor: str = "nvidia", simulated: bool = False,
+                allreduce_python: str | None = None):
     """The verification gate on facts read when executing. A pass yields no command, so a
     converged host reports no change; a failure fails this host (an error, with the table)."""
     if not state.is_executing:
         return
-    passed, table = _gate(expectations)
+    passed, table = _gate(expectations, vendor, simulated, allreduce_python)
     if passed:
         host.log(f"GPU gate passed:\n{table}")
     else:

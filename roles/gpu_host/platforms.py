@@ -1,13 +1,15 @@
 """Per-OS data for NVIDIA's CUDA apt repository: repo paths and the package names we install.
 
-One table instead of per-OS branches in the role. Names follow NVIDIA's CUDA repository;
-check them against a mirror with `apt-cache policy <name>` before adding an OS. The lab's
-simulated repository (lab/gpu_repo.py) builds its stub packages from these same names.
+One table instead of per-OS branches in the role. The driver and fabric manager names come
+from roles/gpu_host/nvidia_names.py (NVIDIA's installation guide, source per row); the lab's
+simulated repository builds its stubs from its own table (lab/nvidia_names.py), not these.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from roles.gpu_host.nvidia_names import driver_names
 
 # NVIDIA's public repository; air-gapped fleets point gpu_cuda_repo_url at a mirror of it.
 NVIDIA_CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -39,10 +41,10 @@ class Platform:
         return f"deb [signed-by={KEYRING_FILE}] {self.repo_url(base)} /\n"
 
     def driver_packages(self, branch: str, open_modules: bool) -> list[str]:
-        return [f"nvidia-driver-{branch}-open" if open_modules else f"nvidia-driver-{branch}"]
+        return [driver_names(self.key, branch, open_modules).driver]
 
     def fabricmanager_package(self, branch: str) -> str:
-        return f"nvidia-fabricmanager-{branch}"
+        return driver_names(self.key, branch, True).fabricmanager
 
     def nccl_packages(self) -> list[str]:
         return ["libnccl2", "libnccl-dev"]
