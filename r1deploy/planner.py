@@ -190,6 +190,7 @@ class Plan:
     cost: Cost | None = None
     meets_target: bool | None = None  # against plan_target_concurrency, when set
     recommended_env: dict[str, str] = field(default_factory=dict)
+    launch: str | None = None  # how vLLM starts a layout over several nodes (r1deploy/launch.py)
     recommended_args: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -426,9 +427,10 @@ def candidate_layouts(req: Request) -> list[tuple[Layout, str]]:
     tps = [t for t in (1, 2, 4, 8, 16) if t <= per_node and _valid_tp(arch, t)]
     out: list[tuple[Layout, str]] = []
     if arch.is_moe and _h200_class_node(req) and req.prefer == "throughput":
-        out.append((Layout(1, 1, per_node, True, dp_shares_experts=True),
-                    f"DP{per_node} + expert parallel on one {per_node}×{req.gpu.name} node: every GPU runs "
-                    f"its own attention and KV cache and holds 1/{per_node} of the experts (vLLM recipe "
+        where = f"one {per_node}×{req.gpu.name} node" if nodes == 1 else f"{nodes} {per_node}×{req.gpu.name} nodes"
+        out.append((Layout(1, 1, per_node * nodes, True, dp_shares_experts=True),
+                    f"DP{per_node * nodes} + expert parallel on {where}: every GPU runs its own attention "
+                    f"and KV cache and holds 1/{per_node * nodes} of the experts (vLLM's DeepSeek recipe "
                     "for throughput; use prefer=latency for TP8)"))
     ordered = tps if req.prefer == "throughput" else list(reversed(tps))
     for tp in ordered:
@@ -444,9 +446,9 @@ def candidate_layouts(req: Request) -> list[tuple[Layout, str]]:
 
 
 def _h200_class_node(req: Request) -> bool:
-    """One node of >= 8 big, NVLink/NVSwitch-connected GPUs: where DP+EP beats TP for throughput."""
-    return (req.nodes == 1 and req.devices_per_node >= 8 and req.gpu.fast_interconnect
-            and req.gpu.usable_gib >= 120)
+    """Nodes of >= 8 big, NVLink/NVSwitch-connected GPUs: where DP+EP beats TP for throughput
+    (over several nodes too: one DP+EP engine spans them, vLLM's multi-node data parallel)."""
+    return req.devices_per_node >= 8 and req.gpu.fast_interconnect and req.gpu.usable_gib >= 120
 
 
 def _fits(ev: Evaluation, context: int) -> bool:
@@ -566,6 +568,9 @@ def _to_plan(req: Request, ev: Evaluation, context: int, why: list[str]) -> Plan
                + (" + EP" if layout.ep else "") + f": {why[0]}", *why[1:]]
     reasons += _memory_reasons(req, ev, context, fits)
     reasons += _hardware_reasons(req, layout)
+    launch = _launch(req, layout)
+    if launch:
+        reasons.append(f"launch {launch.mode}: {launch.why}")
     concurrency = ev.tokens / context * layout.dp if context else 0.0
     entry = req.model.entry
     plan_env = recipe_env(req.model.arch, req.gpu)
@@ -579,9 +584,24 @@ def _to_plan(req: Request, ev: Evaluation, context: int, why: list[str]) -> Plan
         cuda_graph_gib=round(worst.cuda_graph_gib, 2), kv_cache_gib_per_gpu=round(max(worst.kv_gib, 0.0), 2),
         kv_bytes_per_token=int(worst.kv_bytes_per_token), kv_cache_tokens=ev.tokens,
         max_concurrency=round(concurrency, 2), reasons=reasons, recommended_env=plan_env,
+        launch=launch.mode if launch else None,
         recommended_args=dict(entry.recommended_args) if entry else {"reasoning-parser": "deepseek_r1"},
         sampling=dict(entry.sampling) if entry else {"temperature": 0.6, "top_p": 0.95},
     )
+
+
+def _launch(req: Request, layout: Layout):
+    """vLLM's multi-node launch for a layout over several nodes (None on one node)."""
+    if req.nodes == 1:
+        return None
+    from r1deploy.launch import choose_launch
+
+    args = {"tensor-parallel-size": layout.tp, "pipeline-parallel-size": layout.pp,
+            "data-parallel-size": layout.dp, "enable-expert-parallel": layout.ep}
+    try:
+        return choose_launch(args, req.devices_per_node, req.nodes)
+    except ValueError:
+        return None
 
 
 def recipe_env(arch: Architecture, gpu: GpuSpec) -> dict[str, str]:
