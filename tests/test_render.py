@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.inventory import load_specs
 from r1deploy.groups import group_of
+from r1deploy.inventory import load_specs
 from r1deploy.render import planned_engine, planned_engine_args, render_node
 
 REPO = Path(__file__).resolve().parent.parent
