@@ -38,5 +38,7 @@ def check(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    for case in json.load(open(sys.argv[1])):
+    with open(sys.argv[1]) as f:
+        cases = json.load(f)
+    for case in cases:
         print(json.dumps({"name": case["name"], **check(case["argv"])}, default=str), flush=True)
