@@ -148,10 +148,14 @@ def rollout_units(hosts: list[str], specs: Mapping[str, Spec]) -> list[list[str]
     return units
 
 
+def is_group_worker(spec: Spec, host: str) -> bool:
+    """A group member other than the head: runs vLLM headless, serves no API."""
+    return bool(spec.fleet.group) and spec.fleet.group_head != host
+
+
 def gateway_targets(specs: Mapping[str, Spec]) -> list[str]:
-    """Nodes a gateway routes to: single nodes and group heads (workers serve no API)."""
-    return [h for h, s in specs.items()
-            if s.fleet.role == "node" and (not s.fleet.group or s.fleet.group_head == h)]
+    """Nodes a gateway routes to: single nodes and group heads."""
+    return [h for h, s in specs.items() if s.fleet.role == "node" and not is_group_worker(s, h)]
 
 
 @dataclass(frozen=True)

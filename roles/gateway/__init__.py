@@ -6,6 +6,7 @@ from pyinfra import host, inventory
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, systemd
 
+from r1deploy.groups import is_group_worker
 from r1deploy.render import ROUTER_SERVICE, render_router_unit, router_venv
 from roles._rollout import remote, track
 from roles._spec import host_spec
@@ -18,7 +19,8 @@ def _workers(spec) -> list[str]:
     urls = []
     for node in inventory:
         node_spec = host_spec(node)
-        if node_spec.fleet.role == "node" and node_spec.model.name == spec.model.name:
+        if (node_spec.fleet.role == "node" and node_spec.model.name == spec.model.name
+                and not is_group_worker(node_spec, node.name)):  # group workers are headless
             addr = node_spec.vllm.host_ip or node.data.get("ssh_hostname") or node.name
             urls.append(f"http://{addr}:{node_spec.vllm.port}")
     if not urls:

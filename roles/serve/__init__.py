@@ -16,7 +16,8 @@ from pyinfra.api import OperationError, deploy
 from pyinfra.facts.files import Link
 from pyinfra.operations import files, python, systemd
 
-from r1deploy.render import CONFIG_DIR, SERVICE, render_node
+from r1deploy.render import CONFIG_DIR, SERVICE
+from roles._group import render_host
 from roles._plan import host_plan
 from roles._rollout import host_changed, remote, track
 from roles._spec import host_spec
@@ -76,10 +77,8 @@ def _rollout(port: int, model: str, timeout_s: int, release: str, previous: str 
 @deploy("Serve")
 def serve() -> None:
     spec = host_spec()
-    host_ip = spec.vllm.host_ip or host.data.get("ssh_hostname")
     plan = host_plan(spec)  # real GPU facts where the driver answers, else the spec's hardware
-    planned, source = (plan.engine_args(), "the capacity plan") if plan and plan.fits else (None, None)
-    node = render_node(spec, host.name, host_ip, planned, source)
+    node = render_host(spec, plan)  # with the plan's env and, in a serving group, vLLM's multi-node flags
     release_dir = f"{CONFIG_DIR}/releases/{node.release}"
     previous = (host.get_fact(Link, path=CURRENT) or {}).get("link_target")
 
