@@ -74,8 +74,11 @@ def served_model_dir(spec: Spec) -> str:
     return quantized_dir(spec) or spec.model.local_dir
 
 
-def exec_start(spec: Spec) -> str:
+def exec_start(spec: Spec, grouped: bool = False) -> str:
     venv = vllm_venv(spec)
+    if spec.vllm.device == "cpu" and grouped:
+        # `vllm serve` (multi-node, --headless) through r1deploy.vllm_cli; PYTHONPATH in vllm.env.
+        return f"{venv}/bin/python -m r1deploy.vllm_cli serve"
     if spec.vllm.device == "cpu":
         # The CPU build's `vllm` console script looks up a dist named "vllm" and fails.
         return f"{venv}/bin/python -m vllm.entrypoints.openai.api_server"
@@ -180,9 +183,11 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
     if group is not None:  # a serving group's member: vLLM's own multi-node flags (r1deploy/launch.py)
         extra, launch = group_engine_args(spec, args, group, group.member(host), gpus_per_node)
         args.update(extra)
+        if spec.vllm.device == "cpu":
+            env["PYTHONPATH"] = f"{agent_venv(spec)}/src"  # r1deploy.vllm_cli, from the host agent
     digest = hashlib.sha256(json.dumps([args, env], sort_keys=True).encode()).hexdigest()[:12]
     ctx = dict(spec=spec, host=host, release=digest, engine_args=args, env=env,
-               exec_start=exec_start(spec), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
+               exec_start=exec_start(spec, group is not None), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
                plan_source=plan_source, **_group_context(group, host, launch))
     files = {
         "vllm.yaml": render_template("vllm.yaml.j2", **ctx),
