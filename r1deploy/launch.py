@@ -46,7 +46,7 @@ def choose_launch(args: dict[str, Any], gpus_per_node: int, nodes: int) -> Launc
     if dp == 1 and world == total:
         return Launch(MULTI_NODE, f"{shape}: one replica over {nodes} nodes; vLLM's multi-node mode "
                       f"(--nnodes {nodes}, ranks 1.. headless), tensor parallel inside a node, "
-                      "pipeline stages across nodes over NCCL")
+                      "pipeline stages across nodes (NCCL; Gloo on CPU)")
     if dp > 1 and world * dp == total and gpus_per_node % world == 0:
         return Launch(DATA_PARALLEL, f"{shape}: {gpus_per_node // world} DP rank(s) per node over {nodes} "
                       "nodes; vLLM's multi-node data parallel (the head serves the API and balances, "
