@@ -115,3 +115,14 @@ def test_lab_group_and_multicast_off_configs_are_accepted(parsed):
 
 def test_a_key_vllm_does_not_know_fails(parsed):
     assert not parsed["typo"]["ok"]
+
+
+def test_the_cpu_builds_vllm_cli_starts_through_r1deploy_vllm_cli():
+    """CPU group members run `python -m r1deploy.vllm_cli serve`: the plain `vllm` CLI of the CPU
+    build dies on its version lookup (PackageNotFoundError: vllm) before parsing anything."""
+    from lab.vllm_venv import parser_venv
+
+    out = subprocess.run([str(parser_venv()), "-m", "r1deploy.vllm_cli", "--version"], capture_output=True,
+                         text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0.32.0+cpu"
