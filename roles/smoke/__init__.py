@@ -14,6 +14,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import python
 
+from r1deploy.groups import is_group_worker
 from r1deploy.render import agent_venv
 from r1deploy.smoke import NodeReport, table
 from roles._rollout import host_changed, remote
@@ -47,6 +48,8 @@ def _smoke(venv: str, url: str, model: str, max_tokens: int, prompt: str, timeou
 @deploy("Smoke")
 def smoke() -> None:
     spec = host_spec()
+    if is_group_worker(spec, host.name):  # headless, no API: its group is smoke-tested through the head
+        return
     port = spec.gateway.port if spec.fleet.role == "gateway" else spec.vllm.port
     python.call(name=f"Smoke test {spec.model.name}", function=_smoke, venv=agent_venv(spec),
                 url=f"http://127.0.0.1:{port}", model=spec.model.name, max_tokens=spec.smoke.max_tokens,
