@@ -99,3 +99,18 @@ def test_drift_folds_member_reports_into_one_group_row():
     assert "gpu-02 (worker rank 1)" in row.detail
     [partial] = group_findings(reports[:3])
     assert partial.ok is None and "1 of 2 member(s) sent no drift report" in partial.detail
+
+
+@pytest.mark.parametrize("gpu, layout, launch", [
+    ("H100 SXM", (8, 2, 1), MULTI_NODE),  # R1 exceeds one 8×H100 node: TP8 inside, PP2 across
+    ("H200", (1, 1, 16), DATA_PARALLEL),  # vLLM's DeepSeek recipe: DP16 + EP over both nodes
+])
+def test_the_planner_chooses_r1s_two_node_layouts_and_says_how_they_launch(gpu, layout, launch):
+    from r1deploy.catalog import find_gpu
+    from r1deploy.planner import ModelSpec, plan
+
+    p = plan(ModelSpec.from_catalog("DeepSeek-R1"), find_gpu(gpu), 8, 2)
+    assert p.fits and (p.tensor_parallel_size, p.pipeline_parallel_size, p.data_parallel_size) == layout
+    assert p.enable_expert_parallel and p.launch == launch
+    assert any(r.startswith(f"launch {launch}: ") for r in p.reasons)
+    assert plan(ModelSpec.from_catalog("DeepSeek-R1"), find_gpu(gpu), 8, 1).launch is None
