@@ -114,3 +114,21 @@ def test_the_planner_chooses_r1s_two_node_layouts_and_says_how_they_launch(gpu, 
     assert p.enable_expert_parallel and p.launch == launch
     assert any(r.startswith(f"launch {launch}: ") for r in p.reasons)
     assert plan(ModelSpec.from_catalog("DeepSeek-R1"), find_gpu(gpu), 8, 1).launch is None
+
+
+def test_multi_gpu_switches_default_off_without_nvlink_multicast_and_obey_the_spec():
+    from r1deploy.render import engine_args
+    from r1deploy.spec import spec_from_host_data
+
+    base = {k: v for k, v in R1.items() if not k.startswith(("fleet_group", "plan_nodes"))}
+    planned = {"tensor-parallel-size": 8}
+    lent = engine_args(spec_from_host_data("h", {**base, "vllm_nvlink_multicast": False}), planned)
+    assert lent["disable-custom-all-reduce"] is True
+    assert lent["compilation-config"] == {"pass_config": {"fuse_allreduce_rms": False}}
+    own = engine_args(spec_from_host_data("h", base), planned)
+    assert "disable-custom-all-reduce" not in own and "compilation-config" not in own
+    chosen = engine_args(spec_from_host_data("h", {**base, "vllm_nvlink_multicast": False,
+                                                   "vllm_allreduce_fusion": True}), planned)
+    assert "compilation-config" not in chosen and chosen["disable-custom-all-reduce"] is True
+    single = engine_args(spec_from_host_data("h", {**base, "vllm_nvlink_multicast": False}), {})
+    assert "disable-custom-all-reduce" not in single  # one GPU: no all-reduce to switch off
