@@ -15,7 +15,10 @@ from pyinfra.facts.files import Link
 from pyinfra.facts.systemd import SystemdStatus
 
 from r1deploy.drift import Finding, write_host
-from r1deploy.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv, render_node
+from r1deploy.group_drift import member_tag
+from r1deploy.groups import is_group_worker
+from r1deploy.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv
+from roles._group import host_group, render_host
 from roles._plan import host_plan
 from roles._spec import host_spec
 from roles.serve.facts import ServingHealth
@@ -29,9 +32,11 @@ def note(check: str, ok: bool | None, detail: str) -> None:
     findings.append(Finding(host.name, check, ok, detail))
 
 
-def check_service(unit: str, port: int) -> None:
+def check_service(unit: str, port: int, answers: bool = True) -> None:
     running = (host.get_fact(SystemdStatus, services=[unit]) or {}).get(unit)
     note("service", bool(running), f"{unit} {'running' if running else 'not running'}")
+    if not answers:  # a group worker runs vLLM headless: its head answers for the group
+        return
     health = host.get_fact(ServingHealth, port=port)
     served = spec.model.name in health["models"]
     note("answers", health["healthy"] and served,
@@ -49,11 +54,13 @@ if spec.fleet.role == "node":
         note("weights", ok, f"current={str(weights.get('commit'))[:12]} want={spec.model.revision[:12]} "
                             f"verified={weights.get('verified')} {'; '.join(weights.get('problems', []))}".strip())
     plan = host_plan(spec)
-    planned = plan.engine_args() if plan and plan.fits else None
-    want = render_node(spec, host.name, spec.vllm.host_ip or host.data.get("ssh_hostname"), planned).release
+    want = render_host(spec, plan).release  # exactly what serve renders
     live = ((host.get_fact(Link, path=f"{CONFIG_DIR}/current") or {}).get("link_target") or "").rsplit("/", 1)[-1]
     note("release", live == want, f"live={live or 'none'} spec={want}")
-    check_service(SERVICE, spec.vllm.port)
+    group = host_group(spec)
+    if group:  # `r1deploy drift` folds the members' reports into one row per group
+        note("group", True, member_tag(group, host.name))
+    check_service(SERVICE, spec.vllm.port, answers=not is_group_worker(spec, host.name))
     if spec.gpu.manage and spec.vllm.device == "cuda":
         from r1deploy.gpu_gate import Expectations, Observation, run_gate
         from roles.gpu_host import facts as gpu_facts

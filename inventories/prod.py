@@ -19,9 +19,32 @@ h100_nodes = [
     ("gpu-h100-02", {"ssh_hostname": "gpu-h100-02.r1.example", "vllm_host_ip": "10.20.0.22", **_ssh}),
 ]
 
+# Serving groups: full R1 over two nodes that together serve one replica (r1deploy/groups.py).
+# Every member names its group and head; plan_nodes is the group's size (host data: the prod
+# group sets plan_nodes = 1). Members need vllm_host_ip: vLLM's internal ports bind to it.
+_group = {"plan_nodes": 2, **_ssh}
+
+# R1 on 2×8×H100: the planner chooses TP8 × PP2, launched as vLLM's multi-node mode.
+h100_r1_group = [
+    ("gpu-h100-11", {"ssh_hostname": "gpu-h100-11.r1.example", "vllm_host_ip": "10.20.0.31",
+                     "fleet_group": "r1-h100-a", "fleet_group_head": "gpu-h100-11", **_group}),
+    ("gpu-h100-12", {"ssh_hostname": "gpu-h100-12.r1.example", "vllm_host_ip": "10.20.0.32",
+                     "fleet_group": "r1-h100-a", "fleet_group_head": "gpu-h100-11", **_group}),
+]
+
+# R1 on 2×8×H200: DP16 + expert parallel over both nodes (vLLM's DeepSeek recipe), launched as
+# vLLM's multi-node data parallel.
+h200_r1_group = [
+    ("gpu-h200-11", {"ssh_hostname": "gpu-h200-11.r1.example", "vllm_host_ip": "10.20.0.41",
+                     "fleet_group": "r1-h200-a", "fleet_group_head": "gpu-h200-11", **_group}),
+    ("gpu-h200-12", {"ssh_hostname": "gpu-h200-12.r1.example", "vllm_host_ip": "10.20.0.42",
+                     "fleet_group": "r1-h200-a", "fleet_group_head": "gpu-h200-11", **_group}),
+]
+
 gateways = [
     ("gateway-01", {"ssh_hostname": "gateway-01.r1.example", "fleet_role": "gateway",
-                    "gateway_workers": ["http://10.20.0.11:8000"], **_ssh}),
+                    "gateway_workers": ["http://10.20.0.11:8000", "http://10.20.0.31:8000",
+                                        "http://10.20.0.41:8000"], **_ssh}),
 ]
 
 # A bad inventory stops here, naming host and field, before pyinfra connects anywhere.

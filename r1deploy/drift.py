@@ -58,7 +58,10 @@ def table(findings: list[Finding]) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from r1deploy.group_drift import group_findings
+
     findings = read_all(args.reports)
+    findings += group_findings(findings)  # a row per serving group, naming the member that is down
     print(json.dumps([asdict(f) for f in findings], indent=2) if args.json else table(findings))
     if args.textfile:
         _write_textfile(Path(args.textfile), findings)

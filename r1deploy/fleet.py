@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,19 +223,6 @@ def seed_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, st
             yield entry.name, "model_seed_nodes", why
 
 
-def multinode_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
-    """plan_nodes > 1: one replica spans that many nodes, so the nodes of a model come in whole groups."""
-    serving: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for entry, spec in hosts:
-        if spec.fleet.role == "node":
-            serving[(spec.model.repo_id, spec.model.revision)].append(entry.name)
-    for entry, spec in hosts:
-        group = serving.get((spec.model.repo_id, spec.model.revision), [])
-        if spec.fleet.role == "node" and spec.plan.nodes > 1 and len(group) % spec.plan.nodes:
-            yield entry.name, "plan_nodes", (f"{spec.plan.nodes} nodes per replica, but {len(group)} node(s) "
-                                             f"serve {spec.model.repo_id} ({', '.join(group)})")
-
-
 def env_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
     envs = {s.fleet.env for _, s in hosts}
     if len(envs) > 1:
@@ -245,8 +231,7 @@ def env_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str
                 yield entry.name, "fleet_env", "'lab' (relaxed rules) in an inventory with prod hosts"
 
 
-CROSS_HOST_RULES = (port_problems, address_problems, gateway_problems, seed_problems, multinode_problems,
-                    env_problems)
+CROSS_HOST_RULES = (port_problems, address_problems, gateway_problems, seed_problems, env_problems)
 
 
 # --------------------------------------------------------------------------- the whole inventory
@@ -274,10 +259,12 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
             problems += list(secret_problems(spec, environ))
         errors += [FieldError(entry.name, k, why) for k, why in problems]
     if len(hosts) == len(entries):  # cross-host rules need every host's spec
+        from r1deploy.groups import group_errors  # serving groups: complete, consistent, one per host
         from r1deploy.monitor import monitor_errors  # which host runs Prometheus
 
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
         errors += monitor_errors([(e.name, e.data) for e, _ in hosts], {e.name: s for e, s in hosts})
+        errors += group_errors({e.name: s for e, s in hosts})
     if errors:  # one problem per host and key: the first (a control character explains the rest)
         first: dict[tuple[str, str], FieldError] = {}
         for e in errors:

@@ -125,7 +125,10 @@ def _measured_share(nodes: dict, bench: str | None):
     summary = json.loads((directory / SUMMARY_FILE).read_text())
     # The sweep went through a gateway: it measured the nodes serving its model (all, if it does not say).
     model = summary.get("meta", {}).get("model")
-    served = {n for n, s in nodes.items() if s.model.name == model} or set(nodes)
+    from r1deploy.groups import is_group_worker
+
+    # One share per replica the gateway routes to: a serving group's workers are its head's replica.
+    served = {n for n, s in nodes.items() if s.model.name == model and not is_group_worker(s, n)} or set(nodes)
     slo_s = nodes[min(served)].monitor.slo_ttft_p99_s
     per_day = measured_tokens_per_day(summary, slo_s * 1000)
     if per_day is None:

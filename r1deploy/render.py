@@ -17,6 +17,8 @@ from typing import Any
 
 import jinja2
 
+from r1deploy.groups import ServingGroup
+from r1deploy.launch import Launch, group_engine_args, group_env, multi_gpu_args
 from r1deploy.spec import Spec
 
 TEMPLATES = Path(os.environ.get("R1DEPLOY_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
@@ -72,8 +74,11 @@ def served_model_dir(spec: Spec) -> str:
     return quantized_dir(spec) or spec.model.local_dir
 
 
-def exec_start(spec: Spec) -> str:
+def exec_start(spec: Spec, grouped: bool = False) -> str:
     venv = vllm_venv(spec)
+    if spec.vllm.device == "cpu" and grouped:
+        # `vllm serve` (multi-node, --headless) through r1deploy.vllm_cli; PYTHONPATH in vllm.env.
+        return f"{venv}/bin/python -m r1deploy.vllm_cli serve"
     if spec.vllm.device == "cpu":
         # The CPU build's `vllm` console script looks up a dist named "vllm" and fails.
         return f"{venv}/bin/python -m vllm.entrypoints.openai.api_server"
@@ -105,6 +110,7 @@ def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, 
             args[name.replace("_", "-")] = value
     # On SIGTERM vLLM refuses new work and lets running requests finish for this long.
     args["shutdown-timeout"] = spec.rollout.shutdown_timeout_s
+    args.update(multi_gpu_args(spec, args))  # before extra_args: the operator's word is last
     args.update(v.extra_args)
     # The plan may not move the model or the port the service is known by.
     args["model"], args["port"] = served_model_dir(spec), v.port
@@ -117,7 +123,7 @@ def compile_cache_dir(spec: Spec) -> str:
     return f"{CACHE_DIR}/compile/{spec.install.vllm_package}-{spec.install.vllm_version}"
 
 
-def service_env(spec: Spec, host_ip: str | None = None) -> dict[str, str]:
+def service_env(spec: Spec, host_ip: str | None = None, planned_env: dict[str, str] | None = None) -> dict[str, str]:
     v = spec.vllm
     cache = compile_cache_dir(spec)
     env = {
@@ -149,6 +155,8 @@ def service_env(spec: Spec, host_ip: str | None = None) -> dict[str, str]:
         env["NCCL_SOCKET_IFNAME"] = env["GLOO_SOCKET_IFNAME"] = v.nccl_socket_ifname
     if not v.nvlink_multicast:
         env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    env.update(group_env(spec))
+    env.update(planned_env or {})  # the plan's recipe environment (VLLM_USE_DEEP_GEMM, ...)
     env.update(v.env)
     return env
 
@@ -184,15 +192,24 @@ class NodeFiles:
 
 
 def render_node(spec: Spec, host: str, host_ip: str | None = None,
-                planned: dict[str, Any] | None = None, plan_source: str | None = None) -> NodeFiles:
+                planned: dict[str, Any] | None = None, plan_source: str | None = None,
+                planned_env: dict[str, str] | None = None, group: ServingGroup | None = None,
+                gpus_per_node: int = 1) -> NodeFiles:
     """The release: engine config, env and unit. Its id digests all three, so anything that changes
     what runs (engine args, env, the vLLM version in ExecStart, the unit's limits) is a new
     release, and rolling back restores all of it."""
     args = engine_args(spec, planned)
-    env = service_env(spec, host_ip)
-    ctx = dict(spec=spec, host=host, engine_args=args, env=env, exec_start=exec_start(spec),
-               config_dir=CONFIG_DIR, state_dir=STATE_DIR, plan_source=plan_source,
-               stop_timeout_s=spec.rollout.shutdown_timeout_s + 30)
+    env = service_env(spec, host_ip, planned_env)
+    launch = None
+    if group is not None:  # a serving group's member: vLLM's own multi-node flags (r1deploy/launch.py)
+        extra, launch = group_engine_args(spec, args, group, group.member(host), gpus_per_node)
+        args.update(extra)
+        if spec.vllm.device == "cpu":
+            env["PYTHONPATH"] = f"{agent_venv(spec)}/src"  # r1deploy.vllm_cli, from the host agent
+    ctx = dict(spec=spec, host=host, engine_args=args, env=env,
+               exec_start=exec_start(spec, group is not None), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
+               plan_source=plan_source, stop_timeout_s=spec.rollout.shutdown_timeout_s + 30,
+               **_group_context(group, host, launch))
     unit = render_template("r1-vllm.service.j2", **ctx)
     digest = hashlib.sha256(json.dumps([args, env, unit], sort_keys=True).encode()).hexdigest()[:12]
     ctx["release"] = digest
@@ -204,18 +221,42 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
     return NodeFiles(engine_args=args, env=env, files=files, release=digest)
 
 
-def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = None,
-                        memory_mib: int | None = None, model_config: dict | None = None
-                        ) -> tuple[dict[str, Any] | None, str | None]:
-    """Engine args from the capacity plan, or (None, None) when the spec names no hardware."""
+def _group_context(group: ServingGroup | None, host: str, launch: Launch | None) -> dict[str, Any]:
+    """What the templates say about a group member (comments, unit description)."""
+    if group is None or launch is None:
+        return {"group": None, "member": None, "launch": None}
+    return {"group": group, "member": group.member(host), "launch": launch}
+
+
+@dataclass
+class PlannedEngine:
+    """What the capacity plan contributes to a host's files."""
+
+    args: dict[str, Any] | None
+    env: dict[str, str] | None
+    source: str | None
+    gpus_per_node: int = 1
+
+
+def planned_engine(spec: Spec, gpu: str | None = None, gpus: int | None = None,
+                   memory_mib: int | None = None, model_config: dict | None = None) -> PlannedEngine:
+    """Engine args, recipe environment and GPUs per node from the plan; CPU hosts: one device a node."""
     if spec.vllm.device == "cpu" or not (gpu or spec.plan.gpu):
-        return None, None
+        return PlannedEngine(None, None, None)
     from r1deploy.planner import plan_for_spec
 
     plan = plan_for_spec(spec, gpu_name=gpu, gpu_count=gpus, gpu_memory_mib=memory_mib, model_config=model_config)
     if not plan.fits:
         raise ValueError("the capacity plan refuses this spec: " + "; ".join(plan.reasons))
-    return plan.engine_args(), "the capacity plan"
+    return PlannedEngine(plan.engine_args(), plan.engine_env(), "the capacity plan", plan.gpus_per_node)
+
+
+def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = None,
+                        memory_mib: int | None = None, model_config: dict | None = None
+                        ) -> tuple[dict[str, Any] | None, str | None]:
+    """Engine args from the capacity plan, or (None, None) when the spec names no hardware."""
+    pe = planned_engine(spec, gpu, gpus, memory_mib, model_config)
+    return pe.args, pe.source
 
 
 def render_router_unit(spec: Spec, host: str, workers: list[str]) -> str:
@@ -233,8 +274,11 @@ def _render_cmd(args) -> int:
     if args.host not in specs:
         raise SystemExit(f"no host {args.host!r} in {args.inventory} (hosts: {', '.join(specs)})")
     spec = specs[args.host]
-    planned, source = planned_engine_args(spec, args.gpu, args.gpus, args.gpu_memory_mib)
-    node = render_node(spec, args.host, planned=planned, plan_source=source)
+    from r1deploy.groups import group_of
+
+    pe = planned_engine(spec, args.gpu, args.gpus, args.gpu_memory_mib)
+    node = render_node(spec, args.host, planned=pe.args, plan_source=pe.source, planned_env=pe.env,
+                       group=group_of(specs, args.host), gpus_per_node=pe.gpus_per_node)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, content in node.files.items():

@@ -238,10 +238,13 @@ def gateway_workers(gateway: Spec, nodes: Iterable[tuple[str, Spec, str]]) -> li
     """The worker URLs a gateway routes to: its explicit list, else every node of its model.
 
     `nodes` are (name, spec, address) of the inventory's hosts."""
+    from r1deploy.groups import is_group_worker
+
     if gateway.gateway.workers is not None:
         return list(gateway.gateway.workers)
-    return [node_url(spec, address) for _, spec, address in nodes
-            if spec.fleet.role == "node" and spec.model.name == gateway.model.name]
+    return [node_url(spec, address) for name, spec, address in nodes  # group workers are headless
+            if spec.fleet.role == "node" and spec.model.name == gateway.model.name
+            and not is_group_worker(spec, name)]
 
 
 def gateways_of(node_url_: str, gateways: Iterable[tuple[str, Spec]],

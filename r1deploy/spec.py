@@ -41,6 +41,14 @@ class FleetSection(_Section):
     # deploy/bootstrap.py: the operator account it creates on new hosts.
     admin_user: str = "r1ops"
     admin_pubkey_file: str | None = None
+    # Serving group: nodes that together serve one replica (r1deploy/groups.py validates them
+    # across hosts). Every member names the group and its head; the head serves the API.
+    group: str | None = None
+    group_head: str | None = None
+    # The group's internal ports, bound to the members' vllm_host_ip (vLLM's own traffic,
+    # unauthenticated: open them between members only). 29501/29550 are vLLM's defaults.
+    group_master_port: int = Field(default=29501, ge=1, le=65535)
+    group_dp_rpc_port: int = Field(default=29550, ge=1, le=65535)
 
     _names = _rule("name", "release", check=strings.pattern(strings.SAFE_NAME, "name (used in file names)"))
     _user = _rule("admin_user", check=strings.pattern(strings.UNIX_USER, "user name"))
@@ -184,6 +192,12 @@ class VllmSection(_Section):
     # NVLink multicast (NVLS) off where the host's operator asks for it (shared GPU hosts).
     nvlink_multicast: bool = True
     nccl_socket_ifname: str | None = None
+    # Multi-GPU switches (None: on, except off where vllm_nvlink_multicast is False: the custom
+    # all-reduce and FlashInfer's all-reduce + RMSNorm fusion crashed in torch symmetric memory
+    # on a lent 2×H200 host). NCCL_IB_HCA for the group's traffic, where given.
+    custom_all_reduce: bool | None = None
+    allreduce_fusion: bool | None = None
+    nccl_ib_hca: str | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
     _no_secret_args = _rule("extra_args", check=strings.no_secrets("vllm_extra_args"))
@@ -452,5 +466,9 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
         except SpecError as exc:
             errors.extend(exc.errors)
     if errors:
+        raise SpecError(errors)
+    from r1deploy.groups import group_errors  # serving groups are checked across hosts
+
+    if errors := group_errors(specs):
         raise SpecError(errors)
     return specs

@@ -241,7 +241,7 @@ CASES = [
     Case("seed that does not know it is one", on(H1B, model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN), ((H1B, "model_seed_nodes"),)),
     Case("seed listed twice", group("h100_nodes", model_seed_nodes=[H1, H1], model_seed_token_file=SEED_TOKEN),
          ((H1, "model_seed_nodes"), (H1B, "model_seed_nodes"))),
-    Case("two-node replicas with one node", on(H2, plan_nodes=2), ((H2, "plan_nodes"),)),
+    Case("two-node replicas with one node", on(H2, plan_nodes=2), ((H2, "fleet_group"),)),
     # -- secrets on the controller
     Case("hub token variable unset", lambda f: None, ((H2, "model_hub_token_env"), (H1, "model_hub_token_env"),
                                                       (H1B, "model_hub_token_env")), env={"HF_TOKEN": None}),

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from r1deploy.groups import group_of
 from r1deploy.inventory import load_specs
-from r1deploy.render import planned_engine_args, render_node
+from r1deploy.render import planned_engine, planned_engine_args, render_node
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"
-PROD_HOSTS = ["gpu-h200-01", "gpu-h100-01"]
+PROD_HOSTS = ["gpu-h200-01", "gpu-h100-01", "gpu-h100-11", "gpu-h100-12", "gpu-h200-11", "gpu-h200-12"]
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +22,17 @@ def prod():
     return load_specs(str(REPO / "inventories" / "prod.py"), cwd=str(REPO))
 
 
+def render_prod(prod, host):
+    """A prod host's files as the serve stage renders them: plan args and env, its group."""
+    spec = prod[host]
+    pe = planned_engine(spec)
+    return render_node(spec, host, spec.vllm.host_ip, pe.args, pe.source, pe.env, group_of(prod, host),
+                       pe.gpus_per_node)
+
+
 @pytest.mark.parametrize("host", PROD_HOSTS)
 def test_prod_node_files_match_golden(prod, host):
-    spec = prod[host]
-    planned, source = planned_engine_args(spec)
-    node = render_node(spec, host, spec.vllm.host_ip, planned, source)
+    node = render_prod(prod, host)
     for name, content in node.files.items():
         golden = GOLDEN / f"{host}.{name}"
         if os.environ.get("R1DEPLOY_UPDATE_GOLDEN"):

@@ -19,8 +19,9 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python
 
 from r1deploy import rollout as core
-from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir, render_node
+from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir
 from roles._fleet import address, connected, fleet_view
+from roles._group import render_host
 from roles._plan import host_plan
 from roles._rollout import track
 from roles._spec import host_spec
@@ -64,8 +65,7 @@ def serve(to_previous: bool = False) -> None:
         release, unit_text, written = facts["previous"], None, []
     else:
         plan = host_plan(spec)  # real GPU facts where the driver answers, else the spec's hardware
-        planned, source = (plan.engine_args(), "the capacity plan") if plan and plan.fits else (None, None)
-        node = render_node(spec, host.name, address(host), planned, source)
+        node = render_host(spec, plan)  # with the plan's env and, in a serving group, vLLM's multi-node flags
         release, unit_text = node.release, node.files[SERVICE]
         written = _release_files(spec, node)
 

@@ -239,8 +239,8 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
         with _Timer(record, "drain") as t:
             notes = drain_from(gateways, url)
             t.detail = "; ".join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])
-    with _Timer(record, "stop"):
-        remote(f"systemctl stop {SERVICE}", "stop")
+    with _Timer(record, "stop"):  # (a first deploy has nothing to stop)
+        remote(f"if systemctl is-active --quiet {SERVICE}; then systemctl stop {SERVICE}; fi", "stop")
     with _Timer(record, "start"):
         started = activate(release_dir)
     _prove(spec, record, started, canary)

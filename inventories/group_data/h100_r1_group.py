@@ -1,0 +1,11 @@
+# Full R1 (671B, FP8) over two 8×H100 nodes as one serving group (see inventories/prod.py).
+model_repo_id = "deepseek-ai/DeepSeek-R1"
+model_revision = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
+vllm_max_model_len = 65536
+vllm_nccl_ib_hca = "mlx5"
+plan_gpu = "H100 SXM"
+plan_gpus_per_node = 8
+gpu_expected_model = "H100"
+gpu_expected_count = 8
+gpu_min_memory_mib = 80000
+gpu_fabric_manager = "yes"
