@@ -23,8 +23,8 @@
 # Reproducible: the pinned list (payload-wheels.txt) is used as committed unless R1_RESOLVE=1;
 # the tarballs are written with a fixed file order, owner and mtime (tar --sort=name --mtime=@0
 # --owner=0 --group=0 --numeric-owner --format=gnu) and xz's multi-threaded mode with a fixed
-# block size (its output then does not depend on the thread count), cut into fixed 20 MiB
-# pieces. A rebuild with the same xz (5.4) and pip therefore gives the same bytes, and the
+# thread count and block size, cut into fixed 20 MiB pieces. A rebuild with the same xz (5.4),
+# pip and build Python therefore gives the same bytes (checked: a second build reproduced it), and the
 # committed payload.sha256 verifies it: the build compares and says so (the file is rewritten
 # only when the bytes changed, e.g. after R1_RESOLVE=1 or another pip/xz).
 set -euo pipefail
