@@ -1,18 +1,42 @@
-"""PLACEHOLDER for issue 14 item 6 (the lead's): a node that must reboot for a driver change
-is drained from the gateways first, and rejoins after the gate, warm-up and smoke.
+"""A reboot is a rollout: a node that must reboot for a driver change leaves the gateways first.
 
-`drain_before_reboot` is called by the GPU role right before it reboots a host (NVIDIA and
-AMD alike, roles/gpu_host/ops.py `_reboot`), with the host and the reason. It yields pyinfra
-commands (StringCommand / FunctionCommand) to run before the reboot; a FunctionCommand that
-returns False stops this host before it reboots. Today it yields nothing: replace this module
-(keep the name and signature) with the rolling-update drain.
+Called by the GPU role right before it reboots a host (NVIDIA and AMD alike, roles/gpu_host/ops.py
+`_reboot`). It takes the node out of every gateway that routes to it and waits until vLLM has no
+request in flight (the rolling update's own drain, roles/serve/rollout.py). After the reboot the
+engine unit starts on boot; the rollout stage then gives the node its turn — health, warm-up,
+smoke — and only that puts it back in rotation (roles/serve: a node drained here always gets one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pyinfra.api import FunctionCommand
+
+# Nodes drained for a reboot in this run: the rollout stage rejoins them after proving them.
+DRAINED: set[str] = set()
+
+
+def _drain(name: str) -> bool:
+    from pyinfra import host
+
+    from r1deploy import rollout as core
+    from roles._fleet import address, connected, fleet_view
+    from roles._spec import host_spec
+    from roles.serve.rollout import drain_from, wait_drained
+
+    spec = host_spec()
+    if spec.fleet.role != "node":
+        return True
+    _, gateways, nodes = fleet_view()
+    url = core.node_url(spec, address(host))
+    targets = [(connected(gw), s.gateway.port) for gw, s in gateways if gw in core.gateways_of(url, gateways, nodes)]
+    notes = drain_from(targets, url)
+    host.log(f"drained for the reboot: {'; '.join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])}")
+    DRAINED.add(name)
+    return True
+
 
 def drain_before_reboot(host, why: str) -> Iterator:
-    """No-op until the rolling-update drain exists: yields no command."""
-    return iter(())
+    """Commands to run before the reboot: the drain (a failure stops this host before it reboots)."""
+    yield FunctionCommand(_drain, (host.name,), {})

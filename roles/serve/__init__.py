@@ -110,7 +110,9 @@ def _restart_wanted(turn: dict) -> bool:
 
 
 def _wanted(turn: dict) -> bool:
-    return _restart_wanted(turn) or core.needs_rejoin(turn["state"])
+    from roles.gpu_host.drain import DRAINED  # drained for a driver reboot earlier in this run
+
+    return _restart_wanted(turn) or core.needs_rejoin(turn["state"]) or host.name in DRAINED
 
 
 def _turn(batch: int, canary: bool) -> None:

@@ -246,13 +246,27 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
     _prove(spec, record, started, canary)
 
 
-def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str) -> str:
-    """Back to the previous release, proven like a new one, rejoined. Returns what happened."""
+def _pointers() -> tuple[str | None, str | None]:
+    """(current, previous) release ids as the node's pointers say (None where a pointer is missing)."""
+    out = remote(f'echo "c=$(readlink {CURRENT})"; echo "p=$(readlink {PREVIOUS})"', "release pointers")
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    name = lambda key: values.get(key, "").rstrip("/").rsplit("/", 1)[-1] or None  # noqa: E731
+    return name("c"), name("p")
+
+
+def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str,
+               prior_previous: str | None) -> str:
+    """Back to the previous release, proven like a new one, rejoined. Returns what happened.
+    `previous` keeps pointing where it did before the failed turn: the bad release is never a
+    rollback target."""
     if not record.previous:
         remote(f"systemctl stop {SERVICE} || true", "stop")
         return "no previous release to go back to: the node is stopped and out of rotation"
     try:
         started = activate(f"{CONFIG_DIR}/releases/{record.previous}")
+        keep = (f"ln -sfn {CONFIG_DIR}/releases/{prior_previous} {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}"
+                if prior_previous and prior_previous != record.previous else f"rm -f {PREVIOUS}")
+        remote(keep, "previous pointer")
         _prove(spec, record, started, canary=False)
         if gateways:
             rejoin(gateways, url, core.startup_timeout_s(spec))
@@ -271,11 +285,9 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
         _write_report(record)
         host.log(record.reason)
         return
-    record.previous = (remote(f"readlink -f {CURRENT} || true", "release pointer").strip().rsplit("/", 1)[-1]
-                       or None)
-    if record.previous == release:
-        record.previous = (remote(f"readlink -f {PREVIOUS} || true", "previous release").strip()
-                           .rsplit("/", 1)[-1] or None)
+    live, before = _pointers()
+    record.previous = (before if live == release else live) or None  # what a failure goes back to
+    prior_previous = before
     try:
         gateways = [(connected(name), port) for name, port in gateway_ports]
         if restart and single_node_model and not spec.rollout.allow_outage and _unit_state().active == "active":
@@ -292,13 +304,14 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
         record.outcome = "rolled out" if restart else "rejoined"
     except (PhaseFailed, OperationError) as exc:
         failure = exc if isinstance(exc, PhaseFailed) else PhaseFailed("rollout", str(exc))
-        _fail(spec, record, failure, gateways if "gateways" in locals() else [], url)
+        _fail(spec, record, failure, gateways if "gateways" in locals() else [], url, prior_previous)
     finally:
         _write_report(record)
     host.log(f"rollout: {record.outcome} " + "  ".join(f"{p.name} {p.seconds:.1f}s" for p in record.phases))
 
 
-def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str) -> None:
+def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str,
+          prior_previous: str | None) -> None:
     ROLLOUT.stop(host.name, f"{failure.phase}: {failure.reason}")
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
@@ -309,7 +322,7 @@ def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: 
         except OperationError as exc:
             back += f"; could not put it back in rotation ({exc})"
     else:
-        back = _roll_back(spec, record, failure, gateways, url)
+        back = _roll_back(spec, record, failure, gateways, url, prior_previous)
     record.outcome = "rolled back" if "rolled back to" in back and "NOT" not in back else "failed"
     if record.outcome == "failed" and failure.phase != "plan":
         ROLLOUT.out_of_rotation.add(url)
