@@ -224,6 +224,22 @@ class PlanSection(_Section):
     tokens_per_day: float | None = Field(default=None, ge=0)
 
 
+class DriftSection(_Section):
+    """Keys ``drift_*``: the drift check (deploy/drift.py) and its timer on an ops host
+    (deploy/drift_timer.py; the ops host's own inventory carries these keys)."""
+
+    full: bool = False  # rehash every weights file (sha256) instead of size + mtime
+    keep_runs: int = Field(default=20, ge=1)
+    # The timer: a pinned checkout of this repository on the ops host, run by its own user and key.
+    inventory: str = "inventories/prod.py"  # the fleet inventory, relative to the checkout
+    on_calendar: str = "*:0/15"
+    user: str = "r1drift"
+    root: str = "/opt/r1deploy-drift"
+    commit: str | None = None  # None: the controller checkout's HEAD
+    known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
+    textfile_dir: str | None = "/var/lib/prometheus/node-exporter"
+
+
 class Spec(_Section):
     fleet: FleetSection = Field(default_factory=FleetSection)
     model: ModelSection
@@ -234,6 +250,7 @@ class Spec(_Section):
     quant: QuantSection = Field(default_factory=QuantSection)
     smoke: SmokeSection = Field(default_factory=SmokeSection)
     plan: PlanSection = Field(default_factory=PlanSection)
+    drift: DriftSection = Field(default_factory=DriftSection)
 
     @model_validator(mode="after")
     def _coherent(self) -> Spec:

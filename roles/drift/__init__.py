@@ -1,0 +1,159 @@
+"""Drift: read facts only and compare them with what the spec renders today (r1deploy.drift_checks).
+
+`host_checks(spec, full)` lists (check name, callable) for this host's role; deploy/drift.py
+runs each through r1deploy.drift.run_check, so a check that raises is that check's
+"could not check", never the end of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from pyinfra import host
+from pyinfra.facts.files import Link
+
+from r1deploy import AGENT_REQUIREMENTS
+from r1deploy import drift_checks as dc
+from r1deploy.drift import Finding
+from r1deploy.render import (
+    CONFIG_DIR,
+    ROUTER_SERVICE,
+    SERVICE,
+    agent_venv,
+    render_node,
+    router_venv,
+    vllm_venv,
+)
+from roles._plan import host_plan
+from roles.drift import facts as df
+from roles.serve.facts import ServingHealth
+from roles.weights.facts import PublishedModel
+
+UNIT_DIR = "/etc/systemd/system"
+MIRROR_SERVICE = "r1-mirror.service"
+Check = tuple[str, Callable[[], Iterable[Finding]]]
+
+
+def _rendered(spec):
+    """The node's files as deploy/main.py would render them now (same plan, same address)."""
+    plan = host_plan(spec)
+    planned, source = (plan.engine_args(), "the capacity plan") if plan and plan.fits else (None, None)
+    return render_node(spec, host.name, spec.vllm.host_ip or host.data.get("ssh_hostname"), planned, source)
+
+
+def _release(spec) -> list[Finding]:
+    node = _rendered(spec)
+    live_target = (host.get_fact(Link, path=f"{CONFIG_DIR}/current") or {}).get("link_target")
+    paths = {name: f"{CONFIG_DIR}/current/{name}" for name in node.files}
+    digests = host.get_fact(df.FileDigests, paths=sorted(paths.values()))
+    live = {name: digests.get(path) for name, path in paths.items()}
+    return [*dc.release_link(host.name, live_target, node.release),
+            *dc.files_match(host.name, "release-files", node.files, live, f"{CONFIG_DIR}/current")]
+
+
+def _unit(name: str, content: str) -> list[Finding]:
+    path = f"{UNIT_DIR}/{name}"
+    digests = host.get_fact(df.FileDigests, paths=[path])
+    return dc.files_match(host.name, "unit", {name: content}, {name: digests.get(path)}, UNIT_DIR)
+
+
+def _packages(check: str, venv: str, pins: list[str]) -> list[Finding]:
+    return dc.packages_match(host.name, check, venv, pins, host.get_fact(df.DistVersions, venv=venv))
+
+
+def _service(unit: str) -> list[Finding]:
+    enabled, active = host.get_fact(df.UnitStates, units=[unit]).get(unit, (None, None))
+    return dc.unit_state(host.name, unit, enabled, active)
+
+
+def _answers(port: int, name: str) -> list[Finding]:
+    return dc.answers(host.name, host.get_fact(ServingHealth, port=port), name)
+
+
+def _weights(spec, full: bool) -> list[Finding]:
+    venv = agent_venv(spec)
+    if full:
+        status = host.get_fact(df.WeightsRehash, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
+                               current=spec.model.current_link)
+    else:
+        status = host.get_fact(PublishedModel, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
+                               root=spec.model.root, repo_id=spec.model.repo_id)
+    return dc.weights(host.name, status or {}, spec.model.revision, full)
+
+
+def _gpu(spec) -> list[Finding]:
+    from r1deploy.gpu_gate import Expectations, Observation, run_gate
+    from roles.gpu_host import facts as gpu_facts
+
+    dcgm = host.get_fact(gpu_facts.DcgmDiag) if spec.gpu.dcgm else None
+    obs = Observation(*(host.get_fact(f) for f in (
+        gpu_facts.Gpus, gpu_facts.LoadedDriver, gpu_facts.GpuHealth, gpu_facts.NvSwitches,
+        gpu_facts.FabricManagerState, gpu_facts.NvLinkStatus)), dcgm)
+    return [Finding(host.name, f"gpu:{c.check}", c.ok, c.detail)
+            for c in run_gate(host.name, obs, Expectations.from_spec(spec.gpu))]
+
+
+def _held(spec) -> list[Finding]:
+    from roles.gpu_host import facts as gpu_facts
+
+    return dc.held_packages(host.name, host.get_fact(df.AptPins), host.get_fact(gpu_facts.NvidiaPackages),
+                            spec.gpu.driver_branch, spec.gpu.driver_version)
+
+
+def _mirror(spec) -> list[Finding]:
+    enabled, active = host.get_fact(df.UnitStates, units=[MIRROR_SERVICE]).get(MIRROR_SERVICE, (None, None))
+    m = spec.model
+    listing = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{m.seed_port}/api/models/{m.repo_id}/revision/{m.revision}")
+    return dc.mirror(host.name, enabled, active, listing["body"], m.revision)
+
+
+def _backends(spec) -> list[Finding]:
+    from roles.gateway import _workers
+
+    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.gateway.port}/list_workers")
+    if not reply["ok"]:
+        return [Finding(host.name, "backends", None, f"/list_workers: {str(reply['body'])[:200]}")]
+    return dc.backends_match(host.name, _workers(spec), reply["body"])
+
+
+def _router_unit(spec) -> list[Finding]:
+    from r1deploy.render import render_router_unit
+    from roles.gateway import _workers
+
+    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name, _workers(spec)))
+
+
+def node_checks(spec, full: bool) -> list[Check]:
+    install = spec.install
+    checks: list[Check] = [
+        ("release", partial(_release, spec)),
+        ("unit", lambda: _unit(SERVICE, _rendered(spec).files[SERVICE])),
+        ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec),
+                                  [f"{install.vllm_package}=={install.vllm_version}", *install.vllm_with])),
+        ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("service", partial(_service, SERVICE)),
+        ("answers", partial(_answers, spec.vllm.port, spec.model.name)),
+        ("weights", partial(_weights, spec, full)),
+    ]
+    if spec.gpu.manage and spec.vllm.device == "cuda":
+        checks += [("gpu", partial(_gpu, spec)), ("nvidia-packages", partial(_held, spec))]
+    if host.name in spec.model.seed_nodes:
+        checks.append(("mirror", partial(_mirror, spec)))
+    return checks
+
+
+def gateway_checks(spec) -> list[Check]:
+    return [
+        ("unit", partial(_router_unit, spec)),
+        ("router-packages", partial(_packages, "router-packages", router_venv(spec),
+                                    [f"vllm-router=={spec.install.router_version}"])),
+        ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("service", partial(_service, ROUTER_SERVICE)),
+        ("answers", partial(_answers, spec.gateway.port, spec.model.name)),
+        ("backends", partial(_backends, spec)),
+    ]
+
+
+def host_checks(spec, full: bool) -> list[Check]:
+    return node_checks(spec, full) if spec.fleet.role == "node" else gateway_checks(spec)
