@@ -225,10 +225,10 @@ def table(manifest: dict[str, Any] | None, findings: list[Finding]) -> str:
     if manifest:
         rows.append(f"run {manifest['run_id']} started {manifest['started']} "
                     f"({len(manifest['hosts'])} host(s){', full rehash' if manifest.get('full') else ''})")
-    rows.append(f"{'host':16} {'check':14} {'state':8} detail")
+    rows.append(f"{'host':16} {'check':16} {'state':8} detail")
     for f in findings:
         state = {True: "ok", False: "DRIFT", None: "unknown"}[f.ok]
-        rows.append(f"{f.host:16} {f.check:14} {state:8} {f.detail}")
+        rows.append(f"{f.host:16} {f.check:16} {state:8} {f.detail}")
     rows.append(VERDICTS[exit_code(findings)])
     return "\n".join(rows)
 

@@ -30,14 +30,14 @@ def test_drift_is_1_and_named(tmp_path, capsys):
     start_run(tmp_path, ["gpu-3"], "r1")
     finished(tmp_path, "r1", "gpu-3", Finding("gpu-3", "release", False, "live=abc spec=def"))
     assert main(["drift", str(tmp_path)]) == 1
-    assert "gpu-3            release        DRIFT    live=abc spec=def" in capsys.readouterr().out
+    assert "gpu-3            release          DRIFT    live=abc spec=def" in capsys.readouterr().out
 
 
 def test_a_host_without_a_report_could_not_be_checked(tmp_path, capsys):
     start_run(tmp_path, ["gpu-1", "gpu-2"], "r1")
     finished(tmp_path, "r1", "gpu-1", Finding("gpu-1", "service", True, "ok"))
     assert main(["drift", str(tmp_path)]) == 2
-    assert "gpu-2            report         unknown  no report in this run" in capsys.readouterr().out
+    assert "gpu-2            report           unknown  no report in this run" in capsys.readouterr().out
 
 
 def test_a_check_that_did_not_finish_or_crashed_is_not_ok(tmp_path, capsys):
