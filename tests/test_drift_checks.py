@@ -11,7 +11,8 @@ from roles.drift import facts as df
 
 def shell(fact, **kwargs):
     """A fact's command run by bash here, its output through the fact's own parser."""
-    out = subprocess.run(["bash", "-c", fact.command(fact, **kwargs)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["bash", "-c", fact.command(fact, **kwargs)], capture_output=True, text=True, timeout=60,
+                         cwd="/")  # as on a host: not this checkout
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     return fact.process(fact, lines) if lines else fact.default()
@@ -148,3 +149,19 @@ def test_the_gate_gets_dcgms_result_when_gpu_dcgm_is_set():
         findings = _gpu(spec_from_host_data("h200", data))
     assert ("gpu:dcgm", True) in {(f.check, f.ok) for f in findings}
     assert exit_code(findings) == 0, findings
+
+
+def test_agent_weights_fact_runs_the_real_agent_and_a_broken_one_raises(tmp_path):
+    import pytest
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    status = shell(df.AgentWeights, agent_python=sys.executable, agent_src=repo,
+                   args=f"status --root {tmp_path} --repo org/m")
+    assert status["current"] is None and status["ok"] is False
+    assert shell(df.AgentWeights, agent_python=sys.executable, agent_src=str(tmp_path / "none"), args="status") == {}
+    broken = tmp_path / "agent" / "r1deploy"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "weights.py").write_text("raise RuntimeError('injected')\n")
+    with pytest.raises(ValueError, match="agent exited 1: RuntimeError: injected"):
+        shell(df.AgentWeights, agent_python=sys.executable, agent_src=str(broken.parent), args="status")

@@ -28,7 +28,6 @@ from r1deploy.render import (
 from roles._plan import host_plan
 from roles.drift import facts as df
 from roles.serve.facts import ServingHealth
-from roles.weights.facts import PublishedModel
 
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_SERVICE = "r1-mirror.service"
@@ -73,13 +72,10 @@ def _answers(port: int, name: str) -> list[Finding]:
 
 def _weights(spec, full: bool) -> list[Finding]:
     venv = agent_venv(spec)
-    if full:
-        status = host.get_fact(df.WeightsRehash, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
-                               current=spec.model.current_link)
-    else:
-        status = host.get_fact(PublishedModel, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
-                               root=spec.model.root, repo_id=spec.model.repo_id)
-    return dc.weights(host.name, status or {}, spec.model.revision, full)
+    m = spec.model
+    args = (f"verify --full --dir {m.current_link}" if full else f"status --root {m.root} --repo {m.repo_id}")
+    status = host.get_fact(df.AgentWeights, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src", args=args)
+    return dc.weights(host.name, status, m.revision, full)
 
 
 def _gpu(spec) -> list[Finding]:

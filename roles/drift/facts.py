@@ -105,14 +105,20 @@ class AptPins(FactBase):
         return pins
 
 
-class WeightsRehash(FactBase):
-    """The agent's `verify --full` (sha256 of every file) of the published commit; {} without
-    the agent. Slow by design: only on request (drift_full / --full)."""
+class AgentWeights(FactBase):
+    """The host agent's weights JSON: `status` (size + mtime) or `verify --full` (sha256 of every
+    file; it drops a corrupt file's manifest entry, so the next converge re-fetches it). {} before
+    the agent exists. An agent that fails raises here: the weights check says "could not check"
+    with the agent's own last line, not "not installed"."""
 
-    def command(self, agent_python, agent_src, current):
-        return (f"if [ -f {agent_src}/r1deploy/weights.py ]; then PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={agent_src} "
-                f"{agent_python} -m r1deploy.weights verify --full --dir {shlex.quote(current)} || true; "
-                "else echo '{}'; fi")
+    def command(self, agent_python, agent_src, args):
+        run = f"PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={agent_src} {agent_python} -m r1deploy.weights {args}"
+        return (f"if [ -f {agent_src}/r1deploy/weights.py ]; then out=$({run} 2>&1); "
+                "echo \"R1DEPLOY_RC $?\"; printf '%s\\n' \"$out\"; else echo 'R1DEPLOY_RC 0'; echo '{}'; fi")
 
     def process(self, output):
-        return json.loads("\n".join(output) or "{}")
+        rc = int(output[0].split()[1])
+        body = next((line for line in reversed(output[1:]) if line.startswith("{")), None)
+        if body is None:
+            raise ValueError(f"agent exited {rc}: {(output[1:] or ['no output'])[-1][:300]}")
+        return json.loads(body)
