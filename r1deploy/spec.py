@@ -237,7 +237,7 @@ class DriftSection(_Section):
     root: str = "/opt/r1deploy-drift"
     commit: str | None = None  # None: the controller checkout's HEAD
     known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
-    textfile_dir: str | None = "/var/lib/prometheus/node-exporter"
+    textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
 
 
 class Spec(_Section):
