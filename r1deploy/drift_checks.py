@@ -125,6 +125,16 @@ def answers(host: str, health: Mapping[str, Any], served_name: str) -> list[Find
                     f"/health {'ok' if health.get('healthy') else 'down'}; /v1/models {health.get('models', [])}")]
 
 
+def served_revision(host: str, body: Any, model_dir: str) -> list[Finding]:
+    """`/v1/models` names the directory it loaded (`root`): the pinned commit's, or drift."""
+    try:
+        roots = sorted({m["root"] for m in body["data"]})
+    except (TypeError, KeyError):
+        return [Finding(host, "revision", None, f"/v1/models answered {str(body)[:200]!r}")]
+    return [Finding(host, "revision", roots == [model_dir], f"serving {', '.join(roots) or 'nothing'}"
+                    + ("" if roots == [model_dir] else f", want {model_dir}"))]
+
+
 def router_workers(body: Any) -> list[str] | None:
     """vllm-router's `GET /list_workers` -> worker URLs (None: not a reply we understand)."""
     if isinstance(body, dict):

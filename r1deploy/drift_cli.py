@@ -62,7 +62,8 @@ def cron_line(args: argparse.Namespace) -> str:
     r1 = str(bin_dir / "r1deploy") if (bin_dir / "r1deploy").exists() else f"{sys.executable} -m r1deploy"
     reports = os.path.abspath(args.reports)
     prom = args.textfile or os.path.join(reports, "drift", "r1deploy_drift.prom")
-    cmd = (f"cd {shlex.quote(str(REPO))} && {r1} drift-run {shlex.quote(os.path.abspath(args.inventory))} "
+    logdir = shlex.quote(os.path.join(reports, "drift"))
+    cmd = (f"mkdir -p {logdir} && cd {shlex.quote(str(REPO))} && {r1} drift-run {shlex.quote(os.path.abspath(args.inventory))} "
            f"--reports {shlex.quote(reports)} --textfile {shlex.quote(prom)} "
            f">> {shlex.quote(os.path.join(reports, 'drift', 'cron.log'))} 2>&1")
     return f"{args.schedule} {cmd}"  # no '%' in it: cron would cut the line there

@@ -141,7 +141,8 @@ def test_a_run_manifest_is_written_once(tmp_path):
 def test_print_cron_is_one_line_without_percent(tmp_path, capsys):
     assert main(["drift", "--print-cron", "--inventory", "inventories/prod.py", "--reports", str(tmp_path)]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("*/15 * * * * cd ") and "drift-run" in line and "%" not in line and "\n" not in line
+    assert line.startswith(f"*/15 * * * * mkdir -p {tmp_path}/drift && cd ") and "drift-run" in line
+    assert "%" not in line and "\n" not in line
     assert f"--textfile {tmp_path}/drift/r1deploy_drift.prom" in line
 
 

