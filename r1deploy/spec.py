@@ -238,6 +238,7 @@ class DriftSection(_Section):
     commit: str | None = None  # None: the controller checkout's HEAD
     known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
     textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment of the check's service
 
 
 class Spec(_Section):
