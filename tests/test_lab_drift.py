@@ -196,3 +196,64 @@ def test_the_last_runs_are_kept_with_latest(lab, reports):
     runs = [p for p in (reports / "drift").iterdir() if p.is_dir() and not p.is_symlink()]
     assert 1 < len(runs) <= 20
     assert os.readlink(reports / "drift" / "latest") == max(runs, key=lambda p: p.name).name
+
+
+OPS_INVENTORY = """
+ops = [("{name}", {{"ssh_hostname": "{ip}", "ssh_user": "root", "ssh_key": "{key}", "ssh_known_hosts_file": "{kh}",
+                  "ssh_strict_host_key_checking": "accept-new", "drift_inventory": "inventories/lab.py",
+                  "drift_on_calendar": "*:0/1", "drift_known_hosts_file": "{kh}", "drift_env": {env!r},
+                  "install_find_links": ["http://{bridge}:{port}/"]}})]
+"""
+
+
+def test_the_timer_fires_and_its_report_appears_under_latest(lab, tmp_path):
+    """The gateway doubles as the ops host: the timer role installs the check there, with its own
+    key (authorized here on the lab's hosts) and a wheelhouse of the checker's dependencies."""
+    import base64
+    from importlib.metadata import version
+
+    from lab.state import STATE
+    from roles.drift_timer import DEPENDENCIES
+
+    wheels = tmp_path / "wheels"
+    got = run(PY, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(wheels),
+              *[f"{d}=={version(d)}" for d in DEPENDENCIES], timeout=600)
+    assert got.returncode == 0, got.out[-3000:]
+    port = 8799
+    server = subprocess.Popen([PY, "-m", "http.server", "--bind", lab["bridge_ip"], "--directory", str(wheels),
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ops = gateway(lab)
+    ip = next(h["ip"] for h in lab["hosts"] if h["name"] == ops)
+    env = {k: os.environ[k] for k in ("R1LAB_NAME", "R1LAB_NET") if k in os.environ}
+    inventory = tmp_path / "ops.py"
+    inventory.write_text(OPS_INVENTORY.format(name=ops, ip=ip, key=lab["ssh_key"], kh=lab["known_hosts"], env=env,
+                                              bridge=lab["bridge_ip"], port=port))
+    try:
+        installed = run(str(BIN / "pyinfra"), "-y", str(inventory), "deploy/drift_timer.py", timeout=900)
+        assert installed.returncode == 0, installed.out[-6000:]
+    finally:
+        server.terminate()
+    pub = ssh(lab, ops, "cat /var/lib/r1drift/.ssh/id_ed25519.pub").strip()
+    for h in lab["hosts"]:
+        ssh(lab, h["name"], f"grep -qF '{pub}' /root/.ssh/authorized_keys || echo '{pub}' >> /root/.ssh/authorized_keys")
+    # The checkout's inventories/lab.py reads the lab's state file, as on the controller.
+    state = base64.b64encode(json.dumps(lab).encode()).decode()
+    ssh(lab, ops, f"mkdir -p {STATE} && echo {state} | base64 -d > {STATE}/lab.json && chmod 644 {STATE}/lab.json")
+    before = ssh(lab, ops, "readlink /var/lib/r1drift/reports/drift/latest || true").strip()
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            latest = ssh(lab, ops, "readlink /var/lib/r1drift/reports/drift/latest || true").strip()
+            done = ssh(lab, ops, f"grep -l '\"status\": \"finished\"' /var/lib/r1drift/reports/drift/{latest}/hosts/*.json "
+                                 "2>/dev/null | wc -l") if latest and latest != before else "0"
+            if int(done) == len(lab["hosts"]):
+                break
+            assert time.monotonic() < deadline, ssh(lab, ops, "journalctl -u r1deploy-drift -n 40 --no-pager -o cat")
+            time.sleep(5)
+        time.sleep(15)  # the summary and the textfile come right after the last host's report
+        journal = ssh(lab, ops, "journalctl -u r1deploy-drift --no-pager -o cat")
+        assert "no drift" in journal, journal[-4000:]
+        prom = ssh(lab, ops, "cat /var/lib/r1drift/textfile/r1deploy_drift.prom")
+        assert "r1deploy_drift_exit_code 0" in prom
+    finally:
+        ssh(lab, ops, "systemctl disable --now r1deploy-drift.timer", check=False)
