@@ -1,77 +1,54 @@
-"""Scheduled drift check: read-only, changes nothing, one JSON report per host.
+"""Drift check: read-only, changes nothing, one report per host in one run.
 
+    r1deploy drift-run inventories/prod.py                          # the usual way (exit 0/1/2)
     pyinfra -y inventories/prod.py deploy/drift.py && r1deploy drift reports/
 
-Per node: the published weights still verify against their manifest (size + mtime), the live
-release is the one the spec renders today, the service runs and answers with the served name,
-and (GPU hosts) the verification gate passes. Gateways: the router answers. Reports land in
-R1DEPLOY_REPORTS (default ./reports); `r1deploy drift` prints them and exits 0/1/2.
+Each run has an id (R1DEPLOY_DRIFT_RUN, else one made when this file first loads), a start
+time and the hosts it must cover (the inventory's, honouring --limit): its manifest is
+written before the first host's checks. Every host writes reports/drift/<run>/hosts/<host>.json,
+"started" first and "finished" at the end; a host that could not connect writes nothing, so
+the summary calls it "could not check". Checks: r1deploy.drift_checks via roles.drift.
+R1DEPLOY_DRIFT_FULL=1 (or --data drift_full=True) rehashes the weights (sha256) instead of
+size + mtime. R1DEPLOY_REPORTS: where reports go (default ./reports). R1DEPLOY_DRIFT_INJECT_RAISE=
+check[,check]: those checks raise (fault injection: proves a raising check cannot end the run).
 """
 
 import os
 
-from pyinfra import host
-from pyinfra.facts.files import Link
-from pyinfra.facts.systemd import SystemdStatus
+from pyinfra import host, state
 
-from r1deploy.drift import Finding, write_host
-from r1deploy.group_drift import member_tag
-from r1deploy.groups import is_group_worker
-from r1deploy.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv
-from roles._group import host_group, render_host
-from roles._plan import host_plan
+from r1deploy.drift import RUN_ENV, HostReport, new_run_id, run_check, start_run
 from roles._spec import host_spec
-from roles.serve.facts import ServingHealth
-from roles.weights.facts import PublishedModel
 
-spec = host_spec()
-findings: list[Finding] = []
-
-
-def note(check: str, ok: bool | None, detail: str) -> None:
-    findings.append(Finding(host.name, check, ok, detail))
+REPORTS = os.environ.get("R1DEPLOY_REPORTS", "reports")
+INJECT_RAISE = set(filter(None, os.environ.get("R1DEPLOY_DRIFT_INJECT_RAISE", "").split(",")))
+# One id for every host of this pyinfra process: the file is executed once per host.
+RUN_ID = os.environ.setdefault(RUN_ENV, new_run_id())
 
 
-def check_service(unit: str, port: int, answers: bool = True) -> None:
-    running = (host.get_fact(SystemdStatus, services=[unit]) or {}).get(unit)
-    note("service", bool(running), f"{unit} {'running' if running else 'not running'}")
-    if not answers:  # a group worker runs vLLM headless: its head answers for the group
-        return
-    health = host.get_fact(ServingHealth, port=port)
-    served = spec.model.name in health["models"]
-    note("answers", health["healthy"] and served,
-         f"/health {'ok' if health['healthy'] else 'down'}; serves {health['models']}")
+def injected(check: str):
+    def fn():
+        raise RuntimeError(f"injected by R1DEPLOY_DRIFT_INJECT_RAISE={check}")
+    return fn
 
 
-if spec.fleet.role == "node":
-    venv = agent_venv(spec)
-    weights = host.get_fact(PublishedModel, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
-                            root=spec.model.root, repo_id=spec.model.repo_id) or {}
-    if not weights:
-        note("weights", None, "host agent not installed")
-    else:
-        ok = weights.get("commit") == spec.model.revision and bool(weights.get("verified"))
-        note("weights", ok, f"current={str(weights.get('commit'))[:12]} want={spec.model.revision[:12]} "
-                            f"verified={weights.get('verified')} {'; '.join(weights.get('problems', []))}".strip())
-    plan = host_plan(spec)
-    want = render_host(spec, plan).release  # exactly what serve renders
-    live = ((host.get_fact(Link, path=f"{CONFIG_DIR}/current") or {}).get("link_target") or "").rsplit("/", 1)[-1]
-    note("release", live == want, f"live={live or 'none'} spec={want}")
-    group = host_group(spec)
-    if group:  # `r1deploy drift` folds the members' reports into one row per group
-        note("group", True, member_tag(group, host.name))
-    check_service(SERVICE, spec.vllm.port, answers=not is_group_worker(spec, host.name))
-    if spec.gpu.manage and spec.vllm.device == "cuda":
-        from r1deploy.gpu_gate import Expectations, Observation, run_gate
-        from roles.gpu_host import facts as gpu_facts
+def expected_hosts() -> list[str]:
+    limit = state.limit_hosts
+    return [h.name for h in state.inventory if not isinstance(limit, list) or h in limit]
 
-        obs = Observation(*(host.get_fact(f) for f in (
-            gpu_facts.Gpus, gpu_facts.LoadedDriver, gpu_facts.GpuHealth, gpu_facts.NvSwitches,
-            gpu_facts.FabricManagerState, gpu_facts.NvLinkStatus)), None)
-        for c in run_gate(host.name, obs, Expectations.from_spec(spec.gpu)):
-            note(f"gpu:{c.check}", c.ok, c.detail)
+
+FULL = os.environ.get("R1DEPLOY_DRIFT_FULL") == "1"
+manifest = start_run(REPORTS, expected_hosts(), RUN_ID, full=FULL, keep=int(os.environ.get("R1DEPLOY_DRIFT_KEEP", "20")))
+report = HostReport(REPORTS, manifest["run_id"], host.name)
+try:
+    from roles.drift import host_checks
+
+    spec = host_spec()
+    full = FULL or spec.drift.full
+    for check, fn in host_checks(spec, full):
+        report.add(run_check(host.name, check, injected(check) if check in INJECT_RAISE else fn))
+except Exception as exc:  # noqa: BLE001 - a crash is a "could not check" for this host, not the run's end
+    host.log(f"drift check crashed: {type(exc).__name__}: {exc}")
+    report.finish(error=f"{type(exc).__name__}: {exc}")
 else:
-    check_service(ROUTER_SERVICE, spec.gateway.port)
-
-path = write_host(os.environ.get("R1DEPLOY_REPORTS", "reports"), host.name, findings)
-host.log(f"drift report: {path}")
+    host.log(f"drift report: {report.finish()}")

@@ -10,7 +10,6 @@ its inventory name: alerts and dashboards speak in host names, not addresses.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -190,20 +189,3 @@ def _label(value: str) -> str:
     return re.sub(r'[\\"\n]', lambda m: _LABEL_ESCAPES[m.group()], value)
 
 
-def drift_textfile(findings: Iterable[Mapping], now: float | None = None) -> str:
-    """Metrics of one drift run: per check 1 ok / 0 drift / -1 could not check, counts, the run time."""
-    findings = list(findings)
-    state = {True: "ok", False: "drift", None: "unknown"}
-    lines = ["# HELP r1_drift_check One drift check: 1 ok, 0 drift, -1 could not check.",
-             "# TYPE r1_drift_check gauge"]
-    for f in findings:
-        value = {True: 1, False: 0, None: -1}[f["ok"]]
-        lines.append(f'r1_drift_check{{host="{_label(f["host"])}",check="{_label(f["check"])}"}} {value}')
-    lines += ["# HELP r1_drift_findings Findings of the last drift run by state.",
-              "# TYPE r1_drift_findings gauge"]
-    for ok, name in state.items():
-        lines.append(f'r1_drift_findings{{state="{name}"}} {sum(1 for f in findings if f["ok"] is ok)}')
-    lines += ["# HELP r1_drift_last_run_timestamp_seconds When the drift check last ran.",
-              "# TYPE r1_drift_last_run_timestamp_seconds gauge",
-              f"r1_drift_last_run_timestamp_seconds {now if now is not None else time.time():.3f}"]
-    return "\n".join(lines) + "\n"

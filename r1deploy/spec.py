@@ -357,6 +357,21 @@ class MonitorSection(_Section):
     drift_max_age_h: float = Field(default=26.0, gt=0)
     # `r1deploy bench`: a point slower than the previous release by more than this is a regression.
     bench_regression_pct: float = Field(default=10.0, gt=0)
+class DriftSection(_Section):
+    """Keys ``drift_*``: the drift check (deploy/drift.py) and its timer on an ops host
+    (deploy/drift_timer.py; the ops host's own inventory carries these keys)."""
+
+    full: bool = False  # rehash every weights file (sha256) instead of size + mtime
+    keep_runs: int = Field(default=20, ge=1)
+    # The timer: a pinned checkout of this repository on the ops host, run by its own user and key.
+    inventory: str = "inventories/prod.py"  # the fleet inventory, relative to the checkout
+    on_calendar: str = "*:0/15"
+    user: str = "r1drift"
+    root: str = "/opt/r1deploy-drift"
+    commit: str | None = None  # None: the controller checkout's HEAD
+    known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
+    textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment of the check's service
 
 
 class Spec(_Section):
@@ -371,6 +386,7 @@ class Spec(_Section):
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     plan: PlanSection = Field(default_factory=PlanSection)
     monitor: MonitorSection = Field(default_factory=MonitorSection)
+    drift: DriftSection = Field(default_factory=DriftSection)
 
     @model_validator(mode="after")
     def _coherent(self) -> Spec:

@@ -94,7 +94,7 @@ def test_the_drift_textfile_reaches_prometheus(lab, tmp_path):
     put = ssh(lab, gateway, f"cat > /var/lib/prometheus/node-exporter/r1-drift.prom <<'EOF'\n"
                             f"{prom_file.read_text()}EOF")
     assert put.returncode == 0, put.stderr
-    wait_for("r1_drift_findings scraped", lambda: query(lab, 'r1_drift_findings{state="drift"} == 0'))
+    wait_for("the drift textfile scraped", lambda: query(lab, "r1deploy_drift_exit_code == 0"))
     assert not query(lab, f'node_textfile_scrape_error{{node="{gateway}"}} == 1')
 
 

@@ -11,7 +11,6 @@ import pytest
 from r1deploy.monitor import (
     FleetHost,
     MonitorError,
-    drift_textfile,
     monitor_host,
     node_exporter_args,
     prometheus_args,
@@ -89,16 +88,6 @@ def test_retention_and_bind_addresses_come_from_the_spec():
     assert "--address 10.0.0.1:9400 --collectors /etc/dcgm-exporter/r1-counters.csv" in unit
 
 
-def test_drift_textfile_says_ok_drift_and_could_not_check():
-    text = drift_textfile([{"host": "node1", "check": "service", "ok": True},
-                           {"host": "node2", "check": "service", "ok": False},
-                           {"host": 'we"ird', "check": "gate", "ok": None}], now=1700000000)
-    assert 'r1_drift_check{host="node2",check="service"} 0' in text
-    assert 'r1_drift_check{host="we\\"ird",check="gate"} -1' in text
-    assert 'r1_drift_findings{state="drift"} 1' in text
-    assert "r1_drift_last_run_timestamp_seconds 1700000000.000" in text
-
-
 @needs_promtool
 def test_promtool_accepts_the_rendered_config_and_rules(tmp_path):
     d = write_rendered(tmp_path, fleet())
@@ -110,7 +99,9 @@ def test_promtool_accepts_the_rendered_config_and_rules(tmp_path):
 
 @needs_promtool
 def test_the_drift_textfile_is_valid_exposition_format(tmp_path):
-    text = drift_textfile([{"host": "node1", "check": "service", "ok": True}], now=1)
+    from r1deploy.drift import Finding, textfile
+
+    text = textfile({"started_ts": 1.0}, [Finding("node1", "service", True, "")])
     lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
@@ -159,7 +150,7 @@ tests:
         values: '0+60x20'
       - series: 'DCGM_FI_DEV_GPU_TEMP{node="gpu1",gpu="0"}'
         values: '40x20'
-      - series: 'r1_drift_findings{state="drift"}'
+      - series: 'r1deploy_drift_check{host="node2",check="service"}'
         values: '1x20'
     alert_rule_test:
       - eval_time: 16m
@@ -175,8 +166,8 @@ tests:
       - eval_time: 1m
         alertname: R1DriftFound
         exp_alerts:
-          - exp_labels: {severity: warning, state: drift}
-            exp_annotations: {summary: "drift check: 1 finding(s); run `r1deploy drift` for the table"}
+          - exp_labels: {severity: warning}
+            exp_annotations: {summary: "drift check: 1 check(s) drifted; run `r1deploy drift` for the table"}
 """
 
 
@@ -193,17 +184,6 @@ def test_config_is_plain_yaml_with_json_labels():
     text = render_prometheus_config(fleet(), monitor_host(fleet()))
     line = next(ln for ln in text.splitlines() if '"gpu2"' in ln)
     assert json.loads(line.split("labels: ", 1)[1]) == {"node": "gpu2", "role": "node"}
-
-
-def test_drift_cli_writes_the_textfile_it_summarises(tmp_path):
-    from r1deploy.cli import main
-    from r1deploy.drift import Finding, write_host
-
-    write_host(tmp_path, "node2", [Finding("node2", "service", False, "r1-vllm inactive")])
-    prom = tmp_path / "r1-drift.prom"
-    assert main(["drift", str(tmp_path), "--textfile", str(prom)]) == 1
-    assert 'r1_drift_check{host="node2",check="service"} 0' in prom.read_text()
-    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_monitor_host_not_in_the_inventory_fails_before_connecting(tmp_path):

@@ -15,7 +15,6 @@ import requests
 
 from r1deploy.monitor import (
     FleetHost,
-    drift_textfile,
     monitor_host,
     node_exporter_args,
     prometheus_args,
@@ -63,8 +62,10 @@ def running(tmp_path):
     me = monitor_host(hosts)
     (tmp_path / "prometheus.yml").write_text(render_prometheus_config(hosts, me))
     (tmp_path / "r1-alerts.rules.yml").write_text(render_alert_rules(hosts, me))
-    (textfiles / "r1-drift.prom").write_text(drift_textfile(
-        [{"host": "node1", "check": "service", "ok": False}], now=time.time()))
+    from r1deploy.drift import Finding, textfile
+
+    (textfiles / "r1-drift.prom").write_text(textfile({"started_ts": time.time()},
+                                                      [Finding("node1", "service", False, "inactive")]))
     args = prometheus_args(me).replace("/etc/prometheus/", f"{tmp_path}/").replace(
         "/var/lib/prometheus/metrics2/", f"{tmp_path}/data/")
     procs = [subprocess.Popen(["prometheus-node-exporter", *node_exporter_args(h.spec).split()],
@@ -94,7 +95,7 @@ def test_prometheus_scrapes_the_exporters_reads_drift_and_fires_vllm_down(runnin
     down = wait_for("vLLM down", lambda: query(api, 'up{job="vllm"} == 0'))
     assert [r["metric"]["node"] for r in down] == ["node1"]
     assert wait_for("router down", lambda: query(api, 'up{job="router"} == 0'))  # no router here: said so
-    drift = wait_for("drift textfile", lambda: query(api, 'r1_drift_findings{state="drift"}'))
+    drift = wait_for("drift textfile", lambda: query(api, 'r1deploy_drift_check{check="service"}'))
     assert {r["value"][1] for r in drift} == {"1"}
     rules = requests.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
     assert sum(len(g["rules"]) for g in rules) == 16

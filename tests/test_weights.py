@@ -181,6 +181,9 @@ def test_flipped_byte_caught_by_full_verify_and_refetched(tmp_path, hub, mirror_
     assert full.returncode == 1
     assert [p["path"] for p in result(full)["problems"]] == [SHARD2]
     assert "sha256 mismatch" in result(full)["problems"][0]["problem"]
+    # Once a full check has found it, the cheap check (what a converge trusts) sees it too.
+    again = agent("verify", "--dir", str(local), env_home=tmp_path / "hf")
+    assert again.returncode == 1 and [p["path"] for p in result(again)["problems"]] == [SHARD2]
 
     repaired = pull(m, tmp_path, commit)
     assert repaired.returncode == 0, repaired.stderr

@@ -133,6 +133,11 @@ def verify(local_dir: str | os.PathLike[str], full: bool = False, workers: int =
     with ThreadPoolExecutor(max_workers=workers if full else 1) as pool:  # hashlib releases the GIL
         found = pool.map(lambda e: (e["path"], check_entry(local_dir, e, full)), manifest["files"])
         problems = [{"path": path, "problem": problem} for path, problem in found if problem]
+    # A selected file without an entry was dropped by an earlier full check: still unverified,
+    # so the cheap check (and the converge that trusts it) must not call the commit verified.
+    listed = {e["path"] for e in manifest["files"]}
+    problems += [{"path": path, "problem": "not verified (a full check found it corrupt)"}
+                 for path in manifest.get("selected", []) if path not in listed]
     if full and problems:
         bad = {p["path"] for p in problems}
         manifest["files"] = [e for e in manifest["files"] if e["path"] not in bad]

@@ -204,13 +204,18 @@ def _amd_observation(exp: Expectations, simulated: bool, python: str | None) -> 
     return obs
 
 
+def gate_checks(expectations: Expectations, vendor: str = "nvidia", simulated: bool = False,
+                python: str | None = None) -> list:
+    """The gate's checks on facts read now (the GPU stage's gate and the drift check alike)."""
+    if vendor == "amd":
+        return amd_gate.run_gate(host.name, _amd_observation(expectations, simulated, python), expectations)
+    return run_gate(host.name, _nvidia_observation(expectations, simulated, python), expectations)
+
+
 def _gate(expectations: Expectations, vendor: str = "nvidia", simulated: bool = False,
           python: str | None = None) -> tuple[bool, str]:
     """Run the gate on facts read now: (passed, table)."""
-    if vendor == "amd":
-        checks = amd_gate.run_gate(host.name, _amd_observation(expectations, simulated, python), expectations)
-    else:
-        checks = run_gate(host.name, _nvidia_observation(expectations, simulated, python), expectations)
+    checks = gate_checks(expectations, vendor, simulated, python)
     return not exit_code(checks), render_table(checks)
 
 

@@ -1,0 +1,173 @@
+"""Drift: read facts only and compare them with what the spec renders today (r1deploy.drift_checks).
+
+`host_checks(spec, full)` lists (check name, callable) for this host's role; deploy/drift.py
+runs each through r1deploy.drift.run_check, so a check that raises is that check's
+"could not check", never the end of the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from pyinfra import host
+from pyinfra.facts.files import Link
+
+from r1deploy import AGENT_REQUIREMENTS
+from r1deploy import drift_checks as dc
+from r1deploy.drift import Finding
+from r1deploy.render import (
+    CONFIG_DIR,
+    ROUTER_SERVICE,
+    SERVICE,
+    agent_venv,
+    router_venv,
+    served_model_dir,
+    vllm_venv,
+)
+from roles._plan import host_plan
+from roles.drift import facts as df
+from roles.serve.facts import ServingHealth
+
+UNIT_DIR = "/etc/systemd/system"
+MIRROR_SERVICE = "r1-mirror.service"
+Check = tuple[str, Callable[[], Iterable[Finding]]]
+
+
+def _rendered(spec):
+    """The node's files exactly as serve renders them now (same plan, env, address, group flags)."""
+    from roles._group import render_host
+
+    return render_host(spec, host_plan(spec))
+
+
+def _group(spec) -> list[Finding]:
+    """A serving group's member: `r1deploy drift` folds these into one row per group."""
+    from r1deploy.group_drift import member_tag
+    from roles._group import host_group
+
+    return [Finding(host.name, "group", True, member_tag(host_group(spec), host.name))]
+
+
+def _release(spec) -> list[Finding]:
+    node = _rendered(spec)
+    live_target = (host.get_fact(Link, path=f"{CONFIG_DIR}/current") or {}).get("link_target")
+    paths = {name: f"{CONFIG_DIR}/current/{name}" for name in node.files}
+    digests = host.get_fact(df.FileDigests, paths=sorted(paths.values()))
+    live = {name: digests.get(path) for name, path in paths.items()}
+    return [*dc.release_link(host.name, live_target, node.release),
+            *dc.files_match(host.name, "release-files", node.files, live, f"{CONFIG_DIR}/current")]
+
+
+def _unit(name: str, content: str) -> list[Finding]:
+    path = f"{UNIT_DIR}/{name}"
+    digests = host.get_fact(df.FileDigests, paths=[path])
+    return dc.files_match(host.name, "unit", {name: content}, {name: digests.get(path)}, UNIT_DIR)
+
+
+def _packages(check: str, venv: str, pins: list[str]) -> list[Finding]:
+    return dc.packages_match(host.name, check, venv, pins, host.get_fact(df.DistVersions, venv=venv))
+
+
+def _service(unit: str) -> list[Finding]:
+    enabled, active = host.get_fact(df.UnitStates, units=[unit]).get(unit, (None, None))
+    return dc.unit_state(host.name, unit, enabled, active)
+
+
+def _answers(port: int, name: str) -> list[Finding]:
+    return dc.answers(host.name, host.get_fact(ServingHealth, port=port), name)
+
+
+def _revision(spec) -> list[Finding]:
+    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.vllm.port}/v1/models")
+    if not reply["ok"]:
+        return [Finding(host.name, "revision", None, f"/v1/models: {str(reply['body'])[:200]}")]
+    return dc.served_revision(host.name, reply["body"], served_model_dir(spec))
+
+
+def _weights(spec, full: bool) -> list[Finding]:
+    venv = agent_venv(spec)
+    m = spec.model
+    args = (f"verify --full --dir {m.current_link}" if full else f"status --root {m.root} --repo {m.repo_id}")
+    status = host.get_fact(df.AgentWeights, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src", args=args)
+    return dc.weights(host.name, status, m.revision, full)
+
+
+def _gpu(spec) -> list[Finding]:
+    """The GPU stage's own gate (deep checks, DCGM, all-reduce as the spec says), read-only."""
+    from roles.gpu_host import _allreduce_python, _expectations, _vendor
+    from roles.gpu_host.ops import gate_checks
+
+    checks = gate_checks(_expectations(spec.gpu), _vendor(spec.gpu), spec.gpu.simulation, _allreduce_python(spec))
+    return [Finding(host.name, f"gpu:{c.check}", c.ok, c.detail) for c in checks]
+
+
+def _held(spec) -> list[Finding]:
+    from roles.gpu_host import facts as gpu_facts
+
+    return dc.held_packages(host.name, host.get_fact(df.AptPins), host.get_fact(gpu_facts.NvidiaPackages),
+                            spec.gpu.driver_branch, spec.gpu.driver_version)
+
+
+def _mirror(spec) -> list[Finding]:
+    enabled, active = host.get_fact(df.UnitStates, units=[MIRROR_SERVICE]).get(MIRROR_SERVICE, (None, None))
+    m = spec.model
+    listing = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{m.seed_port}/api/models/{m.repo_id}/revision/{m.revision}")
+    return dc.mirror(host.name, enabled, active, listing["body"], m.revision)
+
+
+def _backends(spec) -> list[Finding]:
+    from roles.gateway import _workers
+
+    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.gateway.port}/list_workers")
+    if not reply["ok"]:
+        return [Finding(host.name, "backends", None, f"/list_workers: {str(reply['body'])[:200]}")]
+    return dc.backends_match(host.name, _workers(spec), reply["body"])
+
+
+def _router_unit(spec) -> list[Finding]:
+    from r1deploy.render import render_router_unit
+    from roles.gateway import _workers
+
+    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name, _workers(spec)))
+
+
+def node_checks(spec, full: bool) -> list[Check]:
+    install = spec.install
+    checks: list[Check] = [
+        ("release", partial(_release, spec)),
+        ("unit", lambda: _unit(SERVICE, _rendered(spec).files[SERVICE])),
+        ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec),
+                                  [f"{install.vllm_package}=={install.vllm_version}", *install.vllm_with])),
+        ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("service", partial(_service, SERVICE)),
+        ("weights", partial(_weights, spec, full)),
+    ]
+    from r1deploy.groups import is_group_worker
+
+    if not is_group_worker(spec, host.name):  # a group worker runs vLLM headless: its head answers
+        checks[6:6] = [("answers", partial(_answers, spec.vllm.port, spec.model.name)),
+                       ("revision", partial(_revision, spec))]
+    if spec.fleet.group:
+        checks.append(("group", partial(_group, spec)))
+    if spec.gpu.manage and spec.vllm.device == "cuda":
+        checks += [("gpu", partial(_gpu, spec)), ("nvidia-packages", partial(_held, spec))]
+    if host.name in spec.model.seed_nodes:
+        checks.append(("mirror", partial(_mirror, spec)))
+    return checks
+
+
+def gateway_checks(spec) -> list[Check]:
+    return [
+        ("unit", partial(_router_unit, spec)),
+        ("router-packages", partial(_packages, "router-packages", router_venv(spec),
+                                    [f"vllm-router=={spec.install.router_version}"])),
+        ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("service", partial(_service, ROUTER_SERVICE)),
+        ("answers", partial(_answers, spec.gateway.port, spec.model.name)),
+        ("backends", partial(_backends, spec)),
+    ]
+
+
+def host_checks(spec, full: bool) -> list[Check]:
+    return node_checks(spec, full) if spec.fleet.role == "node" else gateway_checks(spec)

@@ -1,0 +1,124 @@
+"""Read-only facts for the drift check. Every command exits 0 and says what it could not read,
+so a missing file or a stopped service is a value, not a failed host."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra.api import FactBase
+
+from r1deploy.drift_checks import parse_metadata
+
+
+class FileDigests(FactBase):
+    """{path: sha256, or None when missing/unreadable}."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return f"for f in {quoted}; do sha256sum -- \"$f\" 2>/dev/null || printf 'MISSING  %s\\n' \"$f\"; done"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        found = {}
+        for line in output:
+            digest, _, path = line.partition("  ")
+            found[path] = None if digest == "MISSING" else digest
+        return found
+
+
+class DistVersions(FactBase):
+    """{canonical name: version} from a venv's dist-info METADATA headers (what pip reads; no pip
+    call). None when the venv has no site-packages."""
+
+    def command(self, venv):
+        site = f"{shlex.quote(venv)}/lib/python3*/site-packages"
+        return (f"for d in {site}; do [ -d \"$d\" ] || continue; echo R1DEPLOY_SITE; "
+                "for m in \"$d\"/*.dist-info/METADATA; do [ -f \"$m\" ] && grep -m2 -E '^(Name|Version):' \"$m\"; "
+                "done; break; done; true")
+
+    def process(self, output):
+        if not output or output[0] != "R1DEPLOY_SITE":
+            return None
+        return parse_metadata(output[1:])
+
+
+class UnitStates(FactBase):
+    """{unit: (is-enabled, is-active)}; empty strings where systemd does not know the unit."""
+
+    def command(self, units):
+        quoted = " ".join(shlex.quote(u) for u in units)
+        return (f"for u in {quoted}; do printf '%s|%s|%s\\n' \"$u\" \"$(systemctl is-enabled \"$u\" 2>/dev/null)\" "
+                "\"$(systemctl is-active \"$u\" 2>/dev/null)\"; done")
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        states = {}
+        for line in output:
+            unit, _, rest = line.partition("|")
+            enabled, _, active = rest.partition("|")
+            states[unit] = (enabled or None, active or None)
+        return states
+
+
+class LocalJson(FactBase):
+    """GET a URL on the host itself (loopback): {"ok": bool, "body": JSON or text}."""
+
+    def command(self, url):
+        return (f"if out=$(curl -fsS -m 5 {shlex.quote(url)} 2>&1); then echo R1DEPLOY_OK; "
+                "else echo R1DEPLOY_FAILED; fi; printf '%s\\n' \"$out\"")
+
+    def process(self, output):
+        text = "\n".join(output[1:])
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = text
+        return {"ok": output[0] == "R1DEPLOY_OK", "body": body}
+
+
+class AptPins(FactBase):
+    """{path: text} of r1deploy's apt preferences files (the GPU role's exact-version pins)."""
+
+    def command(self, directory="/etc/apt/preferences.d"):
+        return (f"for f in {shlex.quote(directory)}/r1deploy-*; do [ -f \"$f\" ] || continue; "
+                "echo \"R1DEPLOY_FILE $f\"; cat \"$f\"; done; true")
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        pins, path = {}, None
+        for line in output:
+            if line.startswith("R1DEPLOY_FILE "):
+                path = line.split(" ", 1)[1]
+                pins[path] = ""
+            elif path:
+                pins[path] += line + "\n"
+        return pins
+
+
+class AgentWeights(FactBase):
+    """The host agent's weights JSON: `status` (size + mtime) or `verify --full` (sha256 of every
+    file; it drops a corrupt file's manifest entry, so the next converge re-fetches it). {} before
+    the agent exists. An agent that fails raises here: the weights check says "could not check"
+    with the agent's own last line, not "not installed"."""
+
+    def command(self, agent_python, agent_src, args):
+        run = f"PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={agent_src} {agent_python} -m r1deploy.weights {args}"
+        return (f"if [ -f {agent_src}/r1deploy/weights/__main__.py ]; then out=$({run} 2>&1); "
+                "echo \"R1DEPLOY_RC $?\"; printf '%s\\n' \"$out\"; else echo 'R1DEPLOY_RC 0'; echo '{}'; fi")
+
+    def process(self, output):
+        rc = int(output[0].split()[1])
+        body = next((line for line in reversed(output[1:]) if line.startswith("{")), None)
+        if body is None:
+            raise ValueError(f"agent exited {rc}: {(output[1:] or ['no output'])[-1][:300]}")
+        return json.loads(body)

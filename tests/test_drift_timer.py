@@ -1,0 +1,47 @@
+"""The drift timer role on a bare ops host (facts given, nothing connects): what it would do."""
+
+import subprocess
+
+import pytest
+from factharness import World, plan
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import Link
+from pyinfra.facts.server import Groups, LinuxName, Os, Users, Which
+
+from roles._pip import VenvPackages
+from roles.drift_timer import drift_timer
+
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def bare_ops_host() -> World:
+    return World(facts={Os: "Linux", LinuxName: "Debian", Users: {}, Groups: set(), Link: None, VenvPackages: {},
+                        Which: lambda command: f"/usr/bin/{command}"})
+
+
+def test_a_bare_ops_host_gets_user_key_checkout_venv_and_timer(tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("gpu-1 ssh-ed25519 AAAA\n")
+    data = {"drift_inventory": "inventories/prod.py", "drift_on_calendar": "hourly", "drift_keep_runs": 5,
+            "drift_known_hosts_file": str(known), "install_find_links": ["http://10.0.0.1:8700/"]}
+    _, commands = plan(drift_timer, {"ops": (data, bare_ops_host())})
+    text = "\n".join(commands["ops"])
+    assert "ssh-keygen -q -t ed25519 -N '' -C r1deploy-drift@ops -f /var/lib/r1drift/.ssh/id_ed25519" in text
+    assert f"upload /opt/r1deploy-drift/releases/{HEAD}.tar" in text
+    assert "--no-index --find-links http://10.0.0.1:8700/" in text and "pyinfra==3.10.0" in text
+    assert "OnCalendar=hourly" in text and "Persistent=true" in text
+    assert ("ExecStart=/opt/r1deploy-drift/venv/bin/python -m r1deploy drift-run inventories/prod.py "
+            "--reports /var/lib/r1drift/reports --keep 5 --textfile /var/lib/r1drift/textfile/r1deploy_drift.prom "
+            "--data ssh_key=/var/lib/r1drift/.ssh/id_ed25519 "
+            "--data ssh_known_hosts_file=/var/lib/r1drift/.ssh/known_hosts") in text
+    assert "WorkingDirectory=/opt/r1deploy-drift/current" in text
+    assert f"upload /var/lib/r1drift/.ssh/known_hosts\n{known}" in text
+
+
+def test_bad_timer_settings_name_the_key(tmp_path):
+    with pytest.raises(DeployError, match="drift_known_hosts_file: .* does not exist on the controller"):
+        plan(drift_timer, {"ops": ({"drift_known_hosts_file": str(tmp_path / "nope")}, bare_ops_host())})
+    with pytest.raises(DeployError, match="drift_commit 'not-a-commit' is not a commit"):
+        plan(drift_timer, {"ops": ({"drift_commit": "not-a-commit"}, bare_ops_host())})
+    with pytest.raises(DeployError, match="keep_runs"):
+        plan(drift_timer, {"ops": ({"drift_keep_runs": 0}, bare_ops_host())})
