@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from lab import apt_repo  # noqa: E402
 from lab.apt_repo import Stub, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
 from lab.nvidia_names import NAMES  # noqa: E402  (the lab's own table, not the role's)
-from r1deploy import gpu  # noqa: E402
+from r1deploy import dpkg, gpu  # noqa: E402
 from roles.gpu_host.platforms import (  # noqa: E402
     ARCH_DIR,
     BRANCH_CUDA_MAJOR,
@@ -217,7 +217,7 @@ def _fabricmanager(branch_version: str, distro: str) -> Stub:
 
 
 def _nccl(version: str) -> list[Stub]:
-    upstream = gpu.upstream_version(version)
+    upstream = dpkg.upstream_version(version)
     return [
         Stub("libnccl2", version, {f"/usr/lib/x86_64-linux-gnu/libnccl.so.{upstream}": (LABEL + "\n", 0o644)}),
         Stub("libnccl-dev", version, {"/usr/include/nccl.h": (f"/* {LABEL} */\n", 0o644)},

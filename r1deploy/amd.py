@@ -13,7 +13,8 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from r1deploy.gpu import MISSING, _guarded, upstream_version
+from r1deploy.dpkg import upstream_version
+from r1deploy.gpu import MISSING, _guarded
 
 SIM_DIR = "/var/lib/r1deploy-gpu-sim"  # SIMULATION ONLY (lab/rocm_repo.py), as in r1deploy.gpu
 SIM_AMDGPU_VERSION = f"{SIM_DIR}/amdgpu-version"

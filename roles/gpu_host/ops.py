@@ -19,7 +19,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files
 
-from r1deploy import amd, amd_gate, gpu
+from r1deploy import amd, amd_gate, dpkg
 from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
 from roles.gpu_host import drain, facts
 from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
@@ -113,11 +113,11 @@ def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
     loaded = host.get_fact(facts.LoadedDriver, simulated=simulated).version
     installed = _installed(driver_package)
     if state.is_executing:
-        target = gpu.upstream_version(installed) if installed else None
+        target = dpkg.upstream_version(installed) if installed else None
     else:
         picked = expected.pick(host.get_fact(facts.AptVersions, packages=[driver_package]).get(driver_package, []),
                                installed)
-        target = gpu.upstream_version(picked) if picked else None
+        target = dpkg.upstream_version(picked) if picked else None
     why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
     yield from _reboot_unless_loaded(loaded, target, f"{driver_package} is not installed; cannot load a driver",
                                      why, allow_reboot, delay, reboot_timeout)
