@@ -19,25 +19,21 @@ What a lab host's "hardware" is, is decided by files under gpu.SIM_DIR on that h
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from email.utils import formatdate
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from lab import apt_repo  # noqa: E402
+from lab.apt_repo import Stub, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
 from lab.nvidia_names import NAMES  # noqa: E402  (the lab's own table, not the role's)
-from r1deploy import gpu  # noqa: E402
+from r1deploy import dpkg, gpu  # noqa: E402
 from roles.gpu_host.platforms import (  # noqa: E402
     ARCH_DIR,
     BRANCH_CUDA_MAJOR,
@@ -179,18 +175,13 @@ def _fill(text: str, **extra: str) -> str:
     return text
 
 
-@dataclass
-class Stub:
-    name: str
-    version: str
-    files: dict[str, tuple[str | bytes, int]] = field(default_factory=dict)  # path -> (content, mode)
-    arch: str = "amd64"
-    control: dict[str, str] = field(default_factory=dict)
-    postinst: str | None = None
+def build_deb(stub: Stub, out_dir: Path) -> Path:
+    return apt_repo.build_deb(stub, out_dir, LABEL)
 
-    @property
-    def filename(self) -> str:
-        return f"{self.name}_{self.version.split(':')[-1]}_{self.arch}.deb"
+
+def lab_key(home: Path) -> bytes:
+    """The lab signing key (made once in `home`); returns its public key, binary."""
+    return apt_repo.lab_key(home, KEY_UID)
 
 
 def _recordings(source: Path) -> dict[str, tuple[bytes, int]]:
@@ -226,7 +217,7 @@ def _fabricmanager(branch_version: str, distro: str) -> Stub:
 
 
 def _nccl(version: str) -> list[Stub]:
-    upstream = gpu.upstream_version(version)
+    upstream = dpkg.upstream_version(version)
     return [
         Stub("libnccl2", version, {f"/usr/lib/x86_64-linux-gnu/libnccl.so.{upstream}": (LABEL + "\n", 0o644)}),
         Stub("libnccl-dev", version, {"/usr/include/nccl.h": (f"/* {LABEL} */\n", 0o644)},
@@ -282,85 +273,6 @@ def stubs(contents: Contents, recordings: Path = RECORDINGS) -> list[Stub]:
     return out + _system_stubs(contents.kernel_release)
 
 
-# --- building debs and the index ------------------------------------------------------
-
-
-def build_deb(stub: Stub, out_dir: Path) -> Path:
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "pkg"
-        for path, (content, mode) in stub.files.items():
-            target = tree / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content if isinstance(content, bytes) else content.encode())
-            target.chmod(mode)
-        debian = tree / "DEBIAN"
-        debian.mkdir(parents=True, exist_ok=True)
-        fields = {"Package": stub.name, "Version": stub.version, "Architecture": stub.arch,
-                  "Maintainer": "r1deploy lab <gpu-repo@r1deploy.invalid>", "Section": "misc",
-                  "Priority": "optional", **stub.control, "Description": f"{LABEL}\n {stub.name} stand-in"}
-        (debian / "control").write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
-        if stub.postinst:
-            (debian / "postinst").write_text("#!/bin/sh\nset -e\n" + stub.postinst)
-            (debian / "postinst").chmod(0o755)
-        target = out_dir / stub.filename
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(target)],
-                       check=True, capture_output=True)
-    return target
-
-
-def _hashes(data: bytes) -> dict[str, str]:
-    return {"MD5sum": hashlib.md5(data).hexdigest(), "SHA1": hashlib.sha1(data).hexdigest(),
-            "SHA256": hashlib.sha256(data).hexdigest()}
-
-
-def packages_index(debs: list[Path]) -> str:
-    stanzas = []
-    for deb in sorted(debs):
-        control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True).stdout
-        data = deb.read_bytes()
-        extra = {"Filename": f"./{deb.name}", "Size": str(len(data)), **_hashes(data)}
-        stanzas.append(control.rstrip("\n") + "\n" + "".join(f"{k}: {v}\n" for k, v in extra.items()))
-    return "\n".join(stanzas)
-
-
-def release_file(directory: Path, distro: str) -> str:
-    files = {name: (directory / name).read_bytes() for name in ("Packages", "Packages.gz")}
-    lines = ["Origin: r1deploy lab SIMULATION", "Label: SIMULATED NVIDIA CUDA repository",
-             f"Suite: {distro}", f"Codename: {distro}", "Architectures: amd64 all",
-             f"Date: {formatdate(usegmt=True)}",
-             "Description: SIMULATION of NVIDIA's CUDA apt repository for the r1deploy lab"]
-    for title, algo in (("MD5Sum", "md5"), ("SHA1", "sha1"), ("SHA256", "sha256")):
-        lines.append(f"{title}:")
-        lines += [f" {hashlib.new(algo, data).hexdigest()} {len(data)} {name}" for name, data in files.items()]
-    return "\n".join(lines) + "\n"
-
-
-# --- signing ------------------------------------------------------------------------------
-
-
-def _gpg(home: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--yes", "--pinentry-mode", "loopback",
-                           "--passphrase", "", *args], check=True, capture_output=True, **kw)
-
-
-def lab_key(home: Path) -> bytes:
-    """The lab signing key (made once in `home`); returns its public key, binary."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not _gpg(home, "--list-secret-keys", "--with-colons").stdout:
-        _gpg(home, "--quick-gen-key", KEY_UID, "ed25519", "sign", "never")
-    return _gpg(home, "--export").stdout
-
-
-def sign(home: Path, release: Path) -> None:
-    _gpg(home, "--clearsign", "-o", str(release.parent / "InRelease"), str(release))
-    _gpg(home, "--armor", "--detach-sign", "-o", str(release.parent / "Release.gpg"), str(release))
-
-
-def stop_agent(home: Path) -> None:
-    """End the gpg-agent our signing started for this key directory (and only that one)."""
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
-
-
 # --- the repository ---------------------------------------------------------------------------
 
 
@@ -388,9 +300,7 @@ def build_repo(root: Path, base_url: str, *, distros: tuple[str, ...] | None = N
                 debs += [build_deb(s, directory) for s in named_stubs(contents, distro, recordings)]
                 debs.append(build_deb(_keyring(distro, repo.url(distro), key), directory))
                 assert debs[-1].name == KEYRING_DEB, debs[-1].name  # the name the role downloads
-                index = packages_index(debs)
-                (directory / "Packages").write_text(index)
-                (directory / "Packages.gz").write_bytes(gzip.compress(index.encode(), mtime=0))
+                write_index(directory, packages_index(debs))
                 (directory / "Release").write_text(release_file(directory, distro))
                 sign(key_dir, directory / "Release")
         (root / "SIMULATION.txt").write_text(f"{LABEL}\nBuilt by lab/gpu_repo.py for the r1deploy lab.\n")
@@ -422,18 +332,6 @@ def sim_apt_preferences(repo_host: str) -> str:
     for nothing (no stub has a module to build). Write it to SIM_PREFERENCES on the host."""
     return (f"# {LABEL}: dkms from the simulated repository at {repo_host}\n"
             f"Package: dkms\nPin: origin {repo_host}\nPin-Priority: 1001\n")
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-def serve(root: Path, host: str = "0.0.0.0", port: int = 8702) -> ThreadingHTTPServer:
-    """Serve `root` over HTTP from a daemon thread; call .shutdown() to stop."""
-    server = ThreadingHTTPServer((host, port), partial(_Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True, name="gpu-repo").start()
-    return server
 
 
 def main(argv: list[str] | None = None) -> int:

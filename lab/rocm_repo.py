@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import os
 import shutil
 import sys
@@ -28,17 +27,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from lab.gpu_repo import (  # noqa: E402
-    Stub,
-    _gpg,
-    build_deb,
-    lab_key,
-    packages_index,
-    release_file,
-    serve,
-    sign,
-    stop_agent,
-)
+from lab.apt_repo import Stub, _gpg, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
+from lab.gpu_repo import build_deb, lab_key  # noqa: E402  (the same lab key and deb labels)
 from r1deploy import amd, gpu  # noqa: E402
 
 AMD_RECORDINGS = REPO_ROOT / "tests" / "fixtures" / "amd-hosts"
@@ -142,8 +132,7 @@ def _suite(directory: Path, codename: str, debs_from: list[Stub], key_dir: Path)
     binary = directory / "dists" / codename / "main" / "binary-amd64"
     binary.mkdir(parents=True, exist_ok=True)
     index = packages_index(debs).replace("Filename: ./", "Filename: pool/")
-    (binary / "Packages").write_text(index)
-    (binary / "Packages.gz").write_bytes(gzip.compress(index.encode(), mtime=0))
+    write_index(binary, index)
     suite = directory / "dists" / codename
     release = release_file(binary, codename)
     release = release.replace("Origin: r1deploy lab SIMULATION", f"Origin: {ORIGIN}\nLabel-Note: {LABEL}")

@@ -6,9 +6,11 @@ import json
 import os
 from pathlib import Path
 
-_NAME = os.environ.get("R1LAB_NAME", "r1lab")
+# Several labs can coexist (e.g. CI's and a developer's): R1LAB_NAME (and R1LAB_NET) tell them apart.
+LAB = os.environ.get("R1LAB_NAME", "r1lab")
+CACHE = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab"))  # shared by every lab
 STATE = Path(os.environ.get("R1LAB_STATE") or
-             ("/var/lib/r1deploy-lab" if _NAME == "r1lab" else f"/var/lib/r1deploy-lab-{_NAME}"))
+             ("/var/lib/r1deploy-lab" if LAB == "r1lab" else f"/var/lib/r1deploy-lab-{LAB}"))
 
 
 def lab_info(required: bool = True) -> dict:

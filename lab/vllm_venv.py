@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.labctl import CACHE, build_wheelhouse
+from lab.build import build_wheelhouse
+from lab.state import CACHE
 
 VERSION = "0.32.0"
 TORCH = "2.13.0+cpu"

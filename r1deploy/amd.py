@@ -13,11 +13,11 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from r1deploy.gpu import MISSING, _guarded, upstream_version
+from r1deploy.dpkg import upstream_version
+from r1deploy.gpu import MISSING, SIM_DIR, SIM_SWITCH, _guarded
 
-SIM_DIR = "/var/lib/r1deploy-gpu-sim"  # SIMULATION ONLY (lab/rocm_repo.py), as in r1deploy.gpu
+# SIMULATION ONLY (lab/rocm_repo.py): SIM_DIR and SIM_SWITCH are the NVIDIA simulation's own.
 SIM_AMDGPU_VERSION = f"{SIM_DIR}/amdgpu-version"
-SIM_SWITCH = "/etc/r1deploy/gpu-simulation"
 MODULE_VERSION = "/sys/module/amdgpu/version"
 
 PROBES: dict[str, tuple[str, str]] = {

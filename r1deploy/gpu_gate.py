@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from r1deploy import allreduce, gpu, gpu_health
+from r1deploy import allreduce, dpkg, gpu, gpu_health
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def _driver_check(loaded: gpu.LoadedDriver | None, inv, exp: Expectations) -> tu
     problems = []
     if exp.driver_branch and loaded.branch != exp.driver_branch:
         problems.append(f"branch {loaded.branch}, expected {exp.driver_branch}")
-    if exp.driver_version and gpu.upstream_version(exp.driver_version) != loaded.version:
-        problems.append(f"expected exactly {gpu.upstream_version(exp.driver_version)}")
+    if exp.driver_version and dpkg.upstream_version(exp.driver_version) != loaded.version:
+        problems.append(f"expected exactly {dpkg.upstream_version(exp.driver_version)}")
     if exp.open_kernel_modules is not None and loaded.open_kernel_module != exp.open_kernel_modules:
         flavor = "open" if loaded.open_kernel_module else "proprietary"
         problems.append(f"{flavor} kernel module, expected {'open' if exp.open_kernel_modules else 'proprietary'}")

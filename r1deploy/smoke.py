@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import requests
@@ -131,6 +132,26 @@ class StreamResult:
         return (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None
 
 
+class EventStream:
+    """The JSON chunks of an OpenAI-style server-sent event stream, up to `data: [DONE]`;
+    `done` tells afterwards whether [DONE] came (else the stream was cut). Bad JSON raises
+    ValueError. Shared by the smoke test and bench/h200/restart.py."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.response = response
+        self.done = False
+
+    def __iter__(self) -> Iterator[dict]:
+        for line in self.response.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                self.done = True
+                return
+            yield json.loads(payload)
+
+
 def stream_chat(url: str, body: dict, headers: dict[str, str], timeout: float) -> StreamResult:
     """POST a streaming chat completion and read it to the end; raises requests' errors."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -139,14 +160,8 @@ def stream_chat(url: str, body: dict, headers: dict[str, str], timeout: float) -
     with requests.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=timeout,
                        stream=True) as r:
         r.raise_for_status()
-        for line in r.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                result.done = True
-                break
-            chunk = json.loads(payload)
+        events = EventStream(r)
+        for chunk in events:
             result.usage = chunk.get("usage") or result.usage
             for choice in chunk.get("choices", []):
                 delta = choice.get("delta", {})
@@ -157,6 +172,7 @@ def stream_chat(url: str, body: dict, headers: dict[str, str], timeout: float) -
                 result.finish = choice.get("finish_reason") or result.finish
                 if result.ttft_ms is None and (piece or delta.get("content")):
                     result.ttft_ms = (time.monotonic() - t0) * 1e3
+        result.done = events.done
     result.seconds = time.monotonic() - t0
     return result
 

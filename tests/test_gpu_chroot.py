@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from lab import gpu_repo  # noqa: E402
-from r1deploy import gpu  # noqa: E402
+from r1deploy import dpkg  # noqa: E402
 
 ROOTFS = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab")) / "rootfs"
 PYINFRA = Path(sys.executable).with_name("pyinfra")
@@ -68,7 +68,7 @@ class Chroot:
                               check=True).stdout
 
     def packages(self) -> dict[str, tuple[str, bool]]:
-        return gpu.parse_dpkg_packages(self.sh("dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}\\n'"))
+        return dpkg.parse_dpkg_packages(self.sh("dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}\\n'"))
 
     def boot(self) -> None:
         self.sh("/usr/lib/r1deploy-gpu-sim/boot")

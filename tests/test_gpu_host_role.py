@@ -17,7 +17,7 @@ from pyinfra.facts.server import KernelVersion, LinuxDistribution, Which
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # tests/ and the repo root
 from factharness import World, changed_ops, plan  # noqa: E402
 
-from r1deploy import allreduce, gpu, gpu_health  # noqa: E402
+from r1deploy import allreduce, dpkg, gpu, gpu_health  # noqa: E402
 from roles.gpu_host import facts, gpu_host, gpu_verify, ops  # noqa: E402
 from roles.gpu_host.platforms import NVIDIA_CUDA_REPO  # noqa: E402
 
@@ -49,7 +49,7 @@ def world(os_key="ubuntu2404", nvswitches=0, loaded=None, packages=None, files=N
             Which: lambda command: "/usr/bin/curl" if command == "curl" else None,
             DebPackage: None,
             facts.NvSwitches: nvswitches,
-            facts.LoadedDriver: gpu.LoadedDriver(gpu.upstream_version(loaded), True) if loaded else gpu.LoadedDriver(None),
+            facts.LoadedDriver: gpu.LoadedDriver(dpkg.upstream_version(loaded), True) if loaded else gpu.LoadedDriver(None),
             facts.PciGpus: {"nvidia": ["0000:18:00.0"]},
         },
         packages=dict(packages or {}), files=dict(files or {}), services=dict(services or {}),

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab import gpu_repo, rocm_repo  # noqa: E402
-from r1deploy import gpu  # noqa: E402
+from r1deploy import dpkg, gpu  # noqa: E402
 
 PY = sys.executable
 PYINFRA = Path(PY).with_name("pyinfra")
@@ -180,7 +180,7 @@ class Lab:
         return self.ssh(name, "cat /proc/sys/kernel/random/boot_id").strip()
 
     def packages(self, name: str) -> dict[str, tuple[str, bool]]:
-        return gpu.parse_dpkg_packages(self.ssh(
+        return dpkg.parse_dpkg_packages(self.ssh(
             name, "dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}\\n' 'nvidia-*' 'libnccl*' || true"))
 
     def smi(self, name: str) -> gpu.GpuInventory:
@@ -381,7 +381,7 @@ def test_an_xid_in_the_kernel_log_fails_the_gate(lab):
 
 
 def amd_packages(lab) -> dict[str, tuple[str, bool]]:
-    return gpu.parse_dpkg_packages(lab.ssh(
+    return dpkg.parse_dpkg_packages(lab.ssh(
         AMD_NODE, "dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Version}\\n' 'amdgpu-*' 'amd-smi-lib' 'rocm-*' || true"))
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy import gpu
+from r1deploy import dpkg, gpu
 
 FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
 X1, X2, HGX = FIX / "h200x1-ubuntu2404", FIX / "h200x2-nvlink-ubuntu2404", FIX / "hgx8-nvswitch-ubuntu2204-handmade"
@@ -118,15 +118,15 @@ def test_cuda_stack_from_ldconfig_and_nvcc():
 
 
 def test_dpkg_and_madison():
-    pkgs = gpu.parse_dpkg_packages(
+    pkgs = dpkg.parse_dpkg_packages(
         "hi |nvidia-driver-580-open|580.159.04-0ubuntu1\nii |libnccl2|2.28.3-1+cuda13.0\n"
         "rc |nvidia-driver-570|570.195.03-0ubuntu1\n")
     assert pkgs == {"nvidia-driver-580-open": ("580.159.04-0ubuntu1", True), "libnccl2": ("2.28.3-1+cuda13.0", False)}
-    madison = gpu.parse_madison(
+    madison = dpkg.parse_madison(
         "libnccl2 | 2.28.3-1+cuda13.0 | https://repo/ubuntu2404/x86_64  Packages\n"
         "libnccl2 | 2.27.7-1+cuda12.9 | https://repo/ubuntu2404/x86_64  Packages\n")
     assert madison == {"libnccl2": ["2.28.3-1+cuda13.0", "2.27.7-1+cuda12.9"]}
-    assert gpu.upstream_version("1:580.159.04-1ubuntu1") == "580.159.04"
+    assert dpkg.upstream_version("1:580.159.04-1ubuntu1") == "580.159.04"
 
 
 def test_query_gpu_tolerates_warnings_before_the_header():

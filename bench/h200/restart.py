@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench/h200"))
 
 from run_unit import parse_env_file  # noqa: E402
 
+from r1deploy.smoke import EventStream  # noqa: E402
 from r1deploy.spec import RolloutSection  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
@@ -121,18 +122,13 @@ def one_completion(model: str, prompt: list[int], sampling: dict, max_tokens: in
     try:
         with requests.post(f"{URL}/v1/completions", json=body, stream=True, timeout=120) as r:
             r.raise_for_status()
-            for line in r.iter_lines(decode_unicode=True):
-                if not line or not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    out["ok"] = True
-                    break
-                chunk = json.loads(payload)
+            events = EventStream(r)
+            for chunk in events:
                 if out["ttft_ms"] is None and chunk.get("choices"):
                     out["ttft_ms"] = round((time.monotonic() - t0) * 1e3, 1)
                 if chunk.get("usage"):
                     out["completion_tokens"] = chunk["usage"].get("completion_tokens")
+            out["ok"] = events.done
     except (requests.RequestException, ValueError) as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"[:300]
     out["seconds"] = round(time.monotonic() - t0, 3)

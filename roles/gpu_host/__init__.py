@@ -21,7 +21,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.server import KernelVersion, LinuxDistribution
+from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server, systemd
 
 from r1deploy import gpu_vendor
@@ -31,7 +31,7 @@ from r1deploy.spec import GpuSection, split_host_data
 from roles._rollout import track
 from roles._spec import host_spec
 from roles.gpu_host import facts, nvidia_names
-from roles.gpu_host.ops import pinned_packages, reboot_into_driver, verify_gpus
+from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_driver, verify_gpus
 from roles.gpu_host.platforms import BRANCH_CUDA_MAJOR, KEYRING_DEB, KEYRING_PACKAGE, Platform, platform_for
 from roles.gpu_host.versions import VersionSkew, Want, follow
 
@@ -54,15 +54,6 @@ class Plan:
     cuda_major: str
     fabric_manager: str | None
     nccl_want: Want
-
-
-def _platform() -> Platform:
-    meta = (host.get_fact(LinuxDistribution) or {}).get("release_meta") or {}
-    platform = platform_for(meta.get("ID"), meta.get("VERSION_ID"))
-    if platform is None:
-        raise DeployError(f"{host.name}: GPU hosts must run Ubuntu 22.04/24.04 or Debian 12, "
-                          f"not {meta.get('PRETTY_NAME') or 'an unknown OS'}")
-    return platform
 
 
 def _plan(g, platform: Platform) -> Plan:
@@ -217,7 +208,7 @@ def gpu_host() -> None:
 
 
 def _nvidia_host(g) -> None:
-    platform = _platform()
+    platform: Platform = host_platform(platform_for, "GPU hosts", "Ubuntu 22.04/24.04 or Debian 12")
     plan = _plan(g, platform)
     if plan.fabric_manager:
         _fm_skew_early(plan)

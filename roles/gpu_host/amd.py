@@ -16,14 +16,13 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.server import KernelVersion, LinuxDistribution
+from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files
 
 from r1deploy import amd
 from roles._rollout import track
 from roles.gpu_host import facts
-from roles.gpu_host.ops import pinned_packages, reboot_into_amdgpu, user_in_groups
+from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_amdgpu, user_in_groups
 from roles.gpu_host.rocm_platforms import (
     DRIVER,
     GROUPS,
@@ -38,15 +37,6 @@ from roles.gpu_host.versions import Want
 PIN_DIR = "/etc/apt/preferences.d"
 SOURCES_FILE = "/etc/apt/sources.list.d/rocm.list"
 REPO_PIN = f"{PIN_DIR}/rocm-pin-600"
-
-
-def _platform() -> RocmPlatform:
-    meta = (host.get_fact(LinuxDistribution) or {}).get("release_meta") or {}
-    platform = rocm_platform_for(meta.get("ID"), meta.get("VERSION_ID"))
-    if platform is None:
-        raise DeployError(f"{host.name}: AMD GPU hosts must run Ubuntu 22.04/24.04, "
-                          f"not {meta.get('PRETTY_NAME') or 'an unknown OS'}")
-    return platform
 
 
 def driver_want(g) -> Want:
@@ -73,7 +63,7 @@ def _repository(platform: RocmPlatform, g) -> None:
 
 def amd_host(spec) -> None:
     g = spec.gpu
-    platform = _platform()
+    platform: RocmPlatform = host_platform(rocm_platform_for, "AMD GPU hosts", "Ubuntu 22.04/24.04")
     _repository(platform, g)
     track(apt.packages(name="Kernel headers and extra modules for amdgpu-dkms",
                        packages=platform.kernel_packages(host.get_fact(KernelVersion))))

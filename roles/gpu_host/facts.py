@@ -12,7 +12,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from r1deploy import allreduce, amd, gpu, gpu_health, gpu_vendor
+from r1deploy import allreduce, amd, dpkg, gpu, gpu_health, gpu_vendor
 
 
 def _text(output: list[str]) -> str:
@@ -170,7 +170,7 @@ class NvidiaPackages(FactBase):
         return {}
 
     def process(self, output):
-        return gpu.parse_dpkg_packages(_text(output))
+        return dpkg.parse_dpkg_packages(_text(output))
 
 
 class AptVersions(FactBase):
@@ -184,7 +184,7 @@ class AptVersions(FactBase):
         return {}
 
     def process(self, output):
-        return gpu.parse_madison(_text(output))
+        return dpkg.parse_madison(_text(output))
 
 
 class BootId(FactBase):
@@ -267,7 +267,7 @@ class AmdPackages(FactBase):
         return {}
 
     def process(self, output):
-        return gpu.parse_dpkg_packages(_text(output))
+        return dpkg.parse_dpkg_packages(_text(output))
 
 
 class AmdSmi(FactBase):

@@ -15,9 +15,11 @@ from io import StringIO
 
 from pyinfra import host, logger, state
 from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files
 
-from r1deploy import amd, amd_gate, gpu
+from r1deploy import amd, amd_gate, dpkg
 from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
 from roles.gpu_host import drain, facts
 from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
@@ -34,6 +36,17 @@ def _stop(state, host, message: str) -> bool:
 
 def stop_host(message: str) -> FunctionCommand:
     return FunctionCommand(_stop, (message,), {})
+
+
+def host_platform(lookup, hosts: str, supported: str):
+    """The host's OS as `lookup(ID, VERSION_ID)` knows it (platforms.py, rocm_platforms.py);
+    a DeployError naming the host and its OS when `hosts` cannot run there."""
+    meta = (host.get_fact(LinuxDistribution) or {}).get("release_meta") or {}
+    platform = lookup(meta.get("ID"), meta.get("VERSION_ID"))
+    if platform is None:
+        raise DeployError(f"{host.name}: {hosts} must run {supported}, "
+                          f"not {meta.get('PRETTY_NAME') or 'an unknown OS'}")
+    return platform
 
 
 def _installed(package: str, fact=facts.NvidiaPackages) -> str | None:
@@ -100,17 +113,25 @@ def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
     loaded = host.get_fact(facts.LoadedDriver, simulated=simulated).version
     installed = _installed(driver_package)
     if state.is_executing:
-        target = gpu.upstream_version(installed) if installed else None
+        target = dpkg.upstream_version(installed) if installed else None
     else:
         picked = expected.pick(host.get_fact(facts.AptVersions, packages=[driver_package]).get(driver_package, []),
                                installed)
-        target = gpu.upstream_version(picked) if picked else None
+        target = dpkg.upstream_version(picked) if picked else None
+    why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
+    yield from _reboot_unless_loaded(loaded, target, f"{driver_package} is not installed; cannot load a driver",
+                                     why, allow_reboot, delay, reboot_timeout)
+
+
+def _reboot_unless_loaded(loaded: str | None, target: str | None, missing: str, why: str,
+                          allow_reboot: bool, delay: int, reboot_timeout: int):
+    """Nothing when the loaded module is the target; stop the host (`missing`) when executing
+    with no driver installed; else reboot into it (or stop: reboot required)."""
     if target is not None and loaded == target:
         return
     if state.is_executing and target is None:
-        yield stop_host(f"{driver_package} is not installed; cannot load a driver")
+        yield stop_host(missing)
         return
-    why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
     yield from _reboot(why, allow_reboot, delay, reboot_timeout)
 
 
@@ -138,13 +159,9 @@ def reboot_into_amdgpu(want: Want, allow_reboot: bool, simulated: bool = False,
         installed = want.pick(host.get_fact(facts.AptVersions, packages=[want.package]).get(want.package, []),
                               installed)
     target = amd.dkms_module_version(installed)
-    if target is not None and loaded == target:
-        return
-    if state.is_executing and target is None:
-        yield stop_host(f"{want.package} is not installed; cannot load amdgpu")
-        return
     why = f"running amdgpu {loaded or 'none'}, installed {want.package} builds {target or want.describe()}"
-    yield from _reboot(why, allow_reboot, delay, reboot_timeout)
+    yield from _reboot_unless_loaded(loaded, target, f"{want.package} is not installed; cannot load amdgpu",
+                                     why, allow_reboot, delay, reboot_timeout)
 
 
 @operation()
