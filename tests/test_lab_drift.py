@@ -1,8 +1,7 @@
 """On the lab: each kind of drift, injected by hand, is named by `r1deploy drift-run` with the
 right exit code (1 drift, 2 could not check), a converge heals it and the next check exits 0.
 
-Uses the lab that is up (R1LAB_NAME/R1LAB_NET as for the other lab tests), else brings up one
-node and a gateway and takes them down afterwards. Bounded: one injection at a time, each
+Uses the session's shared lab (tests/labharness.py). Bounded: one injection at a time, each
 followed by at most one converge.
 """
 
@@ -31,22 +30,11 @@ def run(*cmd: str, timeout: int = 1500, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def lab():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    sys.path.insert(0, str(REPO))
-    from lab.state import lab_info
-
-    info, ours = lab_info(required=False), False
-    if not info.get("model"):
-        up = run(PY, "-m", "lab", "up", "--nodes", "1", timeout=1200)
-        assert up.returncode == 0, up.stderr[-3000:]
-        info, ours = json.loads(up.stdout), True
-    first = converge()
+def lab(fleet):
+    """The session's shared lab (tests/labharness.py), converged once."""
+    info, first = fleet
     assert first.returncode == 0, first.out[-8000:]
-    yield info
-    if ours and not os.environ.get("R1LAB_KEEP"):
-        run(PY, "-m", "lab", "down", timeout=300)
+    return info
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +137,8 @@ def test_a_router_backend_removed_is_named(lab, reports):
     assert drift(reports).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="roles/gateway does not re-add a worker removed at runtime (unit unchanged)")
 def test_a_converge_heals_a_removed_router_backend(lab, reports):
+    """The node's next rollout turn proves it and puts it back (roles/serve: not in rotation = a turn)."""
     url = f"http://{next(h['ip'] for h in lab['hosts'] if h['role'] == 'node')}:8000"
     ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:8080/remove_worker?url={url}'")
     try:
