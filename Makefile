@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 NODES  ?= 2
 SYSPKG := debootstrap systemd-container tinyproxy iproute2 openssh-client curl prometheus
 
-.PHONY: lab lab-down lab-status test test-fast lint venv sysdeps bench
+.PHONY: lab lab-down lab-status test test-full test-fast lint venv sysdeps bench
 
 $(VENV)/.r1deploy-installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lab-status: venv
 
 test: venv sysdeps
 	$(VENV)/bin/pytest
+
+# Everything, the long lab suites included (about 1.5-2 h on 2 cores).
+test-full: venv sysdeps
+	$(VENV)/bin/pytest -m "lab or not lab"
 
 test-fast: venv
 	$(VENV)/bin/pytest -m "not lab"

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_full]  # make test-full (too long for CI's 90 min)
 SHARD = "model-00002-of-00002.safetensors"
 
 

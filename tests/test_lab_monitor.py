@@ -15,7 +15,7 @@ from labharness import PY, REPO, converge, run, ssh
 
 from r1deploy.dashboard import build_dashboard, concrete, panel_queries
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_full]  # make test-full (too long for CI's 90 min)
 
 
 @pytest.fixture(scope="module")

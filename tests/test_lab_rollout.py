@@ -34,6 +34,8 @@ from loadloop import LoadLoop
 
 pytestmark = pytest.mark.lab
 RATE = 4.0  # requests per second through the gateway, mixed (see tests/loadloop.py)
+# CI (`make test`) runs the first test: a setting rolled through the fleet under load. The rest
+# (rollback, a bad canary, a controller killed mid-rollout, no change) are `lab_full`: `make test-full`.
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,7 @@ def test_a_setting_change_rolls_through_the_fleet_with_zero_failed_requests(lab,
         for r in report["nodes"]))
 
 
+@pytest.mark.lab_full
 def test_rollback_returns_every_node_to_the_previous_release_with_zero_failed_requests(lab, tmp_path):
     before = {n: live_release(lab, n) for n in node_names(lab)}
     done, seen = under_load(lab, lambda: run(PY, "-m", "r1deploy", "rollback", "inventories/lab.py",
@@ -110,6 +113,7 @@ def test_rollback_returns_every_node_to_the_previous_release_with_zero_failed_re
     assert again.returncode == 0 and changed_ops(again.out) == 0, again.out[-6000:]
 
 
+@pytest.mark.lab_full
 def test_a_release_vllm_rejects_fails_on_the_canary_and_rolls_back(lab, tmp_path):
     nodes = node_names(lab)
     canary, others = nodes[0], nodes[1:]
@@ -130,6 +134,7 @@ def test_a_release_vllm_rejects_fails_on_the_canary_and_rolls_back(lab, tmp_path
     assert_all_in_rotation(lab)
 
 
+@pytest.mark.lab_full
 def test_a_controller_killed_mid_rollout_leaves_the_fleet_serving_and_the_next_converge_finishes(lab, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "R1DEPLOY_REPORTS": str(tmp_path)}
 
@@ -167,6 +172,7 @@ def test_a_controller_killed_mid_rollout_leaves_the_fleet_serving_and_the_next_c
         assert f"/{nxt}" in ssh(lab, name, "cat /etc/r1deploy/current/vllm.yaml").stdout, name
 
 
+@pytest.mark.lab_full
 def test_a_converged_fleet_converges_to_no_change_and_goes_back_to_the_inventory(lab):
     nxt = lab["model"]["revision_next"]
     again = converge("--data", f"model_revision={nxt}")
