@@ -15,7 +15,9 @@ from pyinfra.facts.files import Link
 from pyinfra.facts.systemd import SystemdStatus
 
 from r1deploy.drift import Finding, write_host
+from r1deploy.edge import AUTH_HEADER, engine_local_url, router_admin
 from r1deploy.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv, render_node
+from roles._fleet import address
 from roles._plan import host_plan
 from roles._spec import host_spec
 from roles.serve.facts import ServingHealth
@@ -29,10 +31,10 @@ def note(check: str, ok: bool | None, detail: str) -> None:
     findings.append(Finding(host.name, check, ok, detail))
 
 
-def check_service(unit: str, port: int) -> None:
+def check_service(unit: str, url: str) -> None:
     running = (host.get_fact(SystemdStatus, services=[unit]) or {}).get(unit)
     note("service", bool(running), f"{unit} {'running' if running else 'not running'}")
-    health = host.get_fact(ServingHealth, port=port)
+    health = host.get_fact(ServingHealth, url=url, auth_header=AUTH_HEADER)
     served = spec.model.name in health["models"]
     note("answers", health["healthy"] and served,
          f"/health {'ok' if health['healthy'] else 'down'}; serves {health['models']}")
@@ -50,10 +52,10 @@ if spec.fleet.role == "node":
                             f"verified={weights.get('verified')} {'; '.join(weights.get('problems', []))}".strip())
     plan = host_plan(spec)
     planned = plan.engine_args() if plan and plan.fits else None
-    want = render_node(spec, host.name, spec.vllm.host_ip or host.data.get("ssh_hostname"), planned).release
+    want = render_node(spec, host.name, address(host), planned).release
     live = ((host.get_fact(Link, path=f"{CONFIG_DIR}/current") or {}).get("link_target") or "").rsplit("/", 1)[-1]
     note("release", live == want, f"live={live or 'none'} spec={want}")
-    check_service(SERVICE, spec.vllm.port)
+    check_service(SERVICE, engine_local_url(spec, address(host)))
     if spec.gpu.manage and spec.vllm.device == "cuda":
         from r1deploy.gpu_gate import Expectations, Observation, run_gate
         from roles.gpu_host import facts as gpu_facts
@@ -64,7 +66,7 @@ if spec.fleet.role == "node":
         for c in run_gate(host.name, obs, Expectations.from_spec(spec.gpu)):
             note(f"gpu:{c.check}", c.ok, c.detail)
 else:
-    check_service(ROUTER_SERVICE, spec.gateway.port)
+    check_service(ROUTER_SERVICE, router_admin(spec))
 
 path = write_host(os.environ.get("R1DEPLOY_REPORTS", "reports"), host.name, findings)
 host.log(f"drift report: {path}")

@@ -21,6 +21,7 @@ from pyinfra.operations import files, server, systemd
 
 from r1deploy.catalog import find_model
 from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
+from roles._fleet import address
 from roles._rollout import track
 from roles._secret import secret_file
 from roles._spec import host_spec
@@ -114,7 +115,7 @@ def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
     pipelined = m.seed_mode == "pipelined"
     unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=spec.vllm.user,
                            agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
-                           bind="0.0.0.0", port=m.seed_port, access_log=f"{STATE_DIR}/mirror-access.jsonl",
+                           bind=address(host), port=m.seed_port, access_log=f"{STATE_DIR}/mirror-access.jsonl",
                            local_dir=m.local_dir, upstream=(m.hub_endpoint or "hub") if pipelined else None,
                            upstream_token_file=token_file if pipelined else None)
     put = track(files.put(name=f"Unit {MIRROR_SERVICE}", src=StringIO(unit),
