@@ -26,6 +26,7 @@ CACHE_DIR = "/var/cache/r1deploy"
 SERVICE = "r1-vllm.service"
 ROUTER_SERVICE = "vllm-router.service"
 ROUTER_USER = "r1-router"  # not the engine's user: the router reads no weights, writes nothing
+MIRROR_USER = "r1-mirror"  # reads the weights, writes only its log directory
 
 # Spec fields that map 1:1 onto vLLM engine args when the operator sets them.
 _EXPLICIT = [
@@ -194,7 +195,7 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
     args = engine_args(spec, planned, host_ip)
     env = service_env(spec, host_ip)
     ctx = dict(spec=spec, host=host, engine_args=args, env=env, exec_start=exec_start(spec),
-               config_dir=CONFIG_DIR, state_dir=STATE_DIR, plan_source=plan_source,
+               config_dir=CONFIG_DIR, state_dir=STATE_DIR, cache_dir=CACHE_DIR, plan_source=plan_source,
                stop_timeout_s=spec.rollout.shutdown_timeout_s + 30)
     unit = render_template("r1-vllm.service.j2", **ctx)
     digest = hashlib.sha256(json.dumps([args, env, unit], sort_keys=True).encode()).hexdigest()[:12]

@@ -13,10 +13,12 @@ from pyinfra.api import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
 from r1deploy import edge
+from r1deploy.render import render_template
 from roles._rollout import track
 from roles._secret import resolved, secret_file
 
 NGINX_GROUP = "www-data"
+SANDBOX = "/etc/systemd/system/nginx.service.d/r1deploy-sandbox.conf"
 
 
 def _read(path: str, what: str) -> str:
@@ -48,6 +50,12 @@ def nginx_edge(spec) -> None:
                                      group=NGINX_GROUP, mode="640", present=tls)))
     changed.append(track(files.put(name=f"nginx: {edge.SITE_CONF}", dest=edge.SITE_CONF, mode="644",
                                    src=StringIO(edge.render_site(spec, host.name, tls)))))
+    sandbox = track(files.put(name="nginx: sandbox drop-in", dest=SANDBOX, mode="644",
+                              src=StringIO(render_template("r1deploy-sandbox.conf.j2", host=host.name))))
+    systemd.daemon_reload(name="systemd daemon-reload (nginx)", _if=sandbox.did_change)
     track(systemd.service(name="nginx running", service="nginx", running=True, enabled=True))
+    # The sandbox applies at start: a restart, only when the drop-in changed (first install).
+    track(systemd.service(name="nginx: restart into the sandbox", service="nginx", restarted=True,
+                          _if=sandbox.did_change))
     track(server.shell(name="nginx: check and reload (graceful)", commands=["nginx -t -q && systemctl reload nginx"],
                        _if=lambda: any(op.did_change() for op in changed)))

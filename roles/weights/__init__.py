@@ -20,7 +20,7 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
 
 from r1deploy.catalog import find_model
-from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
+from r1deploy.render import CONFIG_DIR, MIRROR_USER, agent_venv, render_template
 from roles._fleet import address
 from roles._rollout import track
 from roles._secret import secret_file
@@ -113,9 +113,13 @@ def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
     """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory)."""
     m = spec.model
     pipelined = m.seed_mode == "pipelined"
-    unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=spec.vllm.user,
+    server.group(name=f"Group {MIRROR_USER}", group=MIRROR_USER, system=True)
+    server.user(name=f"User {MIRROR_USER} (the mirror's own)", user=MIRROR_USER, group=MIRROR_USER, system=True,
+                home="/nonexistent", shell="/usr/sbin/nologin", create_home=False)
+    unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=MIRROR_USER,
+                           model_root=m.root,
                            agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
-                           bind=address(host), port=m.seed_port, access_log=f"{STATE_DIR}/mirror-access.jsonl",
+                           bind=address(host), port=m.seed_port, access_log="/var/log/r1-mirror/access.jsonl",
                            local_dir=m.local_dir, upstream=(m.hub_endpoint or "hub") if pipelined else None,
                            upstream_token_file=token_file if pipelined else None)
     put = track(files.put(name=f"Unit {MIRROR_SERVICE}", src=StringIO(unit),
