@@ -33,6 +33,16 @@ def _workers(spec) -> list[str]:
     return urls
 
 
+def _same_node_key(spec) -> None:
+    """nginx sends the gateway's vllm_api_key_* to the nodes: it must be theirs."""
+    mine = (spec.vllm.api_key_env, spec.vllm.api_key_file)
+    other = sorted({name for name, s, _ in fleet_view()[2] if s.model.name == spec.model.name
+                    and (s.vllm.api_key_env, s.vllm.api_key_file) != mine})
+    if other:
+        raise DeployError(f"{host.name}: vllm_api_key_env/_file differ from those of {', '.join(other)}: "
+                          "set them where gateways and nodes share data (group_data/all.py)")
+
+
 def _reconcile(admin: str, workers: list[str]) -> None:
     """Rotation = configured nodes that answer /health, minus those whose rollout failed now."""
     from roles.serve.rollout import ROLLOUT
@@ -64,6 +74,7 @@ def gateway() -> None:
     server.group(name=f"Group {ROUTER_USER}", group=ROUTER_USER, system=True)
     server.user(name=f"User {ROUTER_USER} (the router's own)", user=ROUTER_USER, group=ROUTER_USER, system=True,
                 home="/nonexistent", shell="/usr/sbin/nologin", create_home=False)
+    _same_node_key(spec)
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
