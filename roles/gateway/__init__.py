@@ -12,10 +12,10 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files, python, server, systemd
+from pyinfra.operations import files, python, systemd
 
 from r1deploy.edge import router_admin
-from r1deploy.render import ROUTER_SERVICE, ROUTER_USER, render_router_unit, router_venv
+from r1deploy.render import ROUTER_SERVICE, render_router_unit, router_venv
 from r1deploy.rollout import gateway_workers
 from roles._fleet import fleet_view
 from roles._rollout import remote, track
@@ -71,9 +71,6 @@ def wait_router(admin: str, timeout_s: int) -> None:
 @deploy("Gateway")
 def gateway() -> None:
     spec = host_spec()
-    server.group(name=f"Group {ROUTER_USER}", group=ROUTER_USER, system=True)
-    server.user(name=f"User {ROUTER_USER} (the router's own)", user=ROUTER_USER, group=ROUTER_USER, system=True,
-                home="/nonexistent", shell="/usr/sbin/nologin", create_home=False)
     _same_node_key(spec)
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
     venv = router_venv(spec)

@@ -113,9 +113,6 @@ def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
     """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory)."""
     m = spec.model
     pipelined = m.seed_mode == "pipelined"
-    server.group(name=f"Group {MIRROR_USER}", group=MIRROR_USER, system=True)
-    server.user(name=f"User {MIRROR_USER} (the mirror's own)", user=MIRROR_USER, group=MIRROR_USER, system=True,
-                home="/nonexistent", shell="/usr/sbin/nologin", create_home=False)
     unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=MIRROR_USER,
                            model_root=m.root,
                            agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
