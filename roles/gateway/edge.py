@@ -33,7 +33,7 @@ def nginx_edge(spec) -> None:
     g = spec.gateway
     track(apt.packages(name="nginx (the public edge)", packages=["nginx"]))
     # Debian's default site listens on :80 for everyone: the edge is the only listener.
-    default = files.file(name="nginx: no default site", path="/etc/nginx/sites-enabled/default", present=False)
+    default = files.link(name="nginx: no default site", path="/etc/nginx/sites-enabled/default", present=False)
     track(files.directory(name=f"Directory {edge.NGINX_DIR}", path=edge.NGINX_DIR, user="root",
                           group=NGINX_GROUP, mode="750"))
     clients = resolved(lambda: edge.client_keys(spec))
