@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -140,12 +141,21 @@ def check(ips: list[str], model: dict) -> None:
         raise SystemExit(f"nodes without the model after the run: {bad}")
 
 
+def seed_token_file() -> Path:
+    """The bench fleet's seed token (the seeds' mirror requires one), made once beside the lab's state."""
+    path = STATE / "bench-seed-token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    return path
+
+
 def bench_n(n: int, nodes: list[dict], model: dict, workers: int) -> dict:
     """The three ways for the first n nodes of the (shaped, agent-ready) lab."""
     names, ips = [h["name"] for h in nodes[:n]], [h["ip"] for h in nodes[:n]]
     data = {"model_repo_id": model["repo_id"], "model_revision": model["revision"], "model_disk_margin_gib": 0,
             "model_pull_workers": workers}
-    seed = {"model_seed_nodes": [names[0]]}
+    seed = {"model_seed_nodes": [names[0]], "model_seed_token_file": str(seed_token_file())}
     times = {}
     for mode, limit, extra in [("one", names[:1], {}), ("naive", names, {}), ("fanout", names, seed),
                                ("pipelined", names, {**seed, "model_seed_mode": "pipelined"})]:

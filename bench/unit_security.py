@@ -35,7 +35,7 @@ node = next(s for k, s in lab.items() if s.fleet.role == 'node')
 (out / 'r1-mirror.service').write_text(render_template('r1-mirror.service.j2', repo_id='o/m', host='node1',
     user='r1-mirror', agent_src='/opt/a/src', python='/opt/a/bin/python', mirror_root='/srv/models/.mirror',
     bind='10.0.0.11', port=8090, access_log='/var/log/r1-mirror/access.jsonl', local_dir='/srv/models/x',
-    upstream=None, upstream_token_file=None, model_root='/srv/models'))
+    upstream=None, upstream_token_file=None, model_root='/srv/models', seed_token_file='/etc/r1deploy/seed-token'))
 """
 
 

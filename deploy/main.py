@@ -3,7 +3,8 @@
     pyinfra inventories/prod.py deploy/main.py [--dry] [--diff] [--limit HOST]
 
 Stages per node: preflight, base, GPU host, weights, quantize (when quant_scheme is set), vLLM,
-serve (rollout + health, rollback on failure), smoke. Gateways: preflight, base, gateway, smoke. The whole inventory is validated
+serve (the release), rollout (batches: drain, restart, warm-up, smoke, rejoin; rollback on failure).
+Gateways: preflight, base, then — after the last batch — gateway and smoke through it. The whole inventory is validated
 before the first operation of the first host, so a bad inventory touches no host.
 """
 
@@ -17,7 +18,7 @@ from roles.gateway import gateway
 from roles.gpu_host import gpu_host
 from roles.preflight import preflight
 from roles.quantize import quantize
-from roles.serve import serve
+from roles.serve import rollout, serve
 from roles.smoke import smoke
 from roles.vllm import vllm
 from roles.weights import weights
@@ -39,6 +40,9 @@ if spec.fleet.role == "node":
         quantize()
     vllm()
     serve()
-else:
+# Every host, from this one line: the batches of the rolling update (roles/serve). A gateway's
+# stages below run after the last batch (pyinfra orders operations per host).
+rollout()
+if spec.fleet.role == "gateway":
     gateway()
 smoke()

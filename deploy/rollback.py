@@ -13,7 +13,7 @@ from pyinfra.api import DeployError
 
 from r1deploy.spec import SpecError, validate_inventory
 from roles._spec import host_spec
-from roles.serve import serve
+from roles.serve import rollout, serve
 
 try:
     validate_inventory((h.name, h.data.dict()) for h in inventory)
@@ -22,3 +22,4 @@ except SpecError as exc:
 
 if host_spec().fleet.role == "node":
     serve(to_previous=True)
+rollout()

@@ -29,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from r1deploy.inventory import InventoryFileError
+    from r1deploy.spec import SpecError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (SpecError, InventoryFileError) as exc:  # a bad --inventory: its problems, no traceback
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

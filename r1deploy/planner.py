@@ -32,6 +32,7 @@ from r1deploy.catalog import (
     find_gpu,
     find_model,
 )
+from r1deploy.layout_rules import layout_problems
 
 KV_DTYPE_BYTES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 
@@ -561,10 +562,12 @@ def _fixed_layout(req: Request, tp: int | None, pp: int | None, dp: int | None, 
 
 def _to_plan(req: Request, ev: Evaluation, context: int, why: list[str]) -> Plan:
     worst, layout = ev.worst, ev.layout
-    fits = _fits(ev, context) and not _unsupported(req)
+    impossible = [w for _, w in layout_problems(req.model.arch, layout.tp, layout.pp, layout.dp,
+                                                     req.devices_per_node, req.nodes)]
+    fits = _fits(ev, context) and not _unsupported(req) and not impossible
     reasons = [f"layout TP{layout.tp} × PP{layout.pp} × DP{layout.dp}"
-               + (" + EP" if layout.ep else "") + f": {why[0]}", *why[1:]]
-    reasons += _memory_reasons(req, ev, context, fits)
+               + (" + EP" if layout.ep else "") + f": {why[0]}", *(f"does not run: {w}" for w in impossible), *why[1:]]
+    reasons += _memory_reasons(req, ev, context, fits or (bool(impossible) and _fits(ev, context)))
     reasons += _hardware_reasons(req, layout)
     concurrency = ev.tokens / context * layout.dp if context else 0.0
     entry = req.model.entry

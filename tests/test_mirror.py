@@ -195,6 +195,7 @@ def test_token_required_and_never_logged(tmp_path, published, mirror_factory):  
     token = "hf_mirror_secret_value_123"
     token_file = tmp_path / "token"
     token_file.write_text(token)
+    token_file.chmod(0o600)
     m = mirror_factory(published[0], "--token-file", str(token_file))
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=m.url, token=False).model_info(REPO)
@@ -207,4 +208,4 @@ def test_cli_publish(tmp_path, tiny_model, capsys):  # noqa: F811
     assert cli.main(["mirror", "publish", str(tiny_model), "--root", str(tmp_path), "--repo", REPO]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["commit"] == publish(tiny_model, tmp_path / "again", REPO)
-    assert (REPO_ROOT / "r1deploy" / "mirror.py").is_file()
+    assert (REPO_ROOT / "r1deploy" / "mirror" / "__main__.py").is_file()

@@ -317,3 +317,16 @@ def test_unknown_gpu_is_planned_from_its_memory_and_says_so():
     p = plan_for_spec(spec, gpu_name="NVIDIA Future GPU", gpu_count=1, gpu_memory_mib=98304)
     assert p.fits and p.gpu == "NVIDIA Future GPU"
     assert any("not in the GPU catalog" in r for r in p.reasons)
+
+
+def test_an_impossible_layout_never_fits():
+    """TP16 on one 8-GPU node (memory alone would say yes), TP3 against 64 heads, DP beyond the GPUs."""
+    cases = [({"model_repo_id": "deepseek-ai/DeepSeek-R1", "plan_gpu": "H200", "plan_gpus_per_node": 8,
+               "vllm_tensor_parallel_size": 16}, "needs 16 GPUs; there are 8"),
+             ({"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "plan_gpu": "H100", "plan_gpus_per_node": 8,
+               "vllm_tensor_parallel_size": 3}, "TP3 does not divide the model's 64 attention heads"),
+             ({"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "plan_gpu": "H100", "plan_gpus_per_node": 8,
+               "vllm_tensor_parallel_size": 4, "vllm_data_parallel_size": 4}, "needs 16 GPUs; there are 8")]
+    for data, why in cases:
+        p = plan_for_spec(spec_from_host_data("n1", {**BASE, **data}))
+        assert not p.fits and any(r.startswith("does not run: ") and why in r for r in p.reasons), p.reasons

@@ -37,7 +37,22 @@ def cli_order(monkeypatch):
     monkeypatch.setattr(op_mod, "solve_operation_consistency", as_cli)
 
 
+SEED_TOKEN = "r1deploy-seed-token-test-7c1e"
+HUB_TOKEN = "hf_r1deploy_hub_token_test_2b9d"
+
+
+@pytest.fixture(autouse=True)
+def controller_secrets(tmp_path, monkeypatch):
+    """The controller-side secret files the inventory names (each test gets its own)."""
+    global SEED_TOKEN_FILE, HUB_TOKEN_FILE
+    SEED_TOKEN_FILE, HUB_TOKEN_FILE = tmp_path / "seed-token", tmp_path / "hub-token"
+    SEED_TOKEN_FILE.write_text(SEED_TOKEN + "\n")
+    HUB_TOKEN_FILE.write_text(HUB_TOKEN + "\n")
+
+
 def hosts(extra: dict, pulled: set[str] = frozenset()) -> dict:
+    if extra.get("model_seed_nodes"):
+        extra = {"model_seed_token_file": str(SEED_TOKEN_FILE), **extra}
     out = {}
     for i in (1, 2, 3):
         name = f"node{i}"
@@ -61,6 +76,7 @@ def test_no_seeds_every_node_pulls_from_upstream():
     assert [s for s in steps(state) if "Pull" in s[0]] == [
         (f"Weights | Pull r1lab/R1-Distill-Qwen-tiny@{REV[:12]} from upstream", ["node1", "node2", "node3"])]
     assert "--endpoint http://10.0.0.1:8701" in cmds["node2"][0]
+    assert not any("seed-token" in c for c in sum(cmds.values(), []))  # no fan-out: no seed token
 
 
 def test_seed_pulls_and_serves_before_the_others_pull_from_it():
@@ -75,7 +91,12 @@ def test_seed_pulls_and_serves_before_the_others_pull_from_it():
     unit = next(c for c in cmds["node1"] if "upload /etc/systemd/system/r1-mirror.service" in c)
     assert f"--pulled r1lab/R1-Distill-Qwen-tiny=/srv/models/r1lab--R1-Distill-Qwen-tiny/{REV}" in unit
     assert "--upstream" not in unit
-    assert "--endpoint http://10.0.0.11:8090" in next(c for c in cmds["node3"] if "Pull" in c)
+    # The mirror runs as its own user: the token file reaches it as a systemd credential.
+    assert "LoadCredential=seed-token:/etc/r1deploy/seed-token" in unit
+    assert "--token-file ${CREDENTIALS_DIRECTORY}/seed-token" in unit and "User=r1-mirror" in unit
+    lan_pull = next(c for c in cmds["node3"] if "r1deploy.weights pull" in c)
+    assert "--seed http://10.0.0.11:8090 --seed-token-file /etc/r1deploy/seed-token" in lan_pull
+    assert "--endpoint" not in lan_pull and "hub-token" not in lan_pull
 
 
 def test_pipelined_seed_serves_first_and_everyone_pulls_in_one_step():
@@ -107,3 +128,38 @@ def test_preflight_counts_the_quantized_output():
     assert extra_bytes(spec_from_host_data("n", r1)) == 0  # natively FP8: nothing is written
     _, cmds = plan(weights, {"node1": ({**BASE, "quant_scheme": "w8a8_int8"}, World(facts={PublishedModel: {}}))})
     assert "--extra-bytes 0" in cmds["node1"][0]  # the lab's tiny model: not in the catalog
+
+
+def test_seed_token_to_every_host_hub_token_only_to_upstream_pullers():
+    _, cmds = plan(weights, hosts({"model_seed_nodes": ["node1"], "model_hub_token_file": str(HUB_TOKEN_FILE)}))
+    uploads = {name: [c for c in cs if "] upload " in c] for name, cs in cmds.items()}
+    for name in ("node1", "node2", "node3"):
+        assert any("/etc/r1deploy/.r1deploy-staging/seed-token" in c for c in uploads[name]), name
+    assert any("staging/hub-token" in c for c in uploads["node1"])
+    assert not any("hub-token" in c for c in uploads["node2"] + uploads["node3"])
+    node_pull = next(c for c in cmds["node2"] if "r1deploy.weights pull" in c)
+    assert "--token-file" not in node_pull.replace("--seed-token-file", "")
+    seed_pull = next(c for c in cmds["node1"] if "r1deploy.weights pull" in c)
+    assert "--token-file /etc/r1deploy/hub-token" in seed_pull and "--seed" not in seed_pull
+    commands = [c for c in sum(cmds.values(), []) if "] upload " not in c]  # uploads carry the content
+    assert not any(SEED_TOKEN in c or HUB_TOKEN in c for c in commands)  # commands name paths, never values
+
+
+def test_a_hub_token_left_on_a_node_from_before_the_fan_out_is_removed():
+    extra = {"model_seed_nodes": ["node1"], "model_hub_token_file": str(HUB_TOKEN_FILE),
+             "model_seed_token_file": str(SEED_TOKEN_FILE)}
+    world = World(facts={PublishedModel: {}}, files={"/etc/r1deploy/hub-token": "old"})
+    _, cmds = plan(weights, {"node1": ({**BASE, **extra, "ssh_hostname": "10.0.0.11"}, World(facts={PublishedModel: {}})),
+                             "node2": ({**BASE, **extra, "ssh_hostname": "10.0.0.12"}, world)})
+    assert any("rm -f /etc/r1deploy/hub-token" in c for c in cmds["node2"])
+
+
+def test_fan_out_without_a_seed_token_is_a_spec_error(tmp_path):
+    from r1deploy.spec import SpecError, spec_from_host_data
+
+    with pytest.raises(SpecError) as err:
+        spec_from_host_data("node1", {**BASE, "model_seed_nodes": ["node1"]})
+    assert "model_seed_token_file" in str(err.value) and "host 'node1'" in str(err.value)
+    missing = {**BASE, "model_seed_nodes": ["node1"], "model_seed_token_file": str(tmp_path / "nope")}
+    with pytest.raises(Exception, match="model_seed_token_file .*nope.*No such file"):
+        plan(weights, {"node1": (missing, World(facts={PublishedModel: {}}))})

@@ -18,10 +18,19 @@
 # installed as a wheel, so its RECORD is never checked.
 #
 #   bash bench/h200/build_payload.sh      # -> .whl/p1 .whl/p2 ... and bench/h200/payload.sha256
+#   R1_RESOLVE=1 bash bench/h200/build_payload.sh   # also re-resolve payload-wheels.txt (new pins)
+#
+# Reproducible: the pinned list (payload-wheels.txt) is used as committed unless R1_RESOLVE=1;
+# the tarballs are written with a fixed file order, owner and mtime (tar --sort=name --mtime=@0
+# --owner=0 --group=0 --numeric-owner --format=gnu) and xz's multi-threaded mode with a fixed
+# block size (its output then does not depend on the thread count), cut into fixed 20 MiB
+# pieces. A rebuild with the same xz (5.4) and pip therefore gives the same bytes, and the
+# committed payload.sha256 verifies it: the build compares and says so (the file is rewritten
+# only when the bytes changed, e.g. after R1_RESOLVE=1 or another pip/xz).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${R1_WHL_WORK:-/tmp/r1whl}
-PIECE=${R1_PIECE_MIB:-29}
+PIECE=${R1_PIECE_MIB:-20}
 mkdir -p "$W"/{stubs,all,sel,vllm}
 PL=()
 for p in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1 manylinux_2_31 manylinux_2_34 \
@@ -69,7 +78,8 @@ for name, ver in [("torch", "2.11.0+stub"), ("torchvision", "0.26.0+stub"), ("to
         for k, v in files.items():
             z.writestr(k, v)
 EOF
-# 2. Resolve the closure for CPython 3.12.
+# 2. Resolve the closure for CPython 3.12 (only when asked or when there is no pinned list yet).
+if [ "${R1_RESOLVE:-0}" = 1 ] || [ ! -s bench/h200/payload-wheels.txt ]; then
 python3 -m pip install --dry-run --ignore-installed --report "$W/report.json" "${PY[@]}" --platform linux_x86_64 \
     --find-links "$W/stubs" --target "$W/dummy" "vllm==0.26.0" "torch==2.11.0+stub" "torchvision==0.26.0+stub" \
     "torchaudio==2.11.0+stub" "pyinfra==3.10.0" "pydantic>=2.12,<3" >"$W/resolve.log" 2>&1
@@ -84,6 +94,7 @@ rows = sorted({f"{m['name']}=={m['version']}" for i in json.load(open(sys.argv[1
                for m in [i["metadata"]] if norm(m["name"]) not in skip} | set(extra), key=str.lower)
 print("\n".join(rows))
 EOF
+fi
 # 4. Download them, unpack for 3.12 (pip --target), drop what Hopper/dense models never load.
 python3 -m pip download --no-deps "${PY[@]}" -d "$W/sel" -r bench/h200/payload-wheels.txt >"$W/download.log"
 rm -rf "$W/site312"
@@ -93,12 +104,21 @@ rm -f "$W/site312/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so" "$W/site312/vllm/vll
 # 5. Two xz tarballs (deps, vllm) cut into pieces; a carry folder .whl/pN per device call.
 rm -rf "$W/pieces" .whl/p[0-9]*
 mkdir -p "$W/pieces"
-(cd "$W/site312" && ls | grep -v '^vllm$\|^vllm-0.26.0.dist-info$' >"$W/listA.txt")
-tar -C "$W/site312" -cf - -T "$W/listA.txt" | xz -6 -T2 >"$W/deps.tar.xz"
-tar -C "$W/site312" -cf - vllm vllm-0.26.0.dist-info | xz -6 -T2 >"$W/vllm.tar.xz"
-split -b 64M -d -a 2 "$W/deps.tar.xz" "$W/pieces/deps.tar.xz."
+TAR=(tar -C "$W/site312" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu -cf -)
+XZ=(xz -3 --threads=2 --block-size=32MiB --check=crc64)
+(cd "$W/site312" && ls | LC_ALL=C sort | grep -v '^vllm$\|^vllm-0.26.0.dist-info$') >"$W/listA.txt"
+"${TAR[@]}" -T "$W/listA.txt" | "${XZ[@]}" >"$W/deps.tar.xz"
+"${TAR[@]}" vllm vllm-0.26.0.dist-info | "${XZ[@]}" >"$W/vllm.tar.xz"
+split -b "${PIECE}M" -d -a 2 "$W/deps.tar.xz" "$W/pieces/deps.tar.xz."
 split -b "${PIECE}M" -d -a 2 "$W/vllm.tar.xz" "$W/pieces/vllm.tar.xz."
-(cd "$W/pieces" && sha256sum ./* | sed 's# \./# #') >bench/h200/payload.sha256
+(cd "$W/pieces" && sha256sum ./* | sed 's# \./# #') >"$W/payload.sha256"
+if cmp -s "$W/payload.sha256" bench/h200/payload.sha256; then
+    echo "payload: reproduced bench/h200/payload.sha256 byte for byte"
+else
+    echo "payload: bytes differ from bench/h200/payload.sha256 (diff below); rewriting it"
+    diff bench/h200/payload.sha256 "$W/payload.sha256" || true
+    cp "$W/payload.sha256" bench/h200/payload.sha256
+fi
 # Pack pieces into carry folders of at most 60 MiB, in order.
 python3 - "$W/pieces" <<'EOF'
 import os, shutil, sys

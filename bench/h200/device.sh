@@ -9,6 +9,8 @@
 # serve   render the H200 node's config + env + unit, start vLLM the way the unit says, chat
 # bench   vllm bench serve at concurrency 1/16/64/256: the planner's config, then vLLM defaults
 # agree   planner agreement sweep (bench/h200/agree.py)
+# restart cold vs warm restarts of the rendered unit, warm-up, first wave vs steady (bench/h200/restart.py;
+#         R1_RESTART_RUNS, default cold-nowarmup,cold,warm,warm,warm; runs accumulate across calls)
 #
 # Results go to /tmp/r1res/<stage>/ and, at the end, one tarball per run into $OUT.
 set -u
@@ -259,6 +261,19 @@ stage_bench() {
 stage_agree() {
     mkdir -p "$RES/agree"
     python3 bench/h200/agree.py --out "$RES/agree" --deadline $(($(left) - 45)) 2>&1 | tee "$RES/agree/agree.txt"
+}
+
+stage_restart() {
+    local d="$RES/restart"
+    mkdir -p "$d"
+    if [ ! -f "$d/rendered/vllm.yaml" ]; then
+        log "restart: render + checkpoint"
+        render_node "$d/rendered" >"$d/render.txt" 2>&1 || { cat "$d/render.txt"; return 1; }
+        cp "$d/rendered/vllm.yaml" "$d/rendered/vllm.env" "$d/rendered/r1-vllm.service" "$d/"
+    fi
+    stop_server
+    python3 bench/h200/restart.py --rendered "$d/rendered" --out "$d" --pidfile "$RES/unit.pid" \
+        --runs "${R1_RESTART_RUNS:-cold-nowarmup,cold,warm,warm,warm}" --deadline $(($(left) - 25)) 2>&1 | tee -a "$d/restart.txt"
 }
 
 pack() {

@@ -27,7 +27,10 @@ from roles._rollout import track
 from roles._secret import engine_key_files
 from roles._spec import host_spec
 from roles.serve.facts import EngineRelease, RouterWorkers
-from roles.serve.rollout import CURRENT, PREVIOUS, UNIT_PATH, roll_node
+from roles.serve.rollout import CURRENT, PREVIOUS, ROLLOUT, UNIT_PATH, roll_node
+
+# What serve() decided per node, for the batch operations rollout() lays out on every host.
+_TURNS: dict[str, dict] = {}
 
 
 def _in_rotation(url: str, gateway_admins: list[tuple[str, str]]) -> bool | None:
@@ -80,17 +83,45 @@ def serve(to_previous: bool = False) -> None:
         unit_matches=unit_text is None or facts["unit_sha256"] == hashlib.sha256(unit_text.encode()).hexdigest(),
         active=facts["active"], in_rotation=_in_rotation(url, gateway_admins))
     restart = core.needs_restart(state, release)
-    mine = batches.batch_of(host.name)
     # An outage is judged on the whole inventory: under --limit the other nodes still serve.
     single = sum(1 for _, s, _ in nodes if s.model.name == spec.model.name) == 1
+    _TURNS[host.name] = dict(
+        spec=spec, release=release, url=url, gateway_admins=gateway_admins, state=state, written=written,
+        restart=restart, single_node_model=single, batch=batches.batch_of(host.name))
+
+
+@deploy("Rollout")
+def rollout() -> None:
+    """One operation per batch, on EVERY host (gateways skip them all): pyinfra orders each
+    host's operations only against its own, so a gateway's later stages (router changes, smoke
+    through it) run after the last batch only if the gateway's list holds the batch operations too.
+    Call it from one line of the deploy file for all hosts."""
+    deploying, _, _ = fleet_view()
+    batches = core.plan_batches(deploying)
+    turn = _TURNS.get(host.name)
     for batch in batches.batches:
-        turn = batch.index == mine
+        mine = bool(turn) and turn["batch"] == batch.index
         python.call(
             name=f"Rolling update, batch {batch.index + 1}/{len(batches.batches)}"
                  + (" (canary)" if batch.canary and len(batches.batches) > 1 else ""),
-            function=roll_node, spec=spec, release=release, batch=batch.index,
-            canary=batch.canary and spec.rollout.canary and len(batches.batches) > 1,
-            restart=lambda: restart or any(op.did_change() for op in written), url=url,
-            gateway_admins=gateway_admins, single_node_model=single,
-            _if=lambda turn=turn: turn and (restart or core.needs_rejoin(state)
-                                           or any(op.did_change() for op in written)))
+            function=_turn, batch=batch.index,
+            canary=batch.canary and len(batches.batches) > 1,
+            _if=lambda mine=mine, name=host.name: mine and _wanted(_TURNS[name]))
+
+
+def _restart_wanted(turn: dict) -> bool:
+    return turn["restart"] or any(op.did_change() for op in turn["written"])
+
+
+def _wanted(turn: dict) -> bool:
+    return _restart_wanted(turn) or core.needs_rejoin(turn["state"])
+
+
+def _turn(batch: int, canary: bool) -> None:
+    t = _TURNS[host.name]
+    try:
+        roll_node(t["spec"], t["release"], batch, canary and t["spec"].rollout.canary, _restart_wanted(t), t["url"],
+                  t["gateway_admins"], t["single_node_model"])
+    except Exception as exc:  # whatever broke, the batches after this one must not move
+        ROLLOUT.stop(host.name, f"{type(exc).__name__}: {exc}")
+        raise

@@ -70,35 +70,39 @@ class _Timer:
 
 # --- gateways -----------------------------------------------------------------------------
 
-def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 30) -> str:
-    """The router's admin API on the gateway's loopback (r1deploy.edge.router_admin), over SSH."""
-    return remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
-                  f"{shlex.quote(admin + path)}", f"router {path}", target=gateway)
+def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 30) -> tuple[str, str]:
+    """(HTTP status, body) from a gateway's router admin API, on its loopback (r1deploy.edge.router_admin)
+    over SSH; status "000": no router answers."""
+    out = remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
+                 f"{shlex.quote(admin + path)} 2>/dev/null || true", f"router {path}", target=gateway)
+    body, _, code = out.rpartition("\n")
+    return code.strip() or "000", body
 
 
-def drain_from(gateways: list, url: str) -> None:
+def drain_from(gateways: list, url: str) -> list[str]:
+    """Take the node out of every gateway's rotation; returns notes on gateways without a router
+    (a first deploy: nothing routes to the node there, nothing to drain)."""
+    notes = []
     for gw, admin in gateways:
-        body, _, code = _router(gw, f"/remove_worker?url={url}", admin, "POST").rpartition("\n")
-        if code != "200":
+        code, body = _router(gw, f"/remove_worker?url={url}", admin, "POST")
+        if code == "000":
+            notes.append(f"{gw.name}: no router yet")
+        elif code != "200":
             raise OperationError(f"{gw.name} refused to remove {url}: {code} {body.strip()[:200]}")
+    return notes
 
 
-def rejoin(gateways: list, url: str, timeout_s: int) -> None:
-    """add_worker polls the node's health before admitting it; 'already exists' is fine."""
+def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
+    """add_worker polls the node's health before admitting it; 'already exists' is fine. A gateway
+    without a router yet gets the node when its router starts (its worker list names it)."""
+    notes = []
     for gw, admin in gateways:
-        body, _, code = _router(gw, f"/add_worker?url={url}", admin, "POST", timeout=timeout_s).rpartition("\n")
-        if code != "200" and "already exists" not in body:
+        code, body = _router(gw, f"/add_worker?url={url}", admin, "POST", timeout=timeout_s)
+        if code == "000":
+            notes.append(f"{gw.name}: no router yet")
+        elif code != "200" and "already exists" not in body:
             raise OperationError(f"{gw.name} did not admit {url}: {code} {body.strip()[:200]}")
-
-
-def rotation(gateways: list, url: str) -> list[str]:
-    """The gateways that list this node now."""
-    listed = []
-    for gw, admin in gateways:
-        body, _, code = _router(gw, "/list_workers", admin).rpartition("\n")
-        if code == "200" and url in json.loads(body or "{}").get("urls", []):
-            listed.append(gw.name)
-    return listed
+    return notes
 
 
 # --- the node ------------------------------------------------------------------------------
@@ -245,8 +249,8 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
              canary: bool) -> None:
     if gateways:
         with _Timer(record, "drain") as t:
-            drain_from(gateways, url)
-            t.detail = wait_drained(_engine(spec), spec.rollout.drain_timeout_s)
+            notes = drain_from(gateways, url)
+            t.detail = "; ".join(notes + [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)])
     with _Timer(record, "stop"):
         remote(f"systemctl stop {SERVICE}", "stop")
     with _Timer(record, "start"):
@@ -269,12 +273,11 @@ def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gatew
         return f"rolled back to {record.previous}, which is NOT healthy either ({again}); out of rotation"
 
 
-def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart, url: str,
+def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool, url: str,
               gateway_admins: list[tuple[str, str]],
               single_node_model: bool) -> None:
     """This node's turn: restart into `release` (drained, proven, rejoined) or only rejoin."""
     record = core.NodeRollout(host.name, batch, release, None)
-    restart = restart()  # decided at planning time, or the release files changed in this run
     if ROLLOUT.stopped_by:
         record.outcome, record.reason = "held", ROLLOUT.held_message()
         _write_report(record)
@@ -296,8 +299,8 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart, url: 
             _prove(spec, record, time.time(), canary=False)
         if gateways:
             with _Timer(record, "rejoin") as t:
-                rejoin(gateways, url, core.startup_timeout_s(spec))
-                t.detail = f"in rotation on {', '.join(g.name for g, _ in gateways)}"
+                notes = rejoin(gateways, url, core.startup_timeout_s(spec))
+                t.detail = "; ".join(notes) or f"in rotation on {', '.join(g.name for g, _ in gateways)}"
         record.outcome = "rolled out" if restart else "rejoined"
     except (PhaseFailed, OperationError) as exc:
         failure = exc if isinstance(exc, PhaseFailed) else PhaseFailed("rollout", str(exc))

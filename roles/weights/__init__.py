@@ -8,6 +8,10 @@ before the next one and orders operations by their place in this file. `model_se
 finished before anyone pulls from it. "pipelined": the seeds' mirror first (it lists the commit
 from upstream and holds requests for files not verified yet), then one pull operation on every
 node at once: the nodes fetch each file as soon as a seed has it.
+
+Secrets: the hub token (model_hub_token_*) goes only to hosts that pull from upstream; the
+fleet's seed token (model_seed_token_file) to every host of a fan-out: the seeds' mirror
+refuses requests without it, the nodes send it (`--seed-token-file`), never the hub token.
 """
 
 import hashlib
@@ -27,7 +31,8 @@ from roles._secret import secret_file
 from roles._spec import host_spec
 from roles.weights.facts import PublishedModel
 
-TOKEN_FILE = f"{CONFIG_DIR}/hub-token"
+HUB_TOKEN_FILE = f"{CONFIG_DIR}/hub-token"
+SEED_TOKEN_FILE = f"{CONFIG_DIR}/seed-token"
 MIRROR_SERVICE = "r1-mirror.service"
 
 
@@ -43,6 +48,21 @@ def _token(spec) -> str | None:
                               "which is not set on the controller")
         return os.environ[m.hub_token_env]
     return None
+
+
+def _seed_token(spec) -> str | None:
+    """The fleet's seed token from the controller file the spec names (required with seeds)."""
+    m = spec.model
+    if not m.seed_nodes:
+        return None
+    try:
+        with open(os.path.expanduser(m.seed_token_file)) as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise DeployError(f"{host.name}: model_seed_token_file {m.seed_token_file!r}: {exc.strerror}") from None
+    if not token:
+        raise DeployError(f"{host.name}: model_seed_token_file {m.seed_token_file!r} is empty")
+    return token
 
 
 def mirror_root(spec) -> str:
@@ -84,15 +104,25 @@ def extra_bytes(spec) -> int:
     return int(entry.weight_bytes * QUANT_OUTPUT_RATIO[spec.quant.scheme])
 
 
-def _pull_command(spec, venv: str, token_file: str | None, endpoint: str | None) -> str:
+def pulls_upstream(spec, name: str) -> bool:
+    return not spec.model.seed_nodes or name in spec.model.seed_nodes
+
+
+def _source_args(spec, hub_token_file: str | None) -> list[str]:
+    """Where this host pulls from, as agent arguments: upstream with the hub token, or a seed with the seed token."""
+    if pulls_upstream(spec, host.name):
+        endpoint = spec.model.hub_endpoint
+        return (["--endpoint", endpoint] if endpoint else []) + (["--token-file", hub_token_file] if hub_token_file
+                                                                 else [])
+    return ["--seed", source_of(spec, host.name), "--seed-token-file", SEED_TOKEN_FILE]
+
+
+def _pull_command(spec, venv: str, source_args: list[str]) -> str:
     m = spec.model
     argv = [f"{venv}/bin/python", "-m", "r1deploy.weights", "pull", "--repo", m.repo_id,
             "--revision", m.revision, "--root", m.root, "--margin-gib", str(m.disk_margin_gib),
             "--workers", str(m.pull_workers), "--extra-bytes", str(extra_bytes(spec))]
-    if endpoint:
-        argv += ["--endpoint", endpoint]
-    if token_file:
-        argv += ["--token-file", token_file]  # a path: the token never enters argv
+    argv += source_args  # token files are paths: a token never enters argv
     if m.allow_patterns:
         argv += ["--allow", *m.allow_patterns]
     if m.ignore_patterns:
@@ -101,16 +131,16 @@ def _pull_command(spec, venv: str, token_file: str | None, endpoint: str | None)
     return f"runuser -u {spec.vllm.user} -- sh -c {shlex.quote(cmd)}"
 
 
-def _pull(spec, venv: str, token_file: str | None, endpoint: str | None, state: dict) -> None:
+def _pull(spec, venv: str, hub_token_file: str | None, state: dict) -> None:
     if state.get("commit") == spec.model.revision and state.get("verified"):
         return
-    source = endpoint if spec.model.seed_nodes and host.name not in spec.model.seed_nodes else "upstream"
+    source = "upstream" if pulls_upstream(spec, host.name) else source_of(spec, host.name)
     track(server.shell(name=f"Pull {spec.model.repo_id}@{spec.model.revision[:12]} from {source}",
-                       commands=[_pull_command(spec, venv, token_file, endpoint)]))
+                       commands=[_pull_command(spec, venv, _source_args(spec, hub_token_file))]))
 
 
-def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
-    """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory)."""
+def _seed_mirror(spec, venv: str, hub_token_file: str | None, seed_token) -> None:
+    """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory), token required."""
     m = spec.model
     pipelined = m.seed_mode == "pipelined"
     unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=MIRROR_USER,
@@ -118,40 +148,50 @@ def _seed_mirror(spec, venv: str, token_file: str | None) -> None:
                            agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
                            bind=address(host), port=m.seed_port, access_log="/var/log/r1-mirror/access.jsonl",
                            local_dir=m.local_dir, upstream=(m.hub_endpoint or "hub") if pipelined else None,
-                           upstream_token_file=token_file if pipelined else None)
+                           upstream_token_file=hub_token_file if pipelined else None,
+                           seed_token_file=SEED_TOKEN_FILE)
     put = track(files.put(name=f"Unit {MIRROR_SERVICE}", src=StringIO(unit),
                           dest=f"/etc/systemd/system/{MIRROR_SERVICE}", mode="644"))
     systemd.daemon_reload(name="systemd daemon-reload (mirror)", _if=put.did_change)
     systemd.service(name=f"Serve the weights on the LAN ({MIRROR_SERVICE}, port {m.seed_port})",
                     service=MIRROR_SERVICE, running=True, enabled=True)
-    systemd.service(name=f"Restart {MIRROR_SERVICE} on a new unit", service=MIRROR_SERVICE, restarted=True,
-                    _if=put.did_change)
+    # The token is read at start: a new one (rotation) needs a restart like a new unit.
+    systemd.service(name=f"Restart {MIRROR_SERVICE} on a new unit or token", service=MIRROR_SERVICE,
+                    restarted=True, _if=lambda: put.did_change() or seed_token.did_change())
+
+
+def _secret(spec, what: str, path: str, value: str | None):
+    """Place a secret as a 0600 file of the service user; where it is not needed, make sure it is gone."""
+    if value is None:
+        files.file(name=f"No {what} on this host", path=path, present=False)
+        return None
+    return track(secret_file(name=f"{what} (0600, service user only)", path=path, content=value,
+                             user=spec.vllm.user, mode="600"))
 
 
 @deploy("Weights")
 def weights() -> None:
     spec = host_spec()
     venv = agent_venv(spec)
-    token = _token(spec)
-    token_file = None
-    if token:
-        token_file = TOKEN_FILE
-        track(secret_file(name="Hub token (0600, service user only)", path=TOKEN_FILE, content=token,
-                          user=spec.vllm.user, mode="600"))
+    upstream = pulls_upstream(spec, host.name)
+    hub_token = _token(spec) if upstream else None  # a node pulling from a seed never holds the hub token
+    hub_token_file = HUB_TOKEN_FILE if hub_token else None
+    _secret(spec, "Hub token", HUB_TOKEN_FILE, hub_token)
+    seed_token = _secret(spec, "Seed token", SEED_TOKEN_FILE, _seed_token(spec))
     state = host.get_fact(PublishedModel, agent_python=f"{venv}/bin/python", agent_src=f"{venv}/src",
                           root=spec.model.root, repo_id=spec.model.repo_id) or {}
     seeds = spec.model.seed_nodes
     seed, pipelined = host.name in seeds, spec.model.seed_mode == "pipelined"
     # Order matters (see the module docstring): each call below is one step for every host.
     if seed and pipelined:
-        _seed_mirror(spec, venv, token_file)
-    if not seeds or seed or pipelined:  # upstream pulls; pipelined: every node's pull at once
-        _pull(spec, venv, token_file if seed or not seeds else None, source_of(spec, host.name), state)
+        _seed_mirror(spec, venv, hub_token_file, seed_token)
+    if upstream or pipelined:  # upstream pulls; pipelined: every node's pull at once
+        _pull(spec, venv, hub_token_file, state)
     if seed and not pipelined:
-        _seed_mirror(spec, venv, token_file)
+        _seed_mirror(spec, venv, hub_token_file, seed_token)
     if seeds and not pipelined:
         # pyinfra orders operations as a graph of each host's own sequence: without a step every
         # node shares, the other nodes' pull would be ready as early as the seeds' upstream pull.
         server.shell(name="Fan-out: the seeds serve the LAN", commands=[])
-    if seeds and not seed and not pipelined:
-        _pull(spec, venv, None, source_of(spec, host.name), state)  # a LAN seed needs no hub token
+    if not upstream and not pipelined:
+        _pull(spec, venv, None, state)  # from a seed, with the seed token

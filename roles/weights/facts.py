@@ -11,7 +11,7 @@ class PublishedModel(FactBase):
     """
 
     def command(self, agent_python, agent_src, root, repo_id):
-        return (f"if [ -f {agent_src}/r1deploy/weights.py ]; then PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={agent_src} {agent_python} -m r1deploy.weights "
+        return (f"if [ -f {agent_src}/r1deploy/weights/__main__.py ]; then PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={agent_src} {agent_python} -m r1deploy.weights "
                 f"status --root {root} --repo {repo_id}; else echo '{{}}'; fi")
 
     def process(self, output):

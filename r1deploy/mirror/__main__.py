@@ -1,0 +1,5 @@
+import sys
+
+from r1deploy.mirror.cli import main
+
+sys.exit(main())

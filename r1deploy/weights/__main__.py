@@ -1,0 +1,5 @@
+import sys
+
+from r1deploy.weights.cli import main
+
+sys.exit(main())
