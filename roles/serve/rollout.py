@@ -251,8 +251,8 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
         with _Timer(record, "drain") as t:
             notes = drain_from(gateways, url)
             t.detail = "; ".join(notes + [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)])
-    with _Timer(record, "stop"):
-        remote(f"systemctl stop {SERVICE}", "stop")
+    with _Timer(record, "stop"):  # a first deploy has no unit yet: nothing to stop
+        remote(f"systemctl stop {SERVICE} 2>/dev/null || ! systemctl cat {SERVICE} >/dev/null 2>&1", "stop")
     with _Timer(record, "start"):
         started = activate(release_dir)
     _prove(spec, record, started, canary)
@@ -283,10 +283,11 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
         _write_report(record)
         host.log(record.reason)
         return
-    record.previous = (remote(f"readlink -f {CURRENT} || true", "release pointer").strip().rsplit("/", 1)[-1]
+    # `readlink -f` of a missing link prints the path itself: only an existing pointer names a release.
+    record.previous = (remote(f"test -e {CURRENT} && readlink -f {CURRENT} || true", "release pointer").strip().rsplit("/", 1)[-1]
                        or None)
     if record.previous == release:
-        record.previous = (remote(f"readlink -f {PREVIOUS} || true", "previous release").strip()
+        record.previous = (remote(f"test -e {PREVIOUS} && readlink -f {PREVIOUS} || true", "previous release").strip()
                            .rsplit("/", 1)[-1] or None)
     try:
         gateways = [(connected(name), admin) for name, admin in gateway_admins]
