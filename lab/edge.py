@@ -86,7 +86,7 @@ def report(info: dict) -> int:
     edge = info["edge"]
     model = info["model"]["repo_id"].split("/", 1)[1]
     nodes = [(h["name"], f"http://{h['ip']}:8000") for h in info["hosts"] if h["role"] == "node"]
-    os.environ.setdefault("REQUESTS_CA_BUNDLE", edge["ca"])  # the gateway's certificate is the lab CA's
+    os.environ["REQUESTS_CA_BUNDLE"] = edge["ca"]  # the gateway's certificate is the lab CA's
     key_file = Path(edge["client_keys"]) / FIRST_CLIENTS[0]
     reports = [smoke(name, url, model, api_key=read_key(edge["vllm_key"])) for name, url in nodes]
     reports.append(smoke("gateway", edge["gateway_url"], model, api_key=read_key(str(key_file))))
