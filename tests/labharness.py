@@ -69,9 +69,10 @@ def client_key(lab: dict, name: str = "lab-user") -> str:
 
 def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
     """openai.OpenAI keyword arguments for a user of the edge: their key, the lab's CA."""
-    import httpx
+    import openai
 
-    return {"api_key": client_key(lab, name), "http_client": httpx.Client(verify=lab["edge"]["ca"], timeout=120)}
+    return {"api_key": client_key(lab, name),
+            "http_client": openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)}
 
 
 def router_workers(lab: dict) -> list[str]:

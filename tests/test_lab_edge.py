@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
+import requests
 from labharness import REPO, changed_ops, client_key, converge, gateway_url, host_ip, node_names, ssh
 from loadloop import LoadLoop
 
@@ -43,7 +43,7 @@ def _model(lab) -> str:
 
 def _client(lab, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url(lab)}/v1", api_key=key, max_retries=0,
-                         http_client=httpx.Client(verify=lab["edge"]["ca"], timeout=120))
+                         http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120))
 
 
 def _secrets(lab) -> dict[str, str]:
@@ -68,10 +68,10 @@ def test_right_key_answers_missing_or_wrong_key_is_401(lab):
 
     with pytest.raises(openai.AuthenticationError) as wrong:
         _client(lab, "r1lab-not-a-key-at-all-xxxxxxxx").models.list()
-    no_key = httpx.get(f"{gateway_url(lab)}/v1/models", verify=lab["edge"]["ca"], timeout=30)
+    no_key = requests.get(f"{gateway_url(lab)}/v1/models", verify=lab["edge"]["ca"], timeout=30)
     assert wrong.value.status_code == 401 and no_key.status_code == 401
     assert no_key.json()["error"]["code"] == "invalid_api_key"
-    other = [httpx.get(f"{gateway_url(lab)}{path}", verify=lab["edge"]["ca"], timeout=30,
+    other = [requests.get(f"{gateway_url(lab)}{path}", verify=lab["edge"]["ca"], timeout=30,
                        headers={"Authorization": f"Bearer {client_key(lab)}"}).status_code
              for path in ("/list_workers", "/metrics", "/v1/embeddings", "/")]
     print(f"\nedge: right key 200 ({len(models)} model(s), {len(streamed)} stream chunks); wrong key "
@@ -89,8 +89,8 @@ def test_admin_routes_and_engines_refuse_the_network(lab):
     assert direct.stdout.split()[-1] == "7", direct.stdout  # curl 7: connection refused
     assert added.stdout.strip() == "404", added.stdout
     engine = f"http://{host_ip(lab, node)}:8000"
-    bare = httpx.get(f"{engine}/v1/models", timeout=30)
-    keyed = httpx.get(f"{engine}/v1/models", timeout=30,
+    bare = requests.get(f"{engine}/v1/models", timeout=30)
+    keyed = requests.get(f"{engine}/v1/models", timeout=30,
                       headers={"Authorization": f"Bearer {Path(lab['edge']['vllm_key']).read_text().strip()}"})
     listening = ssh(lab, node, "ss -Hltn").stdout
     print(f"\nadmin: router port from {node}: curl exit {direct.stdout.split()[-1]}; add_worker via edge "
@@ -157,7 +157,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     new_key(new.name)
     loop = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                     api_key=old.read_text().strip(),
-                    http_client=httpx.Client(verify=lab["edge"]["ca"], timeout=120)).start()
+                    http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)).start()
     time.sleep(3)
     try:
         added = converge()
@@ -168,7 +168,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     # The users move to the new key; then the old one goes.
     loop2 = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                      api_key=new.read_text().strip(),
-                     http_client=httpx.Client(verify=lab["edge"]["ca"], timeout=120)).start()
+                     http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)).start()
     retired = old.read_text().strip()
     old.unlink()
     time.sleep(3)
