@@ -47,7 +47,7 @@ def ssh(lab: dict, name: str, command: str, user: str = "root", key: str | None 
     return subprocess.run(
         ["ssh", "-i", key or lab["ssh_key"], "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['known_hosts']}",
          "-o", "StrictHostKeyChecking=accept-new", f"{user}@{ip}", command],
-        capture_output=True, text=True, timeout=timeout)
+        capture_output=True, text=True, errors="replace", timeout=timeout)  # journals hold binary bits
 
 
 def host_ip(lab: dict, name: str) -> str:
@@ -69,10 +69,12 @@ def client_key(lab: dict, name: str = "lab-user") -> str:
 
 def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
     """openai.OpenAI keyword arguments for a user of the edge: their key, the lab's CA."""
+    import ssl
+
     import openai
 
     return {"api_key": client_key(lab, name),
-            "http_client": openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)}
+            "http_client": openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)}
 
 
 def router_workers(lab: dict) -> list[str]:

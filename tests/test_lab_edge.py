@@ -10,6 +10,7 @@ Rotating a client key under the load loop fails no request. Each test prints its
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _model(lab) -> str:
 
 def _client(lab, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url(lab)}/v1", api_key=key, max_retries=0,
-                         http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120))
+                         http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120))
 
 
 def _secrets(lab) -> dict[str, str]:
@@ -157,7 +158,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     new_key(new.name)
     loop = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                     api_key=old.read_text().strip(),
-                    http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)).start()
+                    http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)).start()
     time.sleep(3)
     try:
         added = converge()
@@ -168,7 +169,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     # The users move to the new key; then the old one goes.
     loop2 = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                      api_key=new.read_text().strip(),
-                     http_client=openai.DefaultHttpxClient(verify=lab["edge"]["ca"], timeout=120)).start()
+                     http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)).start()
     retired = old.read_text().strip()
     old.unlink()
     time.sleep(3)
@@ -184,4 +185,5 @@ def test_key_rotation_under_load_fails_no_request(lab):
     print(f"\nrotation: old key while adding: {result.summary()}\nnew key while removing: {result2.summary()}")
     assert with_new.data and restored.returncode == 0
     assert result.failed == 0 and result2.failed == 0
+    assert result.truncated == 0 and result2.truncated == 0
     assert result.ok > 0 and result2.ok > 0
