@@ -42,9 +42,14 @@ def _model(lab) -> str:
     return lab["model"]["repo_id"].split("/", 1)[1]
 
 
+def _http(lab):
+    """What a user's OpenAI client needs for the lab's TLS: the lab's CA."""
+    return openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)
+
+
 def _client(lab, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url(lab)}/v1", api_key=key, max_retries=0,
-                         http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120))
+                         http_client=_http(lab))
 
 
 def _secrets(lab) -> dict[str, str]:
@@ -158,7 +163,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     new_key(new.name)
     loop = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                     api_key=old.read_text().strip(),
-                    http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)).start()
+                    http_client=_http(lab)).start()
     time.sleep(3)
     try:
         added = converge()
@@ -169,7 +174,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     # The users move to the new key; then the old one goes.
     loop2 = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                      api_key=new.read_text().strip(),
-                     http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)).start()
+                     http_client=_http(lab)).start()
     retired = old.read_text().strip()
     old.unlink()
     time.sleep(3)
