@@ -148,10 +148,11 @@ def _cgroup_pids(name: str) -> list[int]:
     pids: set[int] = set()
     for root in CGROUP_ROOTS:
         base = root / _cgroup(name)
-        if base.exists():
-            for procs in base.rglob("cgroup.procs"):
+        # os.walk, not rglob: the guest's systemd removes cgroups while we walk them (rglob raised).
+        for sub, _, names in os.walk(base):
+            if "cgroup.procs" in names:
                 with contextlib.suppress(OSError):
-                    pids.update(int(p) for p in procs.read_text().split())
+                    pids.update(int(p) for p in Path(sub, "cgroup.procs").read_text().split())
     return sorted(pids)
 
 
