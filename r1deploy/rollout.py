@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from r1deploy.spec import Spec
@@ -223,15 +223,6 @@ class Rollout:
 
     def held_message(self) -> str:
         return f"not rolled out: the rollout stopped after {self.stopped_by} failed ({self.reason})"
-
-
-def table(rollouts: Mapping[str, NodeRollout]) -> str:
-    """One line per node and phase: drain, stop, start, healthy, warm-up, smoke, rejoin times."""
-    rows = [f"{'node':10} {'batch':5} {'outcome':12} phases (s)"]
-    for r in sorted(rollouts.values(), key=lambda r: (r.batch, r.node)):
-        phases = "  ".join(f"{p.name} {p.seconds:.1f}" for p in r.phases)
-        rows.append(f"{r.node:10} {r.batch + 1:<5} {r.outcome:12} {phases}" + (f"  [{r.reason}]" if r.reason else ""))
-    return "\n".join(rows)
 
 
 def gateway_workers(gateway: Spec, nodes: Iterable[tuple[str, Spec, str]]) -> list[str]:
