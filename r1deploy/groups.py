@@ -38,6 +38,10 @@ class Member:
     rank: int  # node rank: 0 is the head
     ip: str | None  # the member's fleet address (vllm_host_ip)
 
+    @property
+    def role(self) -> str:
+        return "head" if self.rank == 0 else f"worker rank {self.rank}"
+
 
 @dataclass(frozen=True)
 class ServingGroup:
@@ -177,7 +181,7 @@ def group_health(group: ServingGroup, head_answers: bool | None,
     problems, unknown = [], []
     for m in group.members:
         state = unit_states.get(m.host)
-        role = "head" if m.rank == 0 else f"worker rank {m.rank}"
+        role = m.role
         if state is None:
             unknown.append(f"{m.host} ({role}): unit state could not be read")
         elif state != "active":
@@ -189,3 +193,46 @@ def group_health(group: ServingGroup, head_answers: bool | None,
     if problems:
         return GroupHealth("down", problems + unknown)
     return GroupHealth("unknown", unknown) if unknown else GroupHealth("ok", [])
+
+
+# --------------------------------------------------------------------------- group rollout
+
+
+def stop_order(group: ServingGroup) -> list[str]:
+    """The head first: its API goes away before the ranks it waits on, so nothing hangs on it."""
+    return group.hosts
+
+
+def start_order(group: ServingGroup) -> list[str]:
+    """Workers first, then the head. In both launch modes the headless ranks connect to the head
+    (multi-node: torch.distributed's store on --master-addr:--master-port; data-parallel: the
+    head's --data-parallel-rpc-port) and retry until it listens, so started first they are
+    waiting when the head's engine reaches the rendezvous. A worker started alone against a
+    running head hangs (bench/results/multinode): members only ever start together."""
+    return group.hosts[1:] + group.hosts[:1]
+
+
+def missing_members(group: ServingGroup, present: list[str] | set[str]) -> list[str]:
+    """Members this run does not deploy (--limit): a group rolls whole or not at all."""
+    return [h for h in group.hosts if h not in present]
+
+
+@dataclass(frozen=True)
+class GroupStart:
+    status: str  # "up", "starting" or "failed"
+    member: str | None = None  # the member that failed
+    reason: str = ""
+
+
+def group_start(group: ServingGroup, head_answers: bool, units: Mapping[str, tuple[str, bool]]) -> GroupStart:
+    """Where a starting group stands. ``units``: per member (systemd ActiveState, crash-looping
+    since our start). A crash-looping, failed or exited unit fails the group at once, naming the
+    member (a dead worker leaves the head's /health at 200: only the units show it); "up" is
+    group_health's "ok": the head answers and every unit runs."""
+    for m in group.members:
+        state, looping = units[m.host]
+        if looping or state not in ("active", "activating", "reloading"):
+            return GroupStart("failed", m.host, f"{m.host} ({m.role}): r1-vllm.service is "
+                              + ("crash-looping" if looping and state != "failed" else state))
+    health = group_health(group, head_answers, {h: s for h, (s, _) in units.items()})
+    return GroupStart("up") if health.ok else GroupStart("starting", None, "; ".join(health.problems))

@@ -26,6 +26,8 @@ _STARTUP_S_PER_GIB = 2.0
 class Batch:
     index: int  # 0 is the canary
     nodes: tuple[str, ...]
+    # The serving replicas in it: a single node, or a serving group whole (head first).
+    units: tuple[tuple[str, ...], ...] = ()
 
     @property
     def canary(self) -> bool:
@@ -52,33 +54,54 @@ def node_url(spec: Spec, address: str) -> str:
     return f"http://{host}:{spec.vllm.port}"
 
 
+def replica_units(nodes: Iterable[tuple[str, Spec]]) -> dict[str, list[tuple[str, ...]]]:
+    """Per model, its serving replicas in inventory order: a single node, or a serving group whole
+    (head first, see r1deploy.groups.rollout_units). A group is one replica however many nodes."""
+    from r1deploy.groups import rollout_units
+
+    specs = {name: spec for name, spec in nodes if spec.fleet.role == "node"}
+    by_model: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for unit in rollout_units(list(specs), specs):
+        by_model[specs[unit[0]].model.name].append(tuple(unit))
+    return by_model
+
+
+def replicas(model: str, nodes: Iterable[tuple[str, Spec]]) -> int:
+    """How many replicas serve `model` (judged on the whole inventory: the outage check)."""
+    return len(replica_units(nodes).get(model, []))
+
+
+def _unit_name(unit: tuple[str, ...], spec: Spec) -> str:
+    return f"one serving group ({spec.fleet.group}: {', '.join(unit)})" if spec.fleet.group else f"one node ({unit[0]})"
+
+
 def plan_batches(nodes: Iterable[tuple[str, Spec]]) -> RolloutPlan:
     """Cut the nodes (in inventory order) into batches per model; batch i of every model together.
 
-    A model on a single node is an outage whatever the batch size: the plan says so (the role
-    refuses to restart a serving node like that unless rollout_allow_outage is set).
+    Batches count replicas, not nodes: a serving group restarts whole, in one batch, and counts as
+    one unavailable replica. A model served by one replica (a node or a group) is an outage
+    whatever the batch size: the plan says so (the role refuses to restart a serving replica like
+    that unless rollout_allow_outage is set).
     """
-    by_model: dict[str, list[tuple[str, Spec]]] = defaultdict(list)
-    for name, spec in nodes:
-        if spec.fleet.role == "node":
-            by_model[spec.model.name].append((name, spec))
-    batches: dict[int, list[str]] = defaultdict(list)
+    specs = dict(nodes)
+    batches: dict[int, list[tuple[str, ...]]] = defaultdict(list)
     notes = []
-    for model, members in by_model.items():
-        size = members[0][1].rollout.max_unavailable
-        if len(members) == 1:
-            notes.append(f"{model}: one node ({members[0][0]}) serves it; a restart is an outage "
+    for model, units in replica_units(specs.items()).items():
+        first_spec = specs[units[0][0]]
+        size = first_spec.rollout.max_unavailable
+        if len(units) == 1:
+            notes.append(f"{model}: {_unit_name(units[0], first_spec)} serves it; a restart is an outage "
                          "(needs rollout_allow_outage = True)")
-        elif size >= len(members):
-            size = len(members) - 1  # never the whole model at once: someone keeps serving
-            notes.append(f"{model}: rollout_max_unavailable capped at {size} so one node keeps serving")
-        canary = members[0][1].rollout.canary
-        # With a canary, the first batch is one node whatever the batch size.
-        first = 1 if canary else size
-        chunks = [members[:first]] + [members[i:i + size] for i in range(first, len(members), size)]
+        elif size >= len(units):
+            size = len(units) - 1  # never the whole model at once: someone keeps serving
+            notes.append(f"{model}: rollout_max_unavailable capped at {size} so one replica keeps serving")
+        # With a canary, the first batch is one replica whatever the batch size.
+        first = 1 if first_spec.rollout.canary else size
+        chunks = [units[:first]] + [units[i:i + size] for i in range(first, len(units), size)]
         for index, chunk in enumerate(c for c in chunks if c):
-            batches[index].extend(name for name, _ in chunk)
-    ordered = tuple(Batch(i, tuple(batches[i])) for i in sorted(batches))
+            batches[index].extend(chunk)
+    ordered = tuple(Batch(i, tuple(h for unit in batches[i] for h in unit), tuple(batches[i]))
+                    for i in sorted(batches))
     return RolloutPlan(ordered, tuple(notes))
 
 
@@ -198,12 +221,15 @@ class NodeRollout:
     phases: list[Phase] = field(default_factory=list)
     outcome: str = "pending"  # rolled out | rejoined | rolled back | failed | held
     reason: str = ""
+    group: str | None = None  # the serving group it rolled with, whole
+    member: str = ""  # its part there: head, worker rank N
 
     def add(self, name: str, seconds: float, detail: str = "") -> None:
         self.phases.append(Phase(name, round(seconds, 2), detail))
 
     def as_dict(self) -> dict:
-        return {"node": self.node, "batch": self.batch + 1, "release": self.release,
+        group = {"group": self.group, "member": self.member} if self.group else {}
+        return {"node": self.node, **group, "batch": self.batch + 1, "release": self.release,
                 "previous": self.previous, "outcome": self.outcome, "reason": self.reason,
                 "phases": [{"phase": p.name, "seconds": p.seconds, "detail": p.detail} for p in self.phases]}
 

@@ -132,3 +132,66 @@ def test_multi_gpu_switches_default_off_without_nvlink_multicast_and_obey_the_sp
     assert "compilation-config" not in chosen and chosen["disable-custom-all-reduce"] is True
     single = engine_args(spec_from_host_data("h", {**base, "vllm_nvlink_multicast": False}), {})
     assert "disable-custom-all-reduce" not in single  # one GPU: no all-reduce to switch off
+
+
+# --------------------------------------------------------------------------- group rollout
+
+
+def _fleet(**single):
+    """One group (gpu-01 head, gpu-02) and one single node gpu-10, all serving R1."""
+    lone = {k: v for k, v in R1.items() if not k.startswith(("fleet_group", "plan_nodes"))}
+    return validate_inventory({**members(), "gpu-10": {**lone, **single}}.items())
+
+
+def test_a_group_is_one_batch_and_the_single_node_serves_while_it_restarts():
+    from r1deploy.rollout import plan_batches, replicas
+
+    specs = _fleet()
+    plan = plan_batches(specs.items())
+    assert [b.units for b in plan.batches] == [(("gpu-01", "gpu-02"),), (("gpu-10",),)]
+    assert plan.batch_of("gpu-02") == plan.batch_of("gpu-01") == 0 and plan.batch_of("gpu-10") == 1
+    assert replicas("DeepSeek-R1", specs.items()) == 2 and not plan.notes
+    # Even with room for two replicas at once, never both: one keeps serving.
+    wide = {h: s.model_copy(update={"rollout": s.rollout.model_copy(update={"max_unavailable": 5, "canary": False})})
+            for h, s in specs.items()}
+    plan = plan_batches(wide.items())
+    assert [list(b.nodes) for b in plan.batches] == [["gpu-01", "gpu-02"], ["gpu-10"]]
+    assert "capped at 1 so one replica keeps serving" in plan.describe()
+
+
+def test_a_model_served_by_one_group_only_is_an_outage():
+    from r1deploy.rollout import plan_batches, replicas
+
+    specs = validate_inventory(members().items())
+    plan = plan_batches(specs.items())
+    assert [b.nodes for b in plan.batches] == [("gpu-01", "gpu-02")]
+    assert replicas("DeepSeek-R1", specs.items()) == 1
+    assert "DeepSeek-R1: one serving group (r1-a: gpu-01, gpu-02) serves it; a restart is an outage" \
+        in plan.describe()
+
+
+def test_group_start_order_and_what_fails_a_starting_group():
+    from r1deploy.groups import group_start, missing_members, start_order, stop_order
+
+    group = serving_groups(validate_inventory(members().items()))["r1-a"]
+    assert (stop_order(group), start_order(group)) == (["gpu-01", "gpu-02"], ["gpu-02", "gpu-01"])
+    assert missing_members(group, {"gpu-02"}) == ["gpu-01"]
+    running = {"gpu-01": ("active", False), "gpu-02": ("active", False)}
+    assert group_start(group, True, running).status == "up"
+    assert group_start(group, False, running).status == "starting"  # the head still loading
+    looping = group_start(group, True, {**running, "gpu-02": ("activating", True)})
+    assert (looping.status, looping.member) == ("failed", "gpu-02")
+    assert looping.reason == "gpu-02 (worker rank 1): r1-vllm.service is crash-looping"
+    dead = group_start(group, True, {**running, "gpu-02": ("failed", False)})
+    assert dead.reason == "gpu-02 (worker rank 1): r1-vllm.service is failed"
+    # A worker that exited after our start, the head still at 200: the group failed.
+    assert group_start(group, True, {**running, "gpu-02": ("inactive", False)}).member == "gpu-02"
+    assert group_start(group, True, {**running, "gpu-02": ("activating", False)}).status == "starting"
+
+
+def test_report_entries_name_the_group_and_the_member():
+    from r1deploy.rollout import NodeRollout
+
+    entry = NodeRollout("gpu-02", 0, "r2", "r1", group="r1-a", member="worker rank 1").as_dict()
+    assert (entry["node"], entry["group"], entry["member"]) == ("gpu-02", "r1-a", "worker rank 1")
+    assert "group" not in NodeRollout("gpu-10", 1, "r2", "r1").as_dict()
