@@ -5,8 +5,9 @@ live one, `previous` at the one before. The files land first (nothing restarts).
 operation per batch (r1deploy.rollout.plan_batches): each node of the batch is drained from its
 gateways, stopped once idle, started on the new release, proven (health, warm-up, smoke — plus
 the SLO on the canary) and put back in rotation; a failure rolls that node back and stops the
-rollout (roles/serve/rollout.py). A node that is already on its release and in rotation takes no
-turn: a converge that changes nothing restarts nothing.
+rollout (roles/serve/rollout.py). A serving group is one replica in one batch: its head drives
+the turn of every member (roles/serve/group_turn.py). A node that is already on its release and
+in rotation takes no turn: a converge that changes nothing restarts nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pyinfra.operations import files, python
 from r1deploy import rollout as core
 from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir
 from roles._fleet import address, connected, fleet_view
-from roles._group import render_host
+from roles._group import host_group, render_host
 from roles._plan import host_plan
 from roles._rollout import track
 from roles._spec import host_spec
@@ -80,10 +81,11 @@ def serve(to_previous: bool = False) -> None:
         active=facts["active"], in_rotation=_in_rotation(url, gateway_ports))
     restart = core.needs_restart(state, release)
     # An outage is judged on the whole inventory: under --limit the other nodes still serve.
-    single = sum(1 for _, s, _ in nodes if s.model.name == spec.model.name) == 1
+    # A serving group is one replica, however many nodes.
+    single = core.replicas(spec.model.name, [(name, s) for name, s, _ in nodes]) == 1
     _TURNS[host.name] = dict(
         spec=spec, release=release, url=url, gateway_ports=gateway_ports, state=state, written=written,
-        restart=restart, single_node_model=single, batch=batches.batch_of(host.name))
+        restart=restart, single_node_model=single, batch=batches.batch_of(host.name), group=host_group(spec))
 
 
 @deploy("Rollout")
@@ -102,7 +104,7 @@ def rollout() -> None:
                  + (" (canary)" if batch.canary and len(batches.batches) > 1 else ""),
             function=_turn, batch=batch.index,
             canary=batch.canary and len(batches.batches) > 1,
-            _if=lambda mine=mine, name=host.name: mine and _wanted(_TURNS[name]))
+            _if=lambda mine=mine, name=host.name: mine and _drives(name) and _wanted_unit(name))
 
 
 def _restart_wanted(turn: dict) -> bool:
@@ -115,11 +117,43 @@ def _wanted(turn: dict) -> bool:
     return _restart_wanted(turn) or core.needs_rejoin(turn["state"]) or host.name in DRAINED
 
 
+def _members(name: str) -> dict[str, dict]:
+    """The turns of this host's replica in this run: itself, or every member of its serving group
+    that this run deploys (known at execution: every host's serve() ran by then)."""
+    group = _TURNS[name]["group"]
+    return {h: _TURNS[h] for h in group.hosts if h in _TURNS} if group else {name: _TURNS[name]}
+
+
+def _drives(name: str) -> bool:
+    """Whether this host takes its replica's turn: a single node, or the first member of its group
+    in this run (the head, unless --limit left it out: then that member refuses the turn)."""
+    return next(iter(_members(name))) == name
+
+
+def _wanted_unit(name: str) -> bool:
+    return any(_wanted(t) for t in _members(name).values())
+
+
 def _turn(batch: int, canary: bool) -> None:
     t = _TURNS[host.name]
+    if t["group"]:
+        _group_turn(t, batch, canary)
+        return
     try:
         roll_node(t["spec"], t["release"], batch, canary and t["spec"].rollout.canary, _restart_wanted(t), t["url"],
                   t["gateway_ports"], t["single_node_model"])
     except Exception as exc:  # whatever broke, the batches after this one must not move
         ROLLOUT.stop(host.name, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _group_turn(t: dict, batch: int, canary: bool) -> None:
+    from roles.serve.group_turn import roll_group
+
+    members = _members(host.name)
+    try:
+        roll_group(t["group"], members, batch, canary and t["spec"].rollout.canary,
+                   any(_restart_wanted(m) for m in members.values()), t["single_node_model"])
+    except Exception as exc:  # whatever broke, the batches after this one must not move
+        ROLLOUT.stop(f"{host.name} (group {t['group'].name})", f"{type(exc).__name__}: {exc}")
         raise

@@ -50,10 +50,11 @@ def _write_report(record: core.NodeRollout) -> None:
 
 
 class _Timer:
-    """Times a phase into the node's record; a failure inside names the phase."""
+    """Times a phase into the node's record (or every record of a group); a failure inside names the phase."""
 
-    def __init__(self, record: core.NodeRollout, phase: str):
-        self.record, self.phase = record, phase
+    def __init__(self, record: core.NodeRollout | list[core.NodeRollout], phase: str):
+        self.records = record if isinstance(record, list) else [record]
+        self.phase = phase
 
     def __enter__(self):
         self.t0 = time.monotonic()
@@ -61,7 +62,8 @@ class _Timer:
 
     def __exit__(self, kind, exc, tb):
         detail = getattr(self, "detail", "")
-        self.record.add(self.phase, time.monotonic() - self.t0, detail if kind is None else f"failed: {exc}")
+        for record in self.records:
+            record.add(self.phase, time.monotonic() - self.t0, detail if kind is None else f"failed: {exc}")
         if kind is OperationError:
             raise PhaseFailed(self.phase, str(exc)) from exc
         return False
@@ -128,41 +130,38 @@ def wait_drained(port: int, timeout_s: int) -> str:
     return f"still busy after {timeout_s}s: vLLM's shutdown timeout finishes the rest"
 
 
-def _unit_state() -> core.UnitState:
+def _unit_state(target=None) -> core.UnitState:
     return core.UnitState.parse(remote(f"systemctl show -p ActiveState,SubState,NRestarts {SERVICE}",
-                                       "unit state"))
+                                       "unit state", target=target))
 
 
-def journal_since(since: float, lines: int = 40) -> str:
-    return remote(f"journalctl -u {SERVICE} --since @{int(since)} -n {lines} --no-pager -o cat || true", "journal")
+def journal_since(since: float, lines: int = 40, target=None) -> str:
+    return remote(f"journalctl -u {SERVICE} --since @{int(since)} -n {lines} --no-pager -o cat || true", "journal",
+                  target=target)
 
 
-def activate(release_dir: str) -> float:
-    """Point current (and the installed unit) at a release and start it; returns when it started."""
-    started = float(remote("date +%s", "clock"))
+def activate(release_dir: str, target=None) -> float:
+    """Point current (and the installed unit) at a release and start it; returns when it started.
+    `target`: another member of this host's serving group (default: this host)."""
+    started = float(remote("date +%s", "clock", target=target))
     remote(f"old=$(readlink -f {CURRENT} || true); "
            f"ln -sfn {shlex.quote(release_dir)} {CURRENT}.next && mv -T {CURRENT}.next {CURRENT} && "
            f"if [ -n \"$old\" ] && [ \"$old\" != {shlex.quote(release_dir)} ]; then "
            f"ln -sfn \"$old\" {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}; fi && "
            f"install -m 644 {shlex.quote(release_dir)}/{SERVICE} {UNIT_PATH} && systemctl daemon-reload && "
-           f"systemctl enable {SERVICE} >/dev/null 2>&1; systemctl restart {SERVICE}", "start")
+           f"systemctl enable {SERVICE} >/dev/null 2>&1; systemctl restart {SERVICE}", "start", target=target)
     return started
 
 
 def wait_healthy(spec: Spec, started: float) -> str:
     """/health and /v1/models with the served name; a crash-looping unit fails in seconds."""
-    port, model = spec.vllm.port, spec.model.name
+    model = spec.model.name
     baseline = _unit_state().restarts
     deadline = time.monotonic() + core.startup_timeout_s(spec)
     last_log = time.monotonic()
     while True:
-        out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null 2>&1 && "
-                     f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models || echo DOWN", "health probe")
-        if not out.strip().endswith("DOWN"):
-            names = [m.get("id") for m in json.loads(out).get("data", [])]
-            if model in names:
-                return f"serves {model}"
-            raise PhaseFailed("healthy", f"/v1/models lists {names}, not {model!r}")
+        if serves(spec):
+            return f"serves {model}"
         state = _unit_state()
         if core.UnitState(state.active, state.sub, state.restarts - baseline).crash_looping(
                 spec.rollout.crashloop_restarts):
@@ -175,6 +174,19 @@ def wait_healthy(spec: Spec, started: float) -> str:
             host.log(f"waiting for {SERVICE} to serve {model}")
             last_log = time.monotonic()
         time.sleep(2)
+
+
+def serves(spec: Spec) -> bool:
+    """This host's vLLM answers /health and lists the served model (False while it starts)."""
+    port, model = spec.vllm.port, spec.model.name
+    out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null 2>&1 && "
+                 f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models || echo DOWN", "health probe")
+    if out.strip().endswith("DOWN"):
+        return False
+    names = [m.get("id") for m in json.loads(out).get("data", [])]
+    if model not in names:
+        raise PhaseFailed("healthy", f"/v1/models lists {names}, not {model!r}")
+    return True
 
 
 def _agent(spec: Spec, module: str, args: list[str]) -> tuple[bool, dict]:
@@ -246,12 +258,20 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
     _prove(spec, record, started, canary)
 
 
-def _pointers() -> tuple[str | None, str | None]:
+def _pointers(target=None) -> tuple[str | None, str | None]:
     """(current, previous) release ids as the node's pointers say (None where a pointer is missing)."""
-    out = remote(f'echo "c=$(readlink {CURRENT})"; echo "p=$(readlink {PREVIOUS})"', "release pointers")
+    out = remote(f'echo "c=$(readlink {CURRENT})"; echo "p=$(readlink {PREVIOUS})"', "release pointers",
+                 target=target)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     name = lambda key: values.get(key, "").rstrip("/").rsplit("/", 1)[-1] or None  # noqa: E731
     return name("c"), name("p")
+
+
+def keep_previous(rolled_back_to: str, prior_previous: str | None, target=None) -> None:
+    """After a rollback, `previous` points where it did before the failed turn (never at the bad release)."""
+    keep = (f"ln -sfn {CONFIG_DIR}/releases/{prior_previous} {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}"
+            if prior_previous and prior_previous != rolled_back_to else f"rm -f {PREVIOUS}")
+    remote(keep, "previous pointer", target=target)
 
 
 def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str,
@@ -264,9 +284,7 @@ def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gatew
         return "no previous release to go back to: the node is stopped and out of rotation"
     try:
         started = activate(f"{CONFIG_DIR}/releases/{record.previous}")
-        keep = (f"ln -sfn {CONFIG_DIR}/releases/{prior_previous} {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}"
-                if prior_previous and prior_previous != record.previous else f"rm -f {PREVIOUS}")
-        remote(keep, "previous pointer")
+        keep_previous(record.previous, prior_previous)
         _prove(spec, record, started, canary=False)
         if gateways:
             rejoin(gateways, url, core.startup_timeout_s(spec))
