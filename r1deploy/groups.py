@@ -232,7 +232,7 @@ def group_start(group: ServingGroup, head_answers: bool, units: Mapping[str, tup
     for m in group.members:
         state, looping = units[m.host]
         if looping or state not in ("active", "activating", "reloading"):
-            return GroupStart("failed", m.host, f"{m.host} ({m.role}): r1-vllm.service is "
+            return GroupStart("failed", m.host, "r1-vllm.service is "
                               + ("crash-looping" if looping and state != "failed" else state))
     health = group_health(group, head_answers, {h: s for h, (s, _) in units.items()})
     return GroupStart("up") if health.ok else GroupStart("starting", None, "; ".join(health.problems))

@@ -181,9 +181,9 @@ def test_group_start_order_and_what_fails_a_starting_group():
     assert group_start(group, False, running).status == "starting"  # the head still loading
     looping = group_start(group, True, {**running, "gpu-02": ("activating", True)})
     assert (looping.status, looping.member) == ("failed", "gpu-02")
-    assert looping.reason == "gpu-02 (worker rank 1): r1-vllm.service is crash-looping"
+    assert looping.reason == "r1-vllm.service is crash-looping"
     dead = group_start(group, True, {**running, "gpu-02": ("failed", False)})
-    assert dead.reason == "gpu-02 (worker rank 1): r1-vllm.service is failed"
+    assert (dead.member, dead.reason) == ("gpu-02", "r1-vllm.service is failed")
     # A worker that exited after our start, the head still at 200: the group failed.
     assert group_start(group, True, {**running, "gpu-02": ("inactive", False)}).member == "gpu-02"
     assert group_start(group, True, {**running, "gpu-02": ("activating", False)}).status == "starting"

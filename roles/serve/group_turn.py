@@ -24,8 +24,23 @@ from r1deploy.render import CONFIG_DIR, SERVICE
 from r1deploy.spec import Spec
 from roles._fleet import connected
 from roles._rollout import remote
-from roles.serve import rollout as node
-from roles.serve.rollout import ROLLOUT, PhaseFailed
+from roles.serve.rollout import (
+    ROLLOUT,
+    PhaseFailed,
+    _pointers,
+    _Timer,
+    _unit_state,
+    _write_report,
+    activate,
+    drain_from,
+    journal_since,
+    keep_previous,
+    rejoin,
+    serves,
+    smoke,
+    wait_drained,
+    warm_up,
+)
 
 
 class MemberFailed(PhaseFailed):
@@ -57,14 +72,14 @@ def _stop_all(group: ServingGroup, phase: str) -> None:
 
 def _start_all(group: ServingGroup, releases: dict[str, str], phase: str) -> dict[str, float]:
     """Activate each member's release and start it, workers first; returns when each started."""
-    return {name: _on(group, name, phase, lambda t, name=name: node.activate(
+    return {name: _on(group, name, phase, lambda t, name=name: activate(
         f"{CONFIG_DIR}/releases/{releases[name]}", target=t)) for name in grp.start_order(group)}
 
 
 def _blame(group: ServingGroup, started: dict[str, float]) -> tuple[str, str]:
     """(member, journal) of a group that did not come up in time: the first member whose journal
     holds an error line (a worker's NCCL/Gloo failure hangs the head), else the head."""
-    journals = {name: _on(group, name, "healthy", lambda t, name=name: node.journal_since(started[name], target=t))
+    journals = {name: _on(group, name, "healthy", lambda t, name=name: journal_since(started[name], target=t))
                 for name in group.hosts}
     return next(((n, j) for n, j in journals.items() if core.engine_error_line(j)),
                 (group.head, journals[group.head]))
@@ -74,13 +89,13 @@ def wait_group_healthy(spec: Spec, group: ServingGroup, started: dict[str, float
     """The head answers /health and /v1/models and every member's unit runs; a member whose unit
     crash-loops, fails or exits fails the group in seconds."""
     limit, timeout = spec.rollout.crashloop_restarts, core.startup_timeout_s(spec)
-    baseline = {n: _on(group, n, "healthy", lambda t: node._unit_state(t)).restarts for n in group.hosts}
+    baseline = {n: _on(group, n, "healthy", lambda t: _unit_state(t)).restarts for n in group.hosts}
     deadline, last_log = time.monotonic() + timeout, time.monotonic()
     while True:
-        answers = _on(group, group.head, "healthy", lambda _: node.serves(spec))
+        answers = _on(group, group.head, "healthy", lambda _: serves(spec))
         units = {}
         for name in group.hosts:
-            state = _on(group, name, "healthy", lambda t: node._unit_state(t))
+            state = _on(group, name, "healthy", lambda t: _unit_state(t))
             since = core.UnitState(state.active, state.sub, state.restarts - baseline[name])
             units[name] = (state.active, since.crash_looping(limit))
         verdict = grp.group_start(group, answers, units)
@@ -88,7 +103,7 @@ def wait_group_healthy(spec: Spec, group: ServingGroup, started: dict[str, float
             return f"{group.head} serves {spec.model.name}; {group.size} member units run"
         if verdict.status == "failed":
             journal = _on(group, verdict.member, "healthy",
-                          lambda t, member=verdict.member: node.journal_since(started[member], target=t))
+                          lambda t, member=verdict.member: journal_since(started[member], target=t))
             raise MemberFailed("healthy", verdict.member, verdict.reason, journal)
         if time.monotonic() > deadline:
             member, journal = _blame(group, started)
@@ -101,25 +116,25 @@ def wait_group_healthy(spec: Spec, group: ServingGroup, started: dict[str, float
 
 
 def _prove(spec: Spec, group: ServingGroup, records: list, started: dict[str, float], canary: bool) -> None:
-    with node._Timer(records, "healthy") as t:
+    with _Timer(records, "healthy") as t:
         t.detail = wait_group_healthy(spec, group, started)
     if spec.rollout.warmup:  # through the head (this host): it spreads the work over every rank
-        with node._Timer(records, "warm-up") as t:
-            t.detail = node.warm_up(spec)
-    with node._Timer(records, "smoke") as t:
-        t.detail = node.smoke(spec, canary)
+        with _Timer(records, "warm-up") as t:
+            t.detail = warm_up(spec)
+    with _Timer(records, "smoke") as t:
+        t.detail = smoke(spec, canary)
 
 
 def _restart(spec: Spec, group: ServingGroup, records: list, releases: dict[str, str], gateways: list,
              url: str, canary: bool) -> None:
     if gateways:
-        with node._Timer(records, "drain") as t:
-            notes = node.drain_from(gateways, url)
-            t.detail = "; ".join(notes + [node.wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])
-    with node._Timer(records, "stop") as t:
+        with _Timer(records, "drain") as t:
+            notes = drain_from(gateways, url)
+            t.detail = "; ".join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])
+    with _Timer(records, "stop") as t:
         _stop_all(group, "stop")
         t.detail = "stopped " + ", then ".join(grp.stop_order(group))
-    with node._Timer(records, "start") as t:
+    with _Timer(records, "start") as t:
         started = _start_all(group, releases, "start")
         t.detail = "started " + ", then ".join(grp.start_order(group))
     _prove(spec, group, records, started, canary)
@@ -140,10 +155,10 @@ def _roll_back(spec: Spec, group: ServingGroup, records: dict, gateways: list, u
         _stop_all(group, "rollback")
         started = _start_all(group, {n: r.previous for n, r in records.items()}, "rollback")
         for name, record in records.items():
-            _on(group, name, "rollback", lambda t, r=record, n=name: node.keep_previous(r.previous, prior_previous[n], t))
+            _on(group, name, "rollback", lambda t, r=record, n=name: keep_previous(r.previous, prior_previous[n], t))
         _prove(spec, group, list(records.values()), started, canary=False)
         if gateways:
-            node.rejoin(gateways, url, core.startup_timeout_s(spec))
+            rejoin(gateways, url, core.startup_timeout_s(spec))
         return "every member rolled back to its previous release; the group serves again and is back in rotation"
     except (PhaseFailed, OperationError) as again:
         return f"rolled back every member, but the group is NOT healthy either ({again}); out of rotation"
@@ -159,7 +174,7 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
     elif failure.phase == "drain" or (failure.phase == "rollout" and not records[group.head].phases):
         back = "not restarted"
         try:
-            node.rejoin(gateways, url, 60)
+            rejoin(gateways, url, 60)
         except OperationError as exc:
             back += f"; could not put the head back in rotation ({exc})"
     else:
@@ -188,7 +203,7 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
     if ROLLOUT.stopped_by:
         for record in records.values():
             record.outcome, record.reason = "held", ROLLOUT.held_message()
-            node._write_report(record)
+            _write_report(record)
         host.log(ROLLOUT.held_message())
         return
     gateways: list = []
@@ -199,10 +214,10 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
             raise MemberFailed("plan", missing[0], f"{', '.join(missing)} not in this run: a serving group rolls "
                                f"whole; deploy all of {', '.join(group.hosts)} together (--limit)")
         for name, record in records.items():  # what a failure goes back to, per member
-            live, before = _on(group, name, "plan", lambda t: node._pointers(t))
+            live, before = _on(group, name, "plan", lambda t: _pointers(t))
             record.previous, prior_previous[name] = (before if live == record.release else live) or None, before
         gateways = [(connected(name), port) for name, port in head["gateway_ports"]]
-        if restart and single_replica and not spec.rollout.allow_outage and node._unit_state().active == "active":
+        if restart and single_replica and not spec.rollout.allow_outage and _unit_state().active == "active":
             raise MemberFailed("plan", group.head, f"only group {group.name} ({', '.join(group.hosts)}) serves "
                                f"{spec.model.name}: this restart is an outage; set rollout_allow_outage = True "
                                "to accept it")
@@ -212,8 +227,8 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
         else:
             _prove(spec, group, list(records.values()), {n: time.time() for n in group.hosts}, canary=False)
         if gateways:
-            with node._Timer(list(records.values()), "rejoin") as t:
-                notes = node.rejoin(gateways, url, core.startup_timeout_s(spec))
+            with _Timer(list(records.values()), "rejoin") as t:
+                notes = rejoin(gateways, url, core.startup_timeout_s(spec))
                 t.detail = "; ".join(notes) or f"head in rotation on {', '.join(g.name for g, _ in gateways)}"
         for record in records.values():
             record.outcome = "rolled out" if restart else "rejoined"
@@ -222,6 +237,6 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
         _fail(spec, group, records, failure, gateways, url, prior_previous)
     finally:
         for record in records.values():
-            node._write_report(record)
+            _write_report(record)
     host.log(f"rollout of group {group.name}: {records[group.head].outcome} "
              + "  ".join(f"{p.name} {p.seconds:.1f}s" for p in records[group.head].phases))

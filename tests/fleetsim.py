@@ -1,0 +1,158 @@
+"""Hosts whose shell answers the rollout's commands from a model of the node, so a rollout turn
+(roles/serve) runs for real against pyinfra hosts without connecting anywhere.
+
+Each `SimNode` keeps what the rollout reads and changes on a node — release pointers, the
+engine unit's systemd state, its journal, in-flight requests — and how each release behaves
+when started ("serves", "crash" = exits at once and loops, "hang" = runs but never answers).
+A `SimGateway` keeps its router's worker list. Every command lands in `World.log` in order, so
+tests assert what was done where and when. A command the model does not know fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+
+from pyinfra.api import Config, Inventory, State
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
+
+from r1deploy.smoke import Check, NodeReport
+
+RELEASES = "/etc/r1deploy/releases/"
+
+
+class UnknownCommand(AssertionError):
+    pass
+
+
+@dataclass
+class Output:
+    stdout_lines: list[str]
+    stderr_lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SimNode:
+    name: str
+    current: str | None = "r1"
+    previous: str | None = "r0"
+    running: str | None = "r1"  # the release the engine runs (None: stopped)
+    behaviour: dict[str, str] = field(default_factory=dict)  # release -> serves | crash | hang
+    error_line: str = ""  # what vLLM logs when a release crashes
+    restarts: int = 0
+    head_of: list[SimNode] | None = None  # a group head: the members it needs (itself first)
+    model: str = "tiny"
+
+    def how(self, release: str | None) -> str:
+        return self.behaviour.get(release or "", "serves")
+
+    def unit(self) -> str:
+        if self.running is None:
+            return "ActiveState=inactive\nSubState=dead\nNRestarts=0"
+        if self.how(self.running) == "crash":
+            self.restarts += 1  # systemd restarts it every few seconds
+            return f"ActiveState=activating\nSubState=auto-restart\nNRestarts={self.restarts}"
+        return f"ActiveState=active\nSubState=running\nNRestarts={self.restarts}"
+
+    def answers(self) -> bool:
+        members = self.head_of or [self]
+        return all(m.running and m.how(m.running) == "serves" for m in members)
+
+    def journal(self) -> str:
+        if self.running and self.how(self.running) == "crash":
+            return f"INFO starting vLLM\n{self.error_line}\nr1-vllm.service: Main process exited, code=exited"
+        return "INFO starting vLLM"
+
+    def run(self, command: str) -> str:
+        if command == "date +%s":
+            return str(int(time.time()))
+        if command.startswith("systemctl show -p ActiveState"):
+            return self.unit()
+        if command.startswith("journalctl -u"):
+            return self.journal()
+        if 'echo "c=$(readlink' in command:
+            return "\n".join(f"{k}={RELEASES + v if v else ''}" for k, v in (("c", self.current), ("p", self.previous)))
+        if "systemctl restart r1-vllm.service" in command:  # activate: flip current, keep previous, start
+            release = shlex.split(command.split("ln -sfn ", 1)[1])[0].rsplit("/", 1)[-1]
+            if self.current and self.current != release:
+                self.previous = self.current
+            self.current, self.running, self.restarts = release, release, 0
+            return ""
+        if "systemctl stop r1-vllm.service" in command:
+            self.running = None
+            return ""
+        if command.startswith("ln -sfn " + RELEASES):  # after a rollback: previous as it was
+            self.previous = command.split()[2].rsplit("/", 1)[-1]
+            return ""
+        if command.startswith("rm -f /etc/r1deploy/previous"):
+            self.previous = None
+            return ""
+        if "/health" in command and "/v1/models" in command:
+            return json.dumps({"data": [{"id": self.model}]}) if self.answers() else "DOWN"
+        if "/metrics" in command:
+            return "vllm:num_requests_running 0\nvllm:num_requests_waiting 0"
+        if "-m r1deploy.warmup" in command:
+            return json.dumps({"ok": True, "requests": 12, "failed": 0, "ttft_ms_max": 40, "ttft_ms_median": 20})
+        if "-m r1deploy.smoke" in command:  # the agent's own report shape
+            report = NodeReport(self.name, "http://127.0.0.1:8000")
+            report.add(Check("chat-stream", True, "ok", 90.0, 30.0, 50.0))
+            return json.dumps({"ok": True, "targets": [asdict(report)]})
+        raise UnknownCommand(f"{self.name}: {command}")
+
+
+@dataclass
+class SimGateway:
+    name: str
+    workers: list[str] = field(default_factory=list)
+
+    def run(self, command: str) -> str:
+        found = re.search(r"/(remove|add)_worker\?url=([^' ]+)", command)
+        if not found:
+            raise UnknownCommand(f"{self.name}: {command}")
+        verb, url = found.groups()
+        if verb == "remove":
+            self.workers = [w for w in self.workers if w != url]
+        elif url not in self.workers:
+            self.workers.append(url)
+        return "ok\n200"
+
+
+class World:
+    """The simulated hosts as a pyinfra inventory; `use()` enters it as the current state."""
+
+    def __init__(self, *sims, data: dict[str, dict] | None = None):
+        self.sims = {s.name: s for s in sims}
+        self.log: list[tuple[str, str]] = []
+        self.inventory = Inventory(([(name, (data or {}).get(name, {})) for name in self.sims], {}))
+        self.state = State(self.inventory, Config())
+        for target in self.inventory:
+            self.state.activate_host(target)
+            target.connected = True
+            target.run_shell_command = self._shell(target.name)
+
+    def _shell(self, name: str):
+        def run(command, **_kwargs):
+            text = command.get_raw_value()
+            self.log.append((name, text))
+            return True, Output(self.sims[name].run(text).splitlines())
+        return run
+
+    def did(self, what: str) -> list[str]:
+        """The hosts that ran a command containing `what`, in order."""
+        return [name for name, text in self.log if what in text]
+
+    def commands(self, what: str) -> list[str]:
+        return [text for _, text in self.log if what in text]
+
+    def use(self, name: str):
+        """Run as host `name` (a python.call of its operation)."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        stack.enter_context(ctx_state.use(self.state))
+        stack.enter_context(ctx_inventory.use(self.inventory))
+        stack.enter_context(ctx_host.use(self.inventory.get_host(name)))
+        return stack
