@@ -63,8 +63,13 @@ def gateway_url(lab: dict) -> str:
     return lab["edge"]["gateway_url"]
 
 
+def client_key_file(lab: dict, name: str = "lab-user") -> Path:
+    """A client's key file on the controller (lab/edge.py: one file per key name, 0600)."""
+    return Path(lab["edge"]["client_keys"]) / name
+
+
 def client_key(lab: dict, name: str = "lab-user") -> str:
-    return (Path(lab["edge"]["client_keys"]) / name).read_text().strip()
+    return client_key_file(lab, name).read_text().strip()
 
 
 def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
