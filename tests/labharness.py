@@ -42,12 +42,13 @@ def changed_ops(output: str) -> int:
 
 
 def ssh(lab: dict, name: str, command: str, user: str = "root", key: str | None = None,
-        timeout: int = 120) -> subprocess.CompletedProcess:
+        timeout: int = 120, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """stdin: text the command reads (a secret goes this way, never into the command line)."""
     ip = host_ip(lab, name)
     return subprocess.run(
         ["ssh", "-i", key or lab["ssh_key"], "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['known_hosts']}",
          "-o", "StrictHostKeyChecking=accept-new", f"{user}@{ip}", command],
-        capture_output=True, text=True, errors="replace", timeout=timeout)  # journals hold binary bits
+        capture_output=True, text=True, errors="replace", timeout=timeout, input=stdin)  # journals hold binary bits
 
 
 def host_ip(lab: dict, name: str) -> str:
