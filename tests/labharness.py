@@ -73,14 +73,18 @@ def client_key(lab: dict, name: str = "lab-user") -> str:
     return client_key_file(lab, name).read_text().strip()
 
 
-def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
-    """openai.OpenAI keyword arguments for a user of the edge: their key, the lab's CA."""
+def edge_http(lab: dict):
+    """The HTTP client a user's OpenAI client needs for the edge's TLS: it trusts the lab's CA."""
     import ssl
 
     import openai
 
-    return {"api_key": client_key(lab, name),
-            "http_client": openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)}
+    return openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)
+
+
+def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
+    """openai.OpenAI (and LoadLoop) keyword arguments for a user of the edge: their key, the lab's CA."""
+    return {"api_key": client_key(lab, name), "http_client": edge_http(lab)}
 
 
 def router_workers(lab: dict) -> list[str]:

@@ -10,14 +10,23 @@ Rotating a client key under the load loop fails no request. Each test prints its
 
 from __future__ import annotations
 
-import ssl
 import time
 from pathlib import Path
 
 import openai
 import pytest
 import requests
-from labharness import REPO, changed_ops, client_key, converge, gateway_url, host_ip, node_names, ssh
+from labharness import (
+    REPO,
+    changed_ops,
+    client_key,
+    converge,
+    edge_http,
+    gateway_url,
+    host_ip,
+    node_names,
+    ssh,
+)
 from loadloop import LoadLoop
 
 pytestmark = pytest.mark.lab
@@ -31,25 +40,13 @@ SECRET_FILES = {  # path on the host -> (mode, owner, group) it must have
 UNITS = ["r1-vllm.service", "vllm-router.service", "nginx.service", "r1-mirror.service"]
 
 
-@pytest.fixture(scope="module")
-def lab(fleet):
-    lab, first = fleet
-    assert first.returncode == 0, first.out[-8000:]
-    return lab
-
-
 def _model(lab) -> str:
     return lab["model"]["repo_id"].split("/", 1)[1]
 
 
-def _http(lab):
-    """What a user's OpenAI client needs for the lab's TLS: the lab's CA."""
-    return openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)
-
-
 def _client(lab, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway_url(lab)}/v1", api_key=key, max_retries=0,
-                         http_client=_http(lab))
+                         http_client=edge_http(lab))
 
 
 def _secrets(lab) -> dict[str, str]:
@@ -163,7 +160,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     new_key(new.name)
     loop = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                     api_key=old.read_text().strip(),
-                    http_client=_http(lab)).start()
+                    http_client=edge_http(lab)).start()
     time.sleep(3)
     try:
         added = converge()
@@ -174,7 +171,7 @@ def test_key_rotation_under_load_fails_no_request(lab):
     # The users move to the new key; then the old one goes.
     loop2 = LoadLoop(gateway_url(lab), _model(lab), rate=3, max_requests=2000, max_seconds=900,
                      api_key=new.read_text().strip(),
-                     http_client=_http(lab)).start()
+                     http_client=edge_http(lab)).start()
     retired = old.read_text().strip()
     old.unlink()
     time.sleep(3)
