@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lab import edge
 from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
 from lab.build import build_model, build_rootfs, build_wheelhouse, debian_mirror, ssh_key
 from lab.procs import CGROUP_ROOTS, log, ok, pid_of, sh, spawn, stop, wait_gone, wait_port
@@ -262,6 +263,7 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
             "model": model,
             "kv_space_gib": 1,
         }
+        info["edge"] = edge.ensure(info)  # CA, gateway certificate, API keys (lab/edge.py)
     (STATE / "lab.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"up: {', '.join(f'{n} {ip}' for n, ip, _ in wanted)} (started {len(started)})")
     return info
@@ -328,21 +330,7 @@ def status() -> int:
 
 
 def report() -> int:
-    """Smoke-test every node and the gateway from the controller; print where the fleet answers."""
-    from r1deploy.smoke import smoke, table
-
-    info = json.loads((STATE / "lab.json").read_text())
-    model = info["model"]["repo_id"].split("/", 1)[1]
-    targets = [(h["name"], f"http://{h['ip']}:{8080 if h['role'] == 'gateway' else 8000}") for h in info["hosts"]]
-    reports = [smoke(name, url, model) for name, url in targets]
-    print(table(reports))
-    gateway = next(url for name, url in targets if name == "gateway")
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Why is the sky blue?"}],
-                       "max_tokens": 64})
-    print(f"\nThe fleet answers at {gateway} (gateway) and {', '.join(u for n, u in targets if n != 'gateway')}."
-          f"\nTry it:\n  curl -s {gateway}/v1/chat/completions -H 'Content-Type: application/json' "
-          f"-d '{body}'\n")
-    return 0 if all(r.ok for r in reports) else 1
+    return edge.report(json.loads((STATE / "lab.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop and remove every host, mount, namespace, cgroup, link and process")
     sub.add_parser("status", help="show hosts and lab services")
     sub.add_parser("build", help="build the cached rootfs, wheelhouse and tiny model only")
-    sub.add_parser("report", help="smoke-test nodes and gateway; print the URL and a curl to try")
+    sub.add_parser("report", help="smoke-test nodes and gateway; print the URL and the curl a user runs")
     args = p.parse_args(argv)
     if args.cmd == "up":
         info = up(args.nodes, hosts_only=args.hosts_only)

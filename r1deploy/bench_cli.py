@@ -14,6 +14,7 @@ release's summary is compared and a regression beyond the threshold exits 1.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -50,12 +51,31 @@ def tool_argv(tool: list[str], args: argparse.Namespace, concurrency: int, repea
     return argv
 
 
-def _run(argv: list[str], timeout_s: int) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+def _run(argv: list[str], timeout_s: int, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **env} if env else None)
     if done.returncode != 0:
         raise BenchError(f"`{shlex.join(argv[:6])} ...` failed (exit {done.returncode}):\n"
                          f"{(done.stdout + done.stderr)[-3000:]}")
     return done.stdout
+
+
+def _auth_env(args: argparse.Namespace, remote: bool) -> tuple[dict[str, str], str]:
+    """The tool's key and CA (vLLM's bench reads OPENAI_API_KEY; OpenSSL, SSL_CERT_FILE), from files
+    on the host that runs it: (env for a local run, shell prefix for a remote one). The key is
+    read there, so it is never in an argv."""
+    from r1deploy.smoke import read_key
+
+    env, prefix = {}, []
+    if args.api_key_file:
+        path = shlex.quote(args.api_key_file)
+        prefix.append(f"OPENAI_API_KEY=\"$(sed -e 's/^Authorization: *//' -e 's/^Bearer *//' {path})\"")
+        if not remote:
+            env["OPENAI_API_KEY"] = read_key(args.api_key_file) or ""
+    if args.ca_file:
+        prefix.append(f"SSL_CERT_FILE={shlex.quote(args.ca_file)}")
+        env["SSL_CERT_FILE"] = args.ca_file
+    return env, (f"export {' '.join(prefix)}; " if prefix else "")
 
 
 def run_sweep(args: argparse.Namespace, run_dir: Path) -> None:
@@ -68,11 +88,12 @@ def run_sweep(args: argparse.Namespace, run_dir: Path) -> None:
     for c in args.concurrency:
         for r in range(args.repeats):
             print(f"bench: concurrency {c}, run {r + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            env, prefix = _auth_env(args, remote=ssh is not None)
             if ssh is None:
-                _run(tool_argv(tool, args, c, r, run_dir), args.run_timeout_s)
+                _run(tool_argv(tool, args, c, r, run_dir), args.run_timeout_s, env)
                 continue
             argv = tool_argv(tool, args, c, r, remote_dir)
-            _run([*ssh, f"mkdir -p {shlex.quote(str(remote_dir))} && {shlex.join(argv)}"], args.run_timeout_s)
+            _run([*ssh, f"{prefix}mkdir -p {shlex.quote(str(remote_dir))} && {shlex.join(argv)}"], args.run_timeout_s)
             name = argv[argv.index("--result-filename") + 1]
             (run_dir / name).write_text(_run([*ssh, f"cat {shlex.quote(str(remote_dir / name))}"], 60))
 
@@ -153,6 +174,9 @@ def register(sub) -> None:
                                                   "-m vllm.entrypoints.cli.main' on a node")
     p.add_argument("--ssh", metavar="ARGS", help="run the tool on this host over ssh, e.g. "
                    "'-i KEY root@node1' (results are copied back)")
+    p.add_argument("--api-key-file", help="the gateway's API key (or an 'Authorization: Bearer' header "
+                   "file), a path on the host that runs the tool: never in argv")
+    p.add_argument("--ca-file", help="CA bundle for an https --base-url, a path on the host that runs the tool")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     p.add_argument("--repeats", type=int, default=MIN_REPEATS)
     p.add_argument("--warmups", type=int, default=2, help="warm-up requests before each run (the tool's)")

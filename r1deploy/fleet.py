@@ -106,6 +106,28 @@ def secret_problems(spec: Spec, environ: Mapping[str, str]) -> Iterator[Problem]
     for key, name in refs:
         if name and not environ.get(name):
             yield key, f"${name} is not set in the controller's environment (export it before deploying)"
+    files = [("vllm_api_key_file", spec.vllm.api_key_file)]
+    if spec.fleet.role == "gateway":
+        yield from _edge_problems(spec, environ)
+        files.append(("gateway_tls_key_file", spec.gateway.tls_key_file))
+    for key, path in files:
+        problem = path and token_file_problem(path)
+        if problem:
+            yield key, problem
+
+
+def _edge_problems(spec: Spec, environ: Mapping[str, str]) -> Iterator[Problem]:
+    """The gateway's client keys ('env:VAR' / 'file:PATH') and TLS certificate, on the controller."""
+    for name, ref in spec.gateway.api_keys.items():
+        kind, _, value = ref.partition(":")
+        key = f"gateway_api_keys[{name!r}]"
+        if kind == "env" and not environ.get(value):
+            yield key, f"${value} is not set in the controller's environment (export it before deploying)"
+        elif kind == "file" and (problem := token_file_problem(value)):
+            yield key, problem
+    cert = spec.gateway.tls_cert_file
+    if cert and not os.path.isfile(os.path.expanduser(cert)):
+        yield "gateway_tls_cert_file", f"{cert!r} does not exist on the controller"
 
 
 def token_file_problem(path: str) -> str | None:
@@ -135,7 +157,8 @@ def _services(entry: HostEntry, spec: Spec) -> list[tuple[str, int]]:
     ssh = entry.data.get("ssh_port") or 22
     out = [("ssh_port", int(ssh))] if str(ssh).isdigit() else []
     if spec.fleet.role == "gateway":
-        return out + [("gateway_port", spec.gateway.port), ("gateway_prometheus_port", spec.gateway.prometheus_port)]
+        return out + [("gateway_port", spec.gateway.port), ("gateway_router_port", spec.gateway.router_port),
+                      ("gateway_prometheus_port", spec.gateway.prometheus_port)]
     out.append(("vllm_port", spec.vllm.port))
     if entry.name in spec.model.seed_nodes:
         out.append(("model_seed_port", spec.model.seed_port))

@@ -9,6 +9,7 @@ its inventory name: alerts and dashboards speak in host names, not addresses.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,15 @@ def api_key_file(env_name: str) -> str:
     return f"r1-api-key-{env_name.lower()}"
 
 
+def key_source(spec: Spec) -> str | None:
+    """Which vLLM key a node requires, as a name for its scrape job and credentials file: the env
+    var's name, or for vllm_api_key_file one derived from the path (never the key)."""
+    v = spec.vllm
+    if v.api_key_file:
+        return "file-" + hashlib.sha256(v.api_key_file.encode()).hexdigest()[:8]
+    return v.api_key_env
+
+
 def _target(address: str, port: int, **labels: str) -> dict:
     return {"targets": [_hostport(address, port)], "labels": labels}
 
@@ -105,7 +115,7 @@ def scrape_jobs(hosts: Iterable[FleetHost], monitor: FleetHost) -> list[dict]:
     # One job per API key: Prometheus sends a job's credentials to every target of it.
     by_key: dict[str | None, list[FleetHost]] = {}
     for h in nodes:
-        by_key.setdefault(h.spec.vllm.api_key_env, []).append(h)
+        by_key.setdefault(key_source(h.spec), []).append(h)
     for key_env, group in sorted(by_key.items(), key=lambda kv: kv[0] or ""):
         job = {"job_name": "vllm" if key_env is None else f"vllm-{key_env.lower()}",
                "static_configs": [_target(h.address, h.spec.vllm.port, node=h.name, model=h.spec.model.name)

@@ -27,6 +27,8 @@ STATE_DIR = "/var/lib/r1deploy"
 CACHE_DIR = "/var/cache/r1deploy"
 SERVICE = "r1-vllm.service"
 ROUTER_SERVICE = "vllm-router.service"
+ROUTER_USER = "r1-router"  # not the engine's user: the router reads no weights, writes nothing
+MIRROR_USER = "r1-mirror"  # reads the weights, writes only its log directory
 
 # Spec fields that map 1:1 onto vLLM engine args when the operator sets them.
 _EXPLICIT = [
@@ -85,12 +87,18 @@ def exec_start(spec: Spec, grouped: bool = False) -> str:
     return f"{venv}/bin/vllm serve"
 
 
-def engine_args(spec: Spec, planned: dict[str, Any] | None = None) -> dict[str, Any]:
+def engine_bind(spec: Spec, host_ip: str | None) -> str:
+    """vLLM's listen address: the spec's, else the node's fleet address, never every interface
+    unless nothing else is known."""
+    return spec.vllm.host or spec.vllm.host_ip or host_ip or "0.0.0.0"
+
+
+def engine_args(spec: Spec, planned: dict[str, Any] | None = None, host_ip: str | None = None) -> dict[str, Any]:
     v = spec.vllm
     args: dict[str, Any] = {
         "model": served_model_dir(spec),
         "served-model-name": spec.model.name,
-        "host": v.host,
+        "host": engine_bind(spec, host_ip),
         "port": v.port,
         "dtype": v.dtype,
         "generation-config": "auto",
@@ -198,7 +206,7 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
     """The release: engine config, env and unit. Its id digests all three, so anything that changes
     what runs (engine args, env, the vLLM version in ExecStart, the unit's limits) is a new
     release, and rolling back restores all of it."""
-    args = engine_args(spec, planned)
+    args = engine_args(spec, planned, host_ip)
     env = service_env(spec, host_ip, planned_env)
     launch = None
     if group is not None:  # a serving group's member: vLLM's own multi-node flags (r1deploy/launch.py)
@@ -208,6 +216,7 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
             env["PYTHONPATH"] = f"{agent_venv(spec)}/src"  # r1deploy.vllm_cli, from the host agent
     ctx = dict(spec=spec, host=host, engine_args=args, env=env,
                exec_start=exec_start(spec, group is not None), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
+               cache_dir=CACHE_DIR,
                plan_source=plan_source, stop_timeout_s=spec.rollout.shutdown_timeout_s + 30,
                **_group_context(group, host, launch))
     unit = render_template("r1-vllm.service.j2", **ctx)
@@ -262,7 +271,7 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
 def render_router_unit(spec: Spec, host: str, workers: list[str]) -> str:
     from r1deploy.rollout import startup_timeout_s
 
-    return render_template("vllm-router.service.j2", spec=spec, host=host, workers=workers,
+    return render_template("vllm-router.service.j2", spec=spec, host=host, workers=workers, user=ROUTER_USER,
                            router_bin=f"{router_venv(spec)}/bin/vllm-router",
                            startup_timeout_s=startup_timeout_s(spec))
 

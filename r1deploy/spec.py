@@ -163,7 +163,9 @@ class VllmSection(_Section):
     """Keys ``vllm_*``: the serving engine and its service."""
 
     device: Literal["cuda", "rocm", "cpu"] = "cuda"
-    host: str = "0.0.0.0"
+    # Where vLLM listens; None: the node's fleet-network address (vllm_host_ip or its SSH
+    # address), so the engine never answers on other interfaces. "0.0.0.0" only when asked.
+    host: str | None = None
     port: int = Field(default=8000, ge=1, le=65535)
     user: str = "vllm"
     # Parallelism: None means "take it from the capacity plan".
@@ -182,8 +184,10 @@ class VllmSection(_Section):
     max_num_seqs: int | None = Field(default=None, ge=1)
     extra_args: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
-    # Controller env var holding the API key the service requires (None: no key).
+    # The API key vLLM requires (VLLM_API_KEY in the root-only secret.env, never argv), from the
+    # controller: an env var there, or a file there. Neither: the engine answers without a key.
     api_key_env: str | None = None
+    api_key_file: str | None = None
     cpu_kvcache_space_gib: int = Field(default=1, ge=1)
     cpu_omp_threads_bind: str | None = None
     # None: sized per model from the weights to load (minutes for 671B), see rollout.startup_timeout.
@@ -208,12 +212,31 @@ class VllmSection(_Section):
     _ifname = _rule("nccl_socket_ifname", check=strings.pattern(strings.IFNAME, "interface name"))
     _dtype = _rule("dtype", check=strings.one_of(strings.VLLM_DTYPES))
 
+    @model_validator(mode="after")
+    def _one_key_source(self) -> VllmSection:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set vllm_api_key_env or vllm_api_key_file, not both")
+        return self
+
 
 class GatewaySection(_Section):
-    """Keys ``gateway_*``: vllm-router in front of the nodes."""
+    """Keys ``gateway_*``: the edge (nginx: keys, TLS, OpenAI routes only) and vllm-router behind it.
+
+    Clients reach ``host:port`` (nginx). The router listens on the gateway's loopback only, at
+    ``router_port``: its admin routes (add/remove/list workers) are never on the network.
+    """
 
     port: int = Field(default=8080, ge=1, le=65535)
     host: str = "0.0.0.0"
+    router_port: int = Field(default=8081, ge=1, le=65535)
+    # Client API keys by name: "env:VAR" or "file:PATH", resolved on the controller only. The
+    # name (never the key) is what the access log shows. Empty: every request is refused (401).
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    # TLS on the public listener: PEM files on the controller (the key is uploaded as a secret).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Streams of long R1 answers: the proxy waits this long between two chunks.
+    read_timeout_s: int = Field(default=1800, ge=1)
     policy: Literal[
         "random", "round_robin", "cache_aware", "kv_aware", "power_of_two",
         "consistent_hash", "sticky_least_loaded",
@@ -224,6 +247,25 @@ class GatewaySection(_Section):
 
     _address = _rule("host", check=strings.ip_address)
     _workers = _rule("workers", check=strings.worker_urls)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_refs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, ref in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"key name {name!r}: letters, digits, '_', '.', '-' only (it is logged)")
+            if not ref.startswith(("env:", "file:")) or not ref.split(":", 1)[1]:
+                raise ValueError(f"key {name!r}: {ref[:5]!r}... is not 'env:VAR' or 'file:PATH' "
+                                 "(the key itself never goes into the inventory)")
+        return v
+
+    @model_validator(mode="after")
+    def _edge(self) -> GatewaySection:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TLS needs both gateway_tls_cert_file and gateway_tls_key_file")
+        if self.router_port == self.port:
+            raise ValueError(f"gateway_router_port {self.router_port} is the public port")
+        return self
 
 
 class GpuSection(_Section):

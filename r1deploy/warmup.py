@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import requests
 
-from r1deploy.smoke import _headers, stream_chat
+from r1deploy.smoke import _headers, read_key, stream_chat
 
 _FILLER = ["the", "fleet", "serves", "every", "request", "while", "nodes", "restart", "one", "batch",
            "at", "a", "time", "and", "each", "node", "proves", "itself", "before", "it", "rejoins"]
@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--api-key-file", help="file holding the API key (never in argv)")
     args = p.parse_args(argv)
-    key = None
-    if args.api_key_file:
-        with open(args.api_key_file) as f:
-            key = f.read().strip() or None
+    key = read_key(args.api_key_file)
     done = warm_up(args.url, args.model, system_prompt=args.system_prompt, sampling=json.loads(args.sampling),
                    concurrency=args.concurrency, long_tokens=args.long_tokens, max_tokens=args.max_tokens,
                    api_key=key, timeout=args.timeout)

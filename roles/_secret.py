@@ -11,7 +11,8 @@ from pyinfra.facts.files import File, Sha256File
 
 
 @operation()
-def secret_file(path: str, content: str, user: str = "root", group: str | None = None, mode: str = "600"):
+def secret_file(path: str, content: str, user: str = "root", group: str | None = None, mode: str = "600",
+                present: bool = True):
     """Like files.put, but the content is never diffed or printed; only its hash is compared.
 
     The secret is staged in a root-only (0700) directory beside the target and installed with its
@@ -24,6 +25,10 @@ def secret_file(path: str, content: str, user: str = "root", group: str | None =
     data = content.encode()
     group = group or user
     info = host.get_fact(File, path=path)
+    if not present:  # the spec names no such secret (any more): nothing of it stays on the host
+        if info:
+            yield f"rm -f {path}"
+        return
     remote_sha = host.get_fact(Sha256File, path=path) if info else None
     if remote_sha != get_file_sha256(BytesIO(data)):
         stage_dir = f"{os.path.dirname(path)}/.r1deploy-staging"
@@ -36,3 +41,31 @@ def secret_file(path: str, content: str, user: str = "root", group: str | None =
         yield f"rm -rf {private} && install -m {mode} -o {user} -g {group} {stage} {path} && rm -f {stage}"
     elif info and (info.get("user") != user or str(info.get("mode")) != mode.lstrip("0")):
         yield f"chown {user}:{group} {path} && chmod {mode} {path}"
+
+
+def resolved(what):
+    """Run a controller-side secret lookup; a missing secret stops the deploy naming host and key."""
+    from pyinfra.api import DeployError
+
+    from r1deploy.edge import SecretError
+
+    try:
+        return what()
+    except SecretError as exc:
+        raise DeployError(f"{host.name}: {exc}") from None
+
+
+def engine_key_files(spec, engine: bool) -> list:
+    """The nodes' vLLM key where this host needs it, root-only: the curl header file every check on
+    the host reads (-H @file, so never argv), and on nodes the engine's secret.env."""
+    from r1deploy.edge import AUTH_HEADER, SECRET_ENV, auth_header, secret_env, vllm_api_key
+
+    key = resolved(lambda: vllm_api_key(spec))
+    if key is None:
+        return [secret_file(name="vLLM API key: none (absent)", path=path, content="", present=False)
+                for path in ([AUTH_HEADER, SECRET_ENV] if engine else [AUTH_HEADER])]
+    ops = [secret_file(name="vLLM API key for checks on this host (0600 root)", path=AUTH_HEADER,
+                       content=auth_header(key))]
+    if engine:
+        ops.append(secret_file(name="vLLM API key: secret.env (0600 root)", path=SECRET_ENV, content=secret_env(key)))
+    return ops

@@ -1,4 +1,5 @@
-"""Shared fixtures. `fleet`: the lab, brought up and converged once for every lab test module."""
+"""Shared fixtures. `fleet`: the lab, brought up and converged once for every lab test module;
+`lab`: its info, once that first converge succeeded (a module may define its own)."""
 
 import os
 
@@ -16,3 +17,10 @@ def fleet():
     yield lab, first
     if not os.environ.get("R1LAB_KEEP"):
         assert labharness.down() == [], "lab down left things behind"
+
+
+@pytest.fixture(scope="module")
+def lab(fleet):
+    lab, first = fleet
+    assert first.returncode == 0, first.out[-8000:]
+    return lab

@@ -17,7 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PYINFRA = str(Path(PY).parent / "pyinfra")
-NODES = 3
+# R1LAB_NODES=1 for a developer's own smaller lab (the default is CI's).
+NODES = int(os.environ.get("R1LAB_NODES", "3"))
+ROUTER_PORT = 8081  # the router's loopback port on the gateway (gateway_router_port)
 
 
 def run(*cmd: str, timeout: int = 1800, **env_extra: str) -> subprocess.CompletedProcess:
@@ -40,12 +42,13 @@ def changed_ops(output: str) -> int:
 
 
 def ssh(lab: dict, name: str, command: str, user: str = "root", key: str | None = None,
-        timeout: int = 120) -> subprocess.CompletedProcess:
+        timeout: int = 120, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """stdin: text the command reads (a secret goes this way, never into the command line)."""
     ip = host_ip(lab, name)
     return subprocess.run(
         ["ssh", "-i", key or lab["ssh_key"], "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['known_hosts']}",
          "-o", "StrictHostKeyChecking=accept-new", f"{user}@{ip}", command],
-        capture_output=True, text=True, timeout=timeout)
+        capture_output=True, text=True, errors="replace", timeout=timeout, input=stdin)  # journals hold binary bits
 
 
 def host_ip(lab: dict, name: str) -> str:
@@ -57,12 +60,36 @@ def node_names(lab: dict) -> list[str]:
 
 
 def gateway_url(lab: dict) -> str:
-    return f"http://{host_ip(lab, 'gateway')}:8080"
+    """The public edge (nginx, TLS by the lab's CA, an API key required)."""
+    return lab["edge"]["gateway_url"]
+
+
+def client_key_file(lab: dict, name: str = "lab-user") -> Path:
+    """A client's key file on the controller (lab/edge.py: one file per key name, 0600)."""
+    return Path(lab["edge"]["client_keys"]) / name
+
+
+def client_key(lab: dict, name: str = "lab-user") -> str:
+    return client_key_file(lab, name).read_text().strip()
+
+
+def edge_http(lab: dict):
+    """The HTTP client a user's OpenAI client needs for the edge's TLS: it trusts the lab's CA."""
+    import ssl
+
+    import openai
+
+    return openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=lab["edge"]["ca"]), timeout=120)
+
+
+def gateway_auth(lab: dict, name: str = "lab-user") -> dict:
+    """openai.OpenAI (and LoadLoop) keyword arguments for a user of the edge: their key, the lab's CA."""
+    return {"api_key": client_key(lab, name), "http_client": edge_http(lab)}
 
 
 def router_workers(lab: dict) -> list[str]:
     """What the gateway's router routes to now, asked on its loopback (admin routes live there)."""
-    out = ssh(lab, "gateway", "curl -fsS -m 5 http://127.0.0.1:8080/list_workers").stdout
+    out = ssh(lab, "gateway", f"curl -fsS -m 5 http://127.0.0.1:{ROUTER_PORT}/list_workers").stdout
     return sorted(json.loads(out)["urls"])
 
 

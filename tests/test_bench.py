@@ -4,12 +4,13 @@ the two configs recorded there stand in for two releases."""
 import argparse
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from r1deploy.bench import BenchError, compare, parse_result, peak_output_tok_s, read_runs, spread, summarize
-from r1deploy.bench_cli import tool_argv
+from r1deploy.bench_cli import _auth_env, tool_argv
 from r1deploy.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,6 +97,20 @@ def test_the_tool_is_asked_only_for_flags_vllm_0_32_knows_and_repeats_get_their_
     assert first[first.index("--seed") + 1] == "0" and second[second.index("--seed") + 1] == "1"
     assert first[first.index("--goodput") + 1:first.index("--goodput") + 3] == ["ttft:2000", "tpot:100"]
     assert first[first.index("--num-prompts") + 1] == "16"
+
+
+@pytest.mark.parametrize("text", ["sk-bench-0123456789\n", "Authorization: Bearer sk-bench-0123456789\n"])
+def test_the_tool_gets_the_key_and_ca_from_files_never_argv(tmp_path, text):
+    key = tmp_path / "key"
+    key.write_text(text)
+    args = argparse.Namespace(api_key_file=str(key), ca_file="/etc/lab-ca.crt")
+    env, prefix = _auth_env(args, remote=False)
+    assert env == {"OPENAI_API_KEY": "sk-bench-0123456789", "SSL_CERT_FILE": "/etc/lab-ca.crt"}
+    _, prefix = _auth_env(args, remote=True)
+    assert "sk-bench" not in prefix  # the remote shell reads the file itself
+    shown = subprocess.run(["sh", "-c", prefix + 'printf "%s|%s" "$OPENAI_API_KEY" "$SSL_CERT_FILE"'],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown == "sk-bench-0123456789|/etc/lab-ca.crt"
 
 
 def test_the_plan_prices_what_the_fleet_measurably_served(tmp_path, capsys, monkeypatch):

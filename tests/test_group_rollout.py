@@ -54,7 +54,7 @@ def fleet(tmp_path, monkeypatch):
     world = World(head, worker, gateway)
     world.group = serving_groups(specs)["r1-a"]
     world.turns = {h: {"spec": s, "release": "r2", "url": core.node_url(s, IPS[h]),
-                       "gateway_ports": [("gw.example", 8080)] if h == "gpu-01.example" else []}
+                       "gateway_admins": [("gw.example", "http://127.0.0.1:8081")] if h == "gpu-01.example" else []}
                    for h, s in specs.items()}
     world.head, world.worker, world.gateway, world.reports = head, worker, gateway, tmp_path
     return world

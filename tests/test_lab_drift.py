@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from labharness import ROUTER_PORT
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -127,24 +128,24 @@ def test_a_shard_changed_with_its_mtime_kept_is_seen_only_by_full(lab, reports):
 def test_a_router_backend_removed_is_named(lab, reports):
     nodes = [h for h in lab["hosts"] if h["role"] == "node"]
     url = f"http://{nodes[0]['ip']}:8000"
-    ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:8080/remove_worker?url={url}'")
+    ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:{ROUTER_PORT}/remove_worker?url={url}'")
     try:
         done = drift(reports)
         assert_named(done, [(gateway(lab), "backends", "DRIFT")], 1)
         assert f"missing {url}" in done.stdout
     finally:  # the gateway role re-adds nothing while its unit is unchanged: put it back by hand
-        ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:8080/add_worker?url={url}'", check=False)
+        ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:{ROUTER_PORT}/add_worker?url={url}'", check=False)
     assert drift(reports).returncode == 0
 
 
 def test_a_converge_heals_a_removed_router_backend(lab, reports):
     """The node's next rollout turn proves it and puts it back (roles/serve: not in rotation = a turn)."""
     url = f"http://{next(h['ip'] for h in lab['hosts'] if h['role'] == 'node')}:8000"
-    ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:8080/remove_worker?url={url}'")
+    ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:{ROUTER_PORT}/remove_worker?url={url}'")
     try:
         heal_and_recheck(reports)
     finally:
-        ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:8080/add_worker?url={url}'", check=False)
+        ssh(lab, gateway(lab), f"curl -fsS -X POST 'http://127.0.0.1:{ROUTER_PORT}/add_worker?url={url}'", check=False)
 
 
 def test_an_unreachable_host_could_not_be_checked(lab, reports):

@@ -7,11 +7,12 @@ nothing is checked when the session's lab is torn down.
 """
 
 import json
+import os
 import re
 import subprocess
 
 import pytest
-from labharness import PY, PYINFRA, REPO, changed_ops, converge, run, ssh
+from labharness import PY, PYINFRA, REPO, changed_ops, client_key, converge, run, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -29,7 +30,9 @@ def test_fleet_deploys_answers_and_reconverges(fleet):
     assert report.returncode == 0, report.stdout + report.stderr
     assert f"{len(lab['hosts'])}/{len(lab['hosts'])} answered" in report.stdout
     curl = re.search(r"^  (curl .*)$", report.stdout, re.M).group(1)
-    reply = json.loads(subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=120).stdout)
+    # As the report tells a user: the key from an env var, the lab's CA for TLS.
+    env = {**os.environ, "R1_API_KEY": client_key(lab)}
+    reply = json.loads(subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=120, env=env).stdout)
     message = reply["choices"][0]["message"]
     assert (message.get("reasoning") or message.get("content")), reply
     assert reply["usage"]["completion_tokens"] > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from labharness import PY, REPO, converge, run, ssh
+from labharness import PY, REPO, client_key_file, converge, gateway_url, run, ssh
 
 from r1deploy.dashboard import build_dashboard, concrete, panel_queries
 
@@ -99,9 +99,10 @@ def test_the_drift_textfile_reaches_prometheus(lab, tmp_path):
 
 
 def test_every_dashboard_query_returns_data(lab):
-    gateway = ip_of(lab, "gateway")[0][1]
-    smoke = run(PY, "-m", "r1deploy", "smoke", f"gw=http://{gateway}:8080", "--model",
-                _served_name(), "--no-reasoning", "--json", timeout=300)
+    # Through the edge as a user: TLS by the lab's CA, a client key read from its file.
+    smoke = run(PY, "-m", "r1deploy", "smoke", f"gw={gateway_url(lab)}", "--model", _served_name(),
+                "--api-key-file", str(client_key_file(lab)), "--no-reasoning", "--json", timeout=300,
+                REQUESTS_CA_BUNDLE=lab["edge"]["ca"])
     assert smoke.returncode == 0, smoke.out[-3000:]
     time.sleep(35)  # two scrapes after the traffic, so rate() has a window
     empty = []
@@ -152,23 +153,37 @@ def test_bench_writes_two_releases_and_flags_a_slower_one(lab, tmp_path):
 
     spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
     node_ip = dict(ip_of(lab, "node"))["node1"]
-    gateway_ip = ip_of(lab, "gateway")[0][1]
+    # The tool on node1 calls the edge like a user: the lab's CA and a client key, as files there.
+    bench_dir = "/root/r1lab-bench"
+
+    def place_auth() -> None:  # over stdin: the key is never in a command line
+        for name, text in (("ca.crt", Path(lab["edge"]["ca"]).read_text()), ("key", client_key_file(lab).read_text())):
+            put = ssh(lab, "node1", f"install -d -m 700 {bench_dir} && umask 077 && cat > {bench_dir}/{name}",
+                      stdin=text)
+            assert put.returncode == 0, put.stderr
+
     ssh_args = (f"-i {lab['ssh_key']} -o BatchMode=yes -o UserKnownHostsFile={lab['known_hosts']} "
                 f"-o StrictHostKeyChecking=accept-new root@{node_ip}")
 
     def bench(release: str):
-        return run(PY, "-m", "r1deploy", "bench", "--release", release, "--base-url", f"http://{gateway_ip}:8080",
+        return run(PY, "-m", "r1deploy", "bench", "--release", release, "--base-url", gateway_url(lab),
+                   "--api-key-file", f"{bench_dir}/key", "--ca-file", f"{bench_dir}/ca.crt",
                    "--model", spec.model.name, "--tokenizer", spec.model.current_link,
                    "--tool", f"{vllm_venv(spec)}/bin/python -m vllm.entrypoints.cli.main", "--ssh", ssh_args,
                    "--concurrency", "1", "8", "--repeats", "3", "--input-len", "64", "--output-len", "32",
                    "--out", str(tmp_path), "--threshold", "10", timeout=1800)
 
-    first = bench("lab-a")
+    place_auth()
+    try:
+        first = bench("lab-a")
+    finally:  # the key is needed again only after the slow converge: nothing of it waits on node1
+        ssh(lab, "node1", f"rm -rf {bench_dir}")
     assert first.returncode == 0, first.out[-4000:]
     slow = run(str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/main.py",
                "--data", "vllm_max_num_seqs=1")
     assert slow.returncode == 0, slow.out[-8000:]
     try:
+        place_auth()
         second = bench("lab-slow")
         assert second.returncode == 1, second.out[-4000:]
         assert "lab-slow vs lab-a" in second.out and "REGRESSION" in second.out, second.out[-4000:]
@@ -177,5 +192,6 @@ def test_bench_writes_two_releases_and_flags_a_slower_one(lab, tmp_path):
                 assert (tmp_path / release / name).stat().st_size > 0
             assert len(list((tmp_path / release / "runs").glob("c*-r*.json"))) == 6
     finally:
+        ssh(lab, "node1", f"rm -rf {bench_dir}")
         healed = converge()
         assert healed.returncode == 0, healed.out[-8000:]

@@ -21,6 +21,7 @@ from labharness import (
     REPO,
     changed_ops,
     converge,
+    gateway_auth,
     gateway_url,
     live_release,
     node_names,
@@ -52,7 +53,7 @@ def model(lab) -> str:
 
 def under_load(lab, action):
     """Run `action()` with the load loop going; returns (action's result, what users saw)."""
-    loop = LoadLoop(gateway_url(lab), model(lab), rate=RATE).start()
+    loop = LoadLoop(gateway_url(lab), model(lab), rate=RATE, **gateway_auth(lab)).start()
     time.sleep(3)  # traffic flowing before the change starts
     try:
         result = action()

@@ -77,6 +77,17 @@ def test_every_host_vllm_router_and_gpus_are_scraped_by_inventory_name():
     assert len(jobs["dcgm"]["static_configs"]) == 2
 
 
+def test_a_vllm_key_from_a_file_gets_its_own_job_named_without_the_key():
+    hosts = fleet()
+    hosts[1] = FleetHost("gpu2", spec_from_host_data("gpu2", {**BASE, "vllm_host_ip": "10.0.0.2",
+                                                            "vllm_api_key_file": "/keys/vllm.key"}), "10.0.0.2")
+    jobs = {j["job_name"]: j for j in scrape_jobs(hosts, monitor_host(hosts))}
+    [name] = [n for n in jobs if n.startswith("vllm-file-")]
+    assert jobs[name]["static_configs"][0]["targets"] == ["10.0.0.2:8000"]
+    assert jobs[name]["authorization"]["credentials_file"] == f"r1-api-key-{name.removeprefix('vllm-')}"
+    assert "vllm" not in jobs and "vllm.key" not in name
+
+
 def test_retention_and_bind_addresses_come_from_the_spec():
     mon = monitor_host(fleet(monitor_retention_days=30, monitor_retention_size_gib=200))
     args = prometheus_args(mon)

@@ -91,7 +91,9 @@ def test_seed_pulls_and_serves_before_the_others_pull_from_it():
     unit = next(c for c in cmds["node1"] if "upload /etc/systemd/system/r1-mirror.service" in c)
     assert f"--pulled r1lab/R1-Distill-Qwen-tiny=/srv/models/r1lab--R1-Distill-Qwen-tiny/{REV}" in unit
     assert "--upstream" not in unit
-    assert "--token-file /etc/r1deploy/seed-token" in unit
+    # The mirror runs as its own user: the token file reaches it as a systemd credential.
+    assert "LoadCredential=seed-token:/etc/r1deploy/seed-token" in unit
+    assert "--token-file ${CREDENTIALS_DIRECTORY}/seed-token" in unit and "User=r1-mirror" in unit
     lan_pull = next(c for c in cmds["node3"] if "r1deploy.weights pull" in c)
     assert "--seed http://10.0.0.11:8090 --seed-token-file /etc/r1deploy/seed-token" in lan_pull
     assert "--endpoint" not in lan_pull and "hub-token" not in lan_pull

@@ -39,6 +39,13 @@ if _lab.get("model"):
     model_hub_endpoint = _lab["hub_url"]
     install_find_links = [_lab["wheels_url"]]
     vllm_cpu_kvcache_space_gib = _lab["kv_space_gib"]
-elif _lab:  # a hosts-only lab serves nothing, but every spec names a model
+if _lab.get("edge"):  # lab/edge.py: made by `lab up`, as an operator would (see the README's edge)
+    from lab.edge import client_keys as _client_keys
+
+    gateway_api_keys = _client_keys(_lab["edge"])
+    gateway_tls_cert_file = _lab["edge"]["cert"]
+    gateway_tls_key_file = _lab["edge"]["key"]
+    vllm_api_key_file = _lab["edge"]["vllm_key"]
+if not _lab.get("model") and _lab:  # a hosts-only lab serves nothing, but every spec names a model
     model_repo_id = "r1lab/hosts-only"
     model_revision = "0" * 40

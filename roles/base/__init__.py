@@ -1,4 +1,4 @@
-"""Base: OS packages, the `vllm` service user, r1deploy's directories, and the host agent."""
+"""Base: OS packages, the service users, r1deploy's directories, and the host agent."""
 
 from pathlib import Path
 from urllib.parse import urlparse
@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, pip, server
 
 from r1deploy import AGENT_REQUIREMENTS
-from r1deploy.render import CACHE_DIR, CONFIG_DIR, STATE_DIR, agent_venv
+from r1deploy.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
 from roles._pip import pinned
 from roles._rollout import track
 from roles._spec import host_spec
@@ -40,10 +40,12 @@ def venv_packages(name: str, venv: str, packages: list[str], spec, present: bool
 
 
 def _service_user(spec) -> None:
-    user = spec.vllm.user
-    server.group(name=f"Group {user}", group=user, system=True)
-    server.user(name=f"User {user}", user=user, group=user, system=True, home=STATE_DIR,
-                shell="/usr/sbin/nologin", create_home=False)
+    """The engine's user, and each other service's own (nodes: the LAN mirror; gateways: the router)."""
+    own = MIRROR_USER if spec.fleet.role == "node" else ROUTER_USER
+    for user, home in ((spec.vllm.user, STATE_DIR), (own, "/nonexistent")):
+        server.group(name=f"Group {user}", group=user, system=True)
+        server.user(name=f"User {user}", user=user, group=user, system=True, home=home,
+                    shell="/usr/sbin/nologin", create_home=False)
 
 
 def _directories(spec) -> None:

@@ -16,6 +16,7 @@ from pyinfra.facts.files import Link
 from r1deploy import AGENT_REQUIREMENTS
 from r1deploy import drift_checks as dc
 from r1deploy.drift import Finding
+from r1deploy.edge import engine_local_url, router_admin
 from r1deploy.render import (
     CONFIG_DIR,
     ROUTER_SERVICE,
@@ -25,6 +26,7 @@ from r1deploy.render import (
     served_model_dir,
     vllm_venv,
 )
+from roles._fleet import address
 from roles._plan import host_plan
 from roles.drift import facts as df
 from roles.serve.facts import ServingHealth
@@ -74,12 +76,18 @@ def _service(unit: str) -> list[Finding]:
     return dc.unit_state(host.name, unit, enabled, active)
 
 
-def _answers(port: int, name: str) -> list[Finding]:
-    return dc.answers(host.name, host.get_fact(ServingHealth, port=port), name)
+def _answers(url: str, name: str) -> list[Finding]:
+    """/health and /v1/models (with the nodes' key) where serve and the rollout ask: a node's
+    engine on its bind address, a gateway's router on its loopback port."""
+    return dc.answers(host.name, host.get_fact(ServingHealth, url=url), name)
+
+
+def _engine(spec) -> str:
+    return engine_local_url(spec, address(host))
 
 
 def _revision(spec) -> list[Finding]:
-    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.vllm.port}/v1/models")
+    reply = host.get_fact(df.LocalJson, url=f"{_engine(spec)}/v1/models", auth=True)
     if not reply["ok"]:
         return [Finding(host.name, "revision", None, f"/v1/models: {str(reply['body'])[:200]}")]
     return dc.served_revision(host.name, reply["body"], served_model_dir(spec))
@@ -112,14 +120,14 @@ def _held(spec) -> list[Finding]:
 def _mirror(spec) -> list[Finding]:
     enabled, active = host.get_fact(df.UnitStates, units=[MIRROR_SERVICE]).get(MIRROR_SERVICE, (None, None))
     m = spec.model
-    listing = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{m.seed_port}/api/models/{m.repo_id}/revision/{m.revision}")
+    listing = host.get_fact(df.LocalJson, url=f"http://{address(host)}:{m.seed_port}/api/models/{m.repo_id}/revision/{m.revision}")
     return dc.mirror(host.name, enabled, active, listing["body"], m.revision)
 
 
 def _backends(spec) -> list[Finding]:
     from roles.gateway import _workers
 
-    reply = host.get_fact(df.LocalJson, url=f"http://127.0.0.1:{spec.gateway.port}/list_workers")
+    reply = host.get_fact(df.LocalJson, url=f"{router_admin(spec)}/list_workers")
     if not reply["ok"]:
         return [Finding(host.name, "backends", None, f"/list_workers: {str(reply['body'])[:200]}")]
     return dc.backends_match(host.name, _workers(spec), reply["body"])
@@ -146,7 +154,7 @@ def node_checks(spec, full: bool) -> list[Check]:
     from r1deploy.groups import is_group_worker
 
     if not is_group_worker(spec, host.name):  # a group worker runs vLLM headless: its head answers
-        checks[6:6] = [("answers", partial(_answers, spec.vllm.port, spec.model.name)),
+        checks[6:6] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
                        ("revision", partial(_revision, spec))]
     if spec.fleet.group:
         checks.append(("group", partial(_group, spec)))
@@ -164,7 +172,7 @@ def gateway_checks(spec) -> list[Check]:
                                     [f"vllm-router=={spec.install.router_version}"])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
         ("service", partial(_service, ROUTER_SERVICE)),
-        ("answers", partial(_answers, spec.gateway.port, spec.model.name)),
+        ("answers", partial(_answers, router_admin(spec), spec.model.name)),
         ("backends", partial(_backends, spec)),
     ]
 

@@ -9,6 +9,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from r1deploy.drift_checks import parse_metadata
+from r1deploy.edge import curl_auth
 
 
 class FileDigests(FactBase):
@@ -68,10 +69,12 @@ class UnitStates(FactBase):
 
 
 class LocalJson(FactBase):
-    """GET a URL on the host itself (loopback): {"ok": bool, "body": JSON or text}."""
+    """GET a URL on the host itself (loopback or its fleet address): {"ok": bool, "body": JSON or
+    text}. auth: send the nodes' vLLM key from the host's root-only header file (r1deploy.edge)."""
 
-    def command(self, url):
-        return (f"if out=$(curl -fsS -m 5 {shlex.quote(url)} 2>&1); then echo R1DEPLOY_OK; "
+    def command(self, url, auth=False):
+        key = f"{curl_auth()} " if auth else ""
+        return (f"if out=$(curl -fsS -m 5 {key}{shlex.quote(url)} 2>&1); then echo R1DEPLOY_OK; "
                 "else echo R1DEPLOY_FAILED; fi; printf '%s\\n' \"$out\"")
 
     def process(self, output):

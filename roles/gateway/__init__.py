@@ -1,4 +1,5 @@
-"""Gateway: vllm-router in front of the fleet's nodes, its rotation kept equal to the serving nodes.
+"""Gateway: nginx (the public edge, roles/gateway/edge.py) in front of vllm-router on loopback,
+whose rotation is kept equal to the serving nodes.
 
 The rollout (roles/serve) takes nodes out of rotation and puts them back through the router's
 admin routes; this stage runs after every batch and reconciles what remains: a configured node
@@ -13,12 +14,15 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python, systemd
 
+from r1deploy.edge import router_admin
 from r1deploy.render import ROUTER_SERVICE, render_router_unit, router_venv
 from r1deploy.rollout import gateway_workers
 from roles._fleet import fleet_view
 from roles._rollout import remote, track
+from roles._secret import engine_key_files
 from roles._spec import host_spec
 from roles.base import venv_packages
+from roles.gateway.edge import nginx_edge
 from roles.serve.facts import RouterWorkers
 
 
@@ -29,27 +33,37 @@ def _workers(spec) -> list[str]:
     return urls
 
 
-def _reconcile(port: int, workers: list[str]) -> None:
+def _same_node_key(spec) -> None:
+    """nginx sends the gateway's vllm_api_key_* to the nodes: it must be theirs."""
+    mine = (spec.vllm.api_key_env, spec.vllm.api_key_file)
+    other = sorted({name for name, s, _ in fleet_view()[2] if s.model.name == spec.model.name
+                    and (s.vllm.api_key_env, s.vllm.api_key_file) != mine})
+    if other:
+        raise DeployError(f"{host.name}: vllm_api_key_env/_file differ from those of {', '.join(other)}: "
+                          "set them where gateways and nodes share data (group_data/all.py)")
+
+
+def _reconcile(admin: str, workers: list[str]) -> None:
     """Rotation = configured nodes that answer /health, minus those whose rollout failed now."""
     from roles.serve.rollout import ROLLOUT
 
     failed_urls = ROLLOUT.out_of_rotation
-    listed = json.loads(remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/list_workers", "router workers"))["urls"]
+    listed = json.loads(remote(f"curl -fsS -m 5 {admin}/list_workers", "router workers"))["urls"]
     for url in listed:
         if url not in workers or url in failed_urls:
-            remote(f"curl -fsS -m 30 -X POST 'http://127.0.0.1:{port}/remove_worker?url={url}'", "remove worker")
+            remote(f"curl -fsS -m 30 -X POST '{admin}/remove_worker?url={url}'", "remove worker")
             host.log(f"rotation: removed {url}")
     for url in workers:
         if url in listed or url in failed_urls:
             continue
         if remote(f"curl -fsS -m 5 {url}/health >/dev/null && echo up || echo down", "worker health").strip() == "up":
-            remote(f"curl -sS -m 60 -X POST 'http://127.0.0.1:{port}/add_worker?url={url}'", "add worker")
+            remote(f"curl -sS -m 60 -X POST '{admin}/add_worker?url={url}'", "add worker")
             host.log(f"rotation: added {url}")
 
 
-def wait_router(port: int, timeout_s: int) -> None:
+def wait_router(admin: str, timeout_s: int) -> None:
     """The router answers /health once its workers do (it waits for them at start)."""
-    remote(f"for i in $(seq {timeout_s}); do curl -fsS -m 2 http://127.0.0.1:{port}/health >/dev/null "
+    remote(f"for i in $(seq {timeout_s}); do curl -fsS -m 2 {admin}/health >/dev/null "
            f"&& exit 0; sleep 1; done; journalctl -u {ROUTER_SERVICE} -n 20 --no-pager -o cat; exit 1",
            "gateway health")
 
@@ -57,6 +71,8 @@ def wait_router(port: int, timeout_s: int) -> None:
 @deploy("Gateway")
 def gateway() -> None:
     spec = host_spec()
+    _same_node_key(spec)
+    engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
                                  [f"vllm-router=={spec.install.router_version}"], spec)
@@ -66,8 +82,9 @@ def gateway() -> None:
     track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
     restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
                                 restarted=True, _if=lambda: unit.did_change() or installed.did_change())
-    listed = host.get_fact(RouterWorkers, port=spec.gateway.port)
+    listed = host.get_fact(RouterWorkers, url=router_admin(spec))
     workers = _workers(spec)
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
-                port=spec.gateway.port, workers=workers,
+                admin=router_admin(spec), workers=workers,
                 _if=lambda: listed is not None and not restarted.did_change() and set(listed) != set(workers))
+    nginx_edge(spec)

@@ -21,6 +21,7 @@ def _drain(name: str) -> bool:
     from pyinfra import host
 
     from r1deploy import rollout as core
+    from r1deploy.edge import engine_local_url, router_admin
     from roles._fleet import address, connected, fleet_view
     from roles._spec import host_spec
     from roles.serve.rollout import drain_from, wait_drained
@@ -30,9 +31,10 @@ def _drain(name: str) -> bool:
         return True
     _, gateways, nodes = fleet_view()
     url = core.node_url(spec, address(host))
-    targets = [(connected(gw), s.gateway.port) for gw, s in gateways if gw in core.gateways_of(url, gateways, nodes)]
+    targets = [(connected(gw), router_admin(s)) for gw, s in gateways if gw in core.gateways_of(url, gateways, nodes)]
     notes = drain_from(targets, url)
-    host.log(f"drained for the reboot: {'; '.join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])}")
+    drained = wait_drained(engine_local_url(spec, address(host)), spec.rollout.drain_timeout_s)
+    host.log(f"drained for the reboot: {'; '.join(notes + [drained])}")
     DRAINED.add(name)
     return True
 

@@ -15,6 +15,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import apt, files, server, systemd
 
+from r1deploy.edge import vllm_api_key
 from r1deploy.monitor import (
     CONFIG_FILE,
     DCGM_SERVICE,
@@ -24,6 +25,7 @@ from r1deploy.monitor import (
     MonitorError,
     api_key_file,
     defaults_file,
+    key_source,
     monitor_host,
     node_exporter_args,
     prometheus_args,
@@ -31,7 +33,7 @@ from r1deploy.monitor import (
     render_dcgm_exporter,
     render_prometheus_config,
 )
-from roles._secret import secret_file
+from roles._secret import resolved, secret_file
 from roles._spec import host_spec
 
 NODE_EXPORTER = "prometheus-node-exporter"
@@ -70,15 +72,12 @@ def _dcgm_exporter(spec) -> None:
 
 
 def _api_keys(hosts: list[FleetHost]) -> list:
-    """Each vllm_api_key_env's value in a file only Prometheus reads (never in the config itself)."""
-    placed = []
-    for env_name in sorted({h.spec.vllm.api_key_env for h in hosts if h.spec.vllm.api_key_env}):
-        if not os.environ.get(env_name):
-            raise DeployError(f"{host.name}: vllm_api_key_env names ${env_name}, which is not set on the controller")
-        placed.append(secret_file(name=f"API key for scraping ({env_name})", content=os.environ[env_name],
-                                  path=f"{PROMETHEUS_DIR}/{api_key_file(env_name)}", user="prometheus",
-                                  mode="600"))
-    return placed
+    """Each vLLM key's value (vllm_api_key_env/_file) in a file only Prometheus reads (never in the
+    config itself)."""
+    sources = {key_source(h.spec): h.spec for h in hosts if key_source(h.spec)}
+    return [secret_file(name=f"API key for scraping ({source})", content=resolved(lambda s=spec: vllm_api_key(s)),
+                        path=f"{PROMETHEUS_DIR}/{api_key_file(source)}", user="prometheus", mode="600")
+            for source, spec in sorted(sources.items())]
 
 
 def _prometheus(hosts: list[FleetHost], me: FleetHost) -> None:

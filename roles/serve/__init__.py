@@ -20,11 +20,13 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python
 
 from r1deploy import rollout as core
+from r1deploy.edge import router_admin
 from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir
 from roles._fleet import address, connected, fleet_view
 from roles._group import host_group, render_host
 from roles._plan import host_plan
 from roles._rollout import track
+from roles._secret import engine_key_files
 from roles._spec import host_spec
 from roles.serve.facts import EngineRelease, RouterWorkers
 from roles.serve.rollout import CURRENT, PREVIOUS, ROLLOUT, UNIT_PATH, roll_node
@@ -33,11 +35,11 @@ from roles.serve.rollout import CURRENT, PREVIOUS, ROLLOUT, UNIT_PATH, roll_node
 _TURNS: dict[str, dict] = {}
 
 
-def _in_rotation(url: str, gateway_ports: list[tuple[str, int]]) -> bool | None:
+def _in_rotation(url: str, gateway_admins: list[tuple[str, str]]) -> bool | None:
     """Listed on every gateway that should route to it; None while no gateway router runs yet."""
     listed = []
-    for name, port in gateway_ports:
-        workers = connected(name).get_fact(RouterWorkers, port=port)
+    for name, admin in gateway_admins:
+        workers = connected(name).get_fact(RouterWorkers, url=admin)
         if workers is not None:
             listed.append(url in workers)
     return all(listed) if listed else None
@@ -49,6 +51,8 @@ def _release_files(spec, node) -> list:
     track(files.directory(name=f"Release {node.release}", path=release_dir, mode="755"))
     written = [track(files.put(name=f"Release {node.release}: {name}", src=StringIO(content),
                                dest=f"{release_dir}/{name}", mode="644")) for name, content in node.files.items()]
+    # A new key restarts the engine (it reads secret.env at start), batch by batch like a release.
+    written += engine_key_files(spec, engine=True)
     for sub in ("vllm", "inductor", "triton", "flashinfer"):  # warm restarts: caches survive
         files.directory(name=f"Compile cache {sub}", path=f"{compile_cache_dir(spec)}/{sub}",
                         user=spec.vllm.user, group=spec.vllm.user, mode="750")
@@ -73,18 +77,18 @@ def serve(to_previous: bool = False) -> None:
     deploying, gateways, nodes = fleet_view()
     batches = core.plan_batches(deploying)
     url = core.node_url(spec, address(host))
-    gateway_ports = [(name, s.gateway.port) for name, s in gateways
-                     if name in core.gateways_of(url, gateways, nodes)]
+    gateway_admins = [(name, router_admin(s)) for name, s in gateways
+                      if name in core.gateways_of(url, gateways, nodes)]
     state = core.NodeState(
         live_release=facts["live"] if facts["active"] else None, current_release=facts["current"],
         unit_matches=unit_text is None or facts["unit_sha256"] == hashlib.sha256(unit_text.encode()).hexdigest(),
-        active=facts["active"], in_rotation=_in_rotation(url, gateway_ports))
+        active=facts["active"], in_rotation=_in_rotation(url, gateway_admins))
     restart = core.needs_restart(state, release)
     # An outage is judged on the whole inventory: under --limit the other nodes still serve.
     # A serving group is one replica, however many nodes.
     single = core.replicas(spec.model.name, [(name, s) for name, s, _ in nodes]) == 1
     _TURNS[host.name] = dict(
-        spec=spec, release=release, url=url, gateway_ports=gateway_ports, state=state, written=written,
+        spec=spec, release=release, url=url, gateway_admins=gateway_admins, state=state, written=written,
         restart=restart, single_node_model=single, batch=batches.batch_of(host.name), group=host_group(spec))
 
 
@@ -141,7 +145,7 @@ def _turn(batch: int, canary: bool) -> None:
         return
     try:
         roll_node(t["spec"], t["release"], batch, canary and t["spec"].rollout.canary, _restart_wanted(t), t["url"],
-                  t["gateway_ports"], t["single_node_model"])
+                  t["gateway_admins"], t["single_node_model"])
     except Exception as exc:  # whatever broke, the batches after this one must not move
         ROLLOUT.stop(host.name, f"{type(exc).__name__}: {exc}")
         raise

@@ -2,13 +2,16 @@ import json
 
 from pyinfra.api import FactBase
 
+from r1deploy.edge import AUTH_HEADER, curl_auth
+
 
 class ServingHealth(FactBase):
-    """/health and the served model names of a local vLLM or router, asked on the host itself."""
+    """/health and the served model names of a local vLLM or router, asked on the host itself
+    (with the nodes' key from its root-only header file, when there is one)."""
 
-    def command(self, port):
-        return (f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null 2>&1 && "
-                f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models || echo DOWN")
+    def command(self, url, auth_header=AUTH_HEADER):
+        return (f"curl -fsS -m 5 {url}/health >/dev/null 2>&1 && "
+                f"curl -fsS -m 5 {curl_auth(auth_header)} {url}/v1/models || echo DOWN")
 
     def process(self, output):
         text = "\n".join(output)
@@ -43,8 +46,8 @@ class EngineRelease(FactBase):
 class RouterWorkers(FactBase):
     """The worker URLs a gateway's router routes to now (its admin API on loopback); None: no router."""
 
-    def command(self, port):
-        return f"curl -fsS -m 5 http://127.0.0.1:{port}/list_workers || echo DOWN"
+    def command(self, url):
+        return f"curl -fsS -m 5 {url}/list_workers || echo DOWN"
 
     def process(self, output):
         text = "\n".join(output)

@@ -216,7 +216,7 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
         for name, record in records.items():  # what a failure goes back to, per member
             live, before = _on(group, name, "plan", lambda t: _pointers(t))
             record.previous, prior_previous[name] = (before if live == record.release else live) or None, before
-        gateways = [(connected(name), port) for name, port in head["gateway_ports"]]
+        gateways = [(connected(name), admin) for name, admin in head["gateway_admins"]]
         if restart and single_replica and not spec.rollout.allow_outage and _unit_state().active == "active":
             raise MemberFailed("plan", group.head, f"only group {group.name} ({', '.join(group.hosts)}) serves "
                                f"{spec.model.name}: this restart is an outage; set rollout_allow_outage = True "

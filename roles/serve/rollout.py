@@ -17,9 +17,10 @@ from pyinfra import host
 from pyinfra.api import OperationError
 
 from r1deploy import rollout as core
+from r1deploy.edge import AUTH_HEADER, curl_auth, engine_local_url
 from r1deploy.render import CONFIG_DIR, SERVICE, agent_venv
 from r1deploy.spec import Spec
-from roles._fleet import connected
+from roles._fleet import address, connected
 from roles._rollout import remote
 
 CURRENT = f"{CONFIG_DIR}/current"
@@ -71,11 +72,11 @@ class _Timer:
 
 # --- gateways -----------------------------------------------------------------------------
 
-def _router(gateway, path: str, port: int, method: str = "GET", timeout: int = 30) -> tuple[str, str]:
-    """(HTTP status, body) from a gateway's router admin API; status "000": no router answers."""
+def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 30) -> tuple[str, str]:
+    """(HTTP status, body) from a gateway's router admin API, on its loopback (r1deploy.edge.router_admin)
+    over SSH; status "000": no router answers."""
     out = remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
-                 f"{shlex.quote(f'http://127.0.0.1:{port}{path}')} 2>/dev/null || true", f"router {path}",
-                 target=gateway)
+                 f"{shlex.quote(admin + path)} 2>/dev/null || true", f"router {path}", target=gateway)
     body, _, code = out.rpartition("\n")
     return code.strip() or "000", body
 
@@ -84,8 +85,8 @@ def drain_from(gateways: list, url: str) -> list[str]:
     """Take the node out of every gateway's rotation; returns notes on gateways without a router
     (a first deploy: nothing routes to the node there, nothing to drain)."""
     notes = []
-    for gw, port in gateways:
-        code, body = _router(gw, f"/remove_worker?url={url}", port, "POST")
+    for gw, admin in gateways:
+        code, body = _router(gw, f"/remove_worker?url={url}", admin, "POST")
         if code == "000":
             notes.append(f"{gw.name}: no router yet")
         elif code != "200":
@@ -97,8 +98,8 @@ def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
     """add_worker polls the node's health before admitting it; 'already exists' is fine. A gateway
     without a router yet gets the node when its router starts (its worker list names it)."""
     notes = []
-    for gw, port in gateways:
-        code, body = _router(gw, f"/add_worker?url={url}", port, "POST", timeout=timeout_s)
+    for gw, admin in gateways:
+        code, body = _router(gw, f"/add_worker?url={url}", admin, "POST", timeout=timeout_s)
         if code == "000":
             notes.append(f"{gw.name}: no router yet")
         elif code != "200" and "already exists" not in body:
@@ -108,19 +109,24 @@ def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
 
 # --- the node ------------------------------------------------------------------------------
 
-def _in_flight(port: int) -> int | None:
-    out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/metrics || true", "metrics")
+def _engine(spec: Spec) -> str:
+    """This node's vLLM as checks on the node reach it: its bind address (the fleet address)."""
+    return engine_local_url(spec, address(host))
+
+
+def _in_flight(engine: str) -> int | None:
+    out = remote(f"curl -fsS -m 5 {engine}/metrics || true", "metrics")
     return core.in_flight(out)
 
 
-def wait_drained(port: int, timeout_s: int) -> str:
+def wait_drained(engine: str, timeout_s: int) -> str:
     """Until vLLM runs and queues nothing, twice in a row (a request the router picked just
     before the removal may still be connecting)."""
     deadline = time.monotonic() + timeout_s
     zeros = 0
     time.sleep(1)
     while time.monotonic() < deadline:
-        count = _in_flight(port)
+        count = _in_flight(engine)
         if count is None:
             return "engine not answering: nothing to drain"
         zeros = zeros + 1 if count == 0 else 0
@@ -178,9 +184,9 @@ def wait_healthy(spec: Spec, started: float) -> str:
 
 def serves(spec: Spec) -> bool:
     """This host's vLLM answers /health and lists the served model (False while it starts)."""
-    port, model = spec.vllm.port, spec.model.name
-    out = remote(f"curl -fsS -m 5 http://127.0.0.1:{port}/health >/dev/null 2>&1 && "
-                 f"curl -fsS -m 5 http://127.0.0.1:{port}/v1/models || echo DOWN", "health probe")
+    engine, model = _engine(spec), spec.model.name
+    out = remote(f"curl -fsS -m 5 {engine}/health >/dev/null 2>&1 && "
+                 f"curl -fsS -m 5 {curl_auth()} {engine}/v1/models || echo DOWN", "health probe")
     if out.strip().endswith("DOWN"):
         return False
     names = [m.get("id") for m in json.loads(out).get("data", [])]
@@ -203,11 +209,16 @@ def _agent(spec: Spec, module: str, args: list[str]) -> tuple[bool, dict]:
         return False, {"error": out[-500:]}
 
 
+def key_args(spec: Spec) -> list[str]:
+    """The agent reads the nodes' key from the root-only header file: a path in argv, not the key."""
+    return ["--api-key-file", AUTH_HEADER] if spec.vllm.api_key_env or spec.vllm.api_key_file else []
+
+
 def warm_up(spec: Spec) -> str:
     r = spec.rollout
     long_tokens = min(r.warmup_long_prompt_tokens, (spec.vllm.max_model_len or 4096) // 2)
     ok, data = _agent(spec, "r1deploy.warmup", [
-        f"http://127.0.0.1:{spec.vllm.port}", "--model", spec.model.name,
+        _engine(spec), "--model", spec.model.name, *key_args(spec),
         "--system-prompt", r.warmup_system_prompt, "--sampling", json.dumps(r.warmup_sampling),
         "--concurrency", str(r.warmup_concurrency), "--long-tokens", str(long_tokens),
         "--max-tokens", str(r.warmup_max_tokens), "--timeout", str(spec.smoke.timeout_s)])
@@ -220,7 +231,7 @@ def warm_up(spec: Spec) -> str:
 def smoke(spec: Spec, canary: bool) -> str:
     from roles.smoke import run_smoke
 
-    ok, data = run_smoke(spec, f"http://127.0.0.1:{spec.vllm.port}")
+    ok, data = run_smoke(spec, _engine(spec))
     if not ok:
         failed = [c for t in data.get("targets", []) for c in t["checks"] if not c["ok"]]
         raise PhaseFailed("smoke", "; ".join(f"{c['name']}: {c['detail']}" for c in failed) or "failed")
@@ -250,7 +261,7 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
     if gateways:
         with _Timer(record, "drain") as t:
             notes = drain_from(gateways, url)
-            t.detail = "; ".join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])
+            t.detail = "; ".join(notes + [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)])
     with _Timer(record, "stop"):  # (a first deploy has nothing to stop)
         remote(f"if systemctl is-active --quiet {SERVICE}; then systemctl stop {SERVICE}; fi", "stop")
     with _Timer(record, "start"):
@@ -294,7 +305,7 @@ def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gatew
 
 
 def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool, url: str,
-              gateway_ports: list[tuple[str, int]],
+              gateway_admins: list[tuple[str, str]],
               single_node_model: bool) -> None:
     """This node's turn: restart into `release` (drained, proven, rejoined) or only rejoin."""
     record = core.NodeRollout(host.name, batch, release, None)
@@ -307,7 +318,7 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
     record.previous = (before if live == release else live) or None  # what a failure goes back to
     prior_previous = before
     try:
-        gateways = [(connected(name), port) for name, port in gateway_ports]
+        gateways = [(connected(name), admin) for name, admin in gateway_admins]
         if restart and single_node_model and not spec.rollout.allow_outage and _unit_state().active == "active":
             raise PhaseFailed("plan", f"only {host.name} serves {spec.model.name}: this restart is an "
                               "outage; set rollout_allow_outage = True to accept it")

@@ -14,6 +14,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import python
 
+from r1deploy.edge import router_admin
 from r1deploy.render import agent_venv
 from r1deploy.rollout import startup_timeout_s
 from r1deploy.smoke import NodeReport, table
@@ -25,10 +26,12 @@ from roles.gateway import wait_router
 def run_smoke(spec, url: str) -> tuple[bool, dict]:
     """Real completions from the host itself through the agent; the JSON report lands on the
     controller as reports/smoke-<host>.json."""
+    from roles.serve.rollout import key_args
+
     venv = agent_venv(spec)
     argv = [f"{venv}/bin/python", "-m", "r1deploy.smoke", f"{host.name}={url}", "--model", spec.model.name,
             "--max-tokens", str(spec.smoke.max_tokens), "--prompt", spec.smoke.prompt,
-            "--timeout", str(spec.smoke.timeout_s), "--json"]
+            "--timeout", str(spec.smoke.timeout_s), "--json", *key_args(spec)]
     if not spec.smoke.require_reasoning:
         argv.append("--no-reasoning")
     try:
@@ -47,10 +50,11 @@ def run_smoke(spec, url: str) -> tuple[bool, dict]:
     return bool(data.get("ok")), data
 
 
-def _smoke(gateway_port: int, startup_timeout_s: int) -> None:
-    # Ordered after every node's rollout, so the router's workers are up by now.
-    wait_router(gateway_port, startup_timeout_s)
-    ok, _ = run_smoke(host_spec(), f"http://127.0.0.1:{gateway_port}")
+def _smoke(admin: str, startup_timeout_s: int) -> None:
+    # Ordered after every node's rollout, so the router's workers are up by now. Through the
+    # router on loopback with the nodes' key (the edge's keys are the clients', not ours).
+    wait_router(admin, startup_timeout_s)
+    ok, _ = run_smoke(host_spec(), admin)
     if not ok:
         raise OperationError(f"smoke test through the gateway failed on {host.name}; report in reports/")
 
@@ -63,5 +67,5 @@ def smoke() -> None:
     if spec.fleet.role != "gateway":
         return
     python.call(name=f"Smoke test {spec.model.name} through the gateway", function=_smoke,
-                gateway_port=spec.gateway.port, startup_timeout_s=startup_timeout_s(spec),
+                admin=router_admin(spec), startup_timeout_s=startup_timeout_s(spec),
                 _if=host_changed())

@@ -25,7 +25,8 @@ from pyinfra.operations import files, server, systemd
 
 from r1deploy.catalog import find_model
 from r1deploy.progress import pull_summary
-from r1deploy.render import CONFIG_DIR, STATE_DIR, agent_venv, render_template
+from r1deploy.render import CONFIG_DIR, MIRROR_USER, agent_venv, render_template
+from roles._fleet import address
 from roles._progress import ProgressCommand
 from roles._rollout import track
 from roles._secret import secret_file
@@ -147,9 +148,10 @@ def _seed_mirror(spec, venv: str, hub_token_file: str | None, seed_token) -> Non
     """Serve this seed's pull in place on the LAN (no copy: the agent's verified directory), token required."""
     m = spec.model
     pipelined = m.seed_mode == "pipelined"
-    unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=spec.vllm.user,
+    unit = render_template(f"{MIRROR_SERVICE}.j2", repo_id=m.repo_id, host=host.name, user=MIRROR_USER,
+                           model_root=m.root,
                            agent_src=f"{venv}/src", python=f"{venv}/bin/python", mirror_root=mirror_root(spec),
-                           bind="0.0.0.0", port=m.seed_port, access_log=f"{STATE_DIR}/mirror-access.jsonl",
+                           bind=address(host), port=m.seed_port, access_log="/var/log/r1-mirror/access.jsonl",
                            local_dir=m.local_dir, upstream=(m.hub_endpoint or "hub") if pipelined else None,
                            upstream_token_file=hub_token_file if pipelined else None,
                            seed_token_file=SEED_TOKEN_FILE)

@@ -1,0 +1,61 @@
+"""The gateway's public edge: nginx from the distribution, keys and TLS, in front of the router.
+
+Client keys, the nodes' key and the TLS key are resolved on the controller and uploaded with
+secret_file (root:www-data 0640: nginx's master reads them as root; nobody else can). A change is
+an `nginx -t` and a reload, which is graceful: old workers finish their requests (streams too)
+while new ones take new connections, so a key rotation refuses nothing in between.
+"""
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import DeployError
+from pyinfra.operations import apt, files, server, systemd
+
+from r1deploy import edge
+from r1deploy.render import render_template
+from roles._rollout import track
+from roles._secret import resolved, secret_file
+
+NGINX_GROUP = "www-data"
+SANDBOX = "/etc/systemd/system/nginx.service.d/r1deploy-sandbox.conf"
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise DeployError(f"{host.name}: {what}: cannot read {path} on the controller: {exc.strerror}") from None
+
+
+def nginx_edge(spec) -> None:
+    g = spec.gateway
+    track(apt.packages(name="nginx (the public edge)", packages=["nginx"]))
+    # Debian's default site listens on :80 for everyone: the edge is the only listener.
+    default = files.link(name="nginx: no default site", path="/etc/nginx/sites-enabled/default", present=False)
+    track(files.directory(name=f"Directory {edge.NGINX_DIR}", path=edge.NGINX_DIR, user="root",
+                          group=NGINX_GROUP, mode="750"))
+    clients = resolved(lambda: edge.client_keys(spec))
+    node_key = resolved(lambda: edge.vllm_api_key(spec))
+    changed = [track(secret_file(name=f"nginx: API keys ({len(clients)}: {', '.join(sorted(clients)) or 'none'})",
+                                 path=edge.KEYS_CONF, content=edge.render_keys(clients, node_key),
+                                 group=NGINX_GROUP, mode="640")), default]
+    tls = bool(g.tls_cert_file)
+    if tls:
+        changed.append(track(files.put(name="nginx: TLS certificate", dest=edge.TLS_CERT, mode="644",
+                                       src=StringIO(_read(g.tls_cert_file, "gateway_tls_cert_file")))))
+    changed.append(track(secret_file(name="nginx: TLS key (0640 root:www-data)", path=edge.TLS_KEY,
+                                     content=_read(g.tls_key_file, "gateway_tls_key_file") if tls else "",
+                                     group=NGINX_GROUP, mode="640", present=tls)))
+    changed.append(track(files.put(name=f"nginx: {edge.SITE_CONF}", dest=edge.SITE_CONF, mode="644",
+                                   src=StringIO(edge.render_site(spec, host.name, tls)))))
+    sandbox = track(files.put(name="nginx: sandbox drop-in", dest=SANDBOX, mode="644",
+                              src=StringIO(render_template("r1deploy-sandbox.conf.j2", host=host.name))))
+    systemd.daemon_reload(name="systemd daemon-reload (nginx)", _if=sandbox.did_change)
+    track(systemd.service(name="nginx running", service="nginx", running=True, enabled=True))
+    # The sandbox applies at start: a restart, only when the drop-in changed (first install).
+    track(systemd.service(name="nginx: restart into the sandbox", service="nginx", restarted=True,
+                          _if=sandbox.did_change))
+    track(server.shell(name="nginx: check and reload (graceful)", commands=["nginx -t -q && systemctl reload nginx"],
+                       _if=lambda: any(op.did_change() for op in changed)))

@@ -1,0 +1,66 @@
+"""The edge's pure core: secret references, the rendered nginx config, the spec's gateway keys."""
+
+import pytest
+
+from r1deploy import edge
+from r1deploy.spec import SpecError, spec_from_host_data
+
+BASE = {"model_repo_id": "org/m", "model_revision": "a" * 40}
+
+
+def _spec(**data):
+    return spec_from_host_data("gw.example", {**BASE, **data})
+
+
+def test_secret_references_resolve_on_the_controller(tmp_path, monkeypatch):
+    (tmp_path / "ci").write_text("ci-key-0123456789\n")
+    monkeypatch.setenv("R1_TEST_ALICE", "alice-key-0123456789")
+    spec = _spec(gateway_api_keys={"alice": "env:R1_TEST_ALICE", "ci": f"file:{tmp_path / 'ci'}"})
+    assert edge.client_keys(spec) == {"alice": "alice-key-0123456789", "ci": "ci-key-0123456789"}
+
+
+@pytest.mark.parametrize("value, said", [(None, "is not set"), ("short", "8-512"), ('a"b; }0123456', "8-512")])
+def test_unusable_secrets_are_named_not_shown(monkeypatch, value, said):
+    if value is not None:
+        monkeypatch.setenv("R1_TEST_K", value)
+    with pytest.raises(edge.SecretError, match=said) as err:
+        edge.client_keys(_spec(gateway_api_keys={"k": "env:R1_TEST_K"}))
+    assert "gateway_api_keys['k']" in str(err.value) and (value is None or value not in str(err.value))
+
+
+def test_the_same_key_twice_is_refused(monkeypatch):
+    monkeypatch.setenv("R1_TEST_K", "same-key-0123456789")
+    with pytest.raises(edge.SecretError, match="same key"):
+        edge.client_keys(_spec(gateway_api_keys={"a": "env:R1_TEST_K", "b": "env:R1_TEST_K"}))
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"gateway_api_keys": {"alice": "sk-literal-key"}}, "gateway_api_keys"),
+    ({"gateway_api_keys": {"bad name": "env:X"}}, "gateway_api_keys"),
+    ({"gateway_tls_cert_file": "/c.pem"}, "gateway_*"),
+    ({"gateway_router_port": 8080}, "gateway_*"),
+    ({"vllm_api_key_env": "K", "vllm_api_key_file": "/k"}, "vllm_*"),
+])
+def test_spec_refuses_keys_in_the_inventory_and_half_tls(data, key):
+    with pytest.raises(SpecError) as err:
+        _spec(**data)
+    assert err.value.errors[0].key == key
+    assert "sk-literal-key" not in str(err.value)
+
+
+def test_site_has_no_secret_and_proxies_only_openai_routes():
+    site = edge.render_site(_spec(gateway_tls_cert_file="/c", gateway_tls_key_file="/k"), "gw", tls=True)
+    assert "listen 0.0.0.0:8080 ssl;" in site and "server 127.0.0.1:8081;" in site
+    assert "^/v1/(chat/completions|completions|models)$" in site and "return 404" in site
+    log_format = site[site.index("log_format"):site.index("upstream")]
+    assert "proxy_buffering off;" in site and "$request " not in log_format and "$uri" in log_format
+    keys = edge.render_keys({"alice": "alice-key-0123456789"}, "node-key-0123456789")
+    assert '"Bearer alice-key-0123456789" alice;' in keys and 'default "Bearer node-key-0123456789";' in keys
+    assert "alice-key" not in site
+
+
+def test_router_admin_is_loopback_and_engine_binds_the_fleet_address():
+    spec = _spec()
+    assert edge.router_admin(spec) == "http://127.0.0.1:8081"
+    assert edge.engine_local_url(spec, "10.9.0.5") == "http://10.9.0.5:8000"
+    assert edge.engine_local_url(_spec(vllm_host="0.0.0.0"), "10.9.0.5") == "http://127.0.0.1:8000"
