@@ -4,8 +4,6 @@ Groups: `nodes`, `gateways`, and `lab` (pyinfra names a group after this file), 
 in group_data/lab.py.
 """
 
-import os
-
 from lab.state import lab_info
 
 _lab = lab_info()
@@ -22,15 +20,8 @@ _ssh = {
 
 def _hosts(role: str) -> list:
     chosen = [h for h in _lab["hosts"] if h["role"] == role]
-    return [(h["name"], {"ssh_hostname": h["ip"], "vllm_host_ip": h["ip"], "fleet_role": role, **_ssh,
-                         **_cpu(i, role)}) for i, h in enumerate(chosen)]
-
-
-def _cpu(index: int, role: str) -> dict:
-    """Each node's vLLM on one core of its own (round robin): unpinned, every engine's OpenMP
-    threads spin on every core, and three engines on two cores starve a restarting one for minutes."""
-    cores = os.cpu_count() or 1
-    return {"vllm_cpu_omp_threads_bind": str(index % cores)} if role == "node" else {}
+    return [(h["name"], {"ssh_hostname": h["ip"], "vllm_host_ip": h["ip"], "fleet_role": role, **_ssh})
+            for h in chosen]
 
 
 nodes = _hosts("node")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lab import edge
+from lab import cpu, edge
 from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
 from lab.build import build_model, build_rootfs, build_wheelhouse, debian_mirror, ssh_key
 from lab.procs import CGROUP_ROOTS, log, ok, pid_of, sh, spawn, stop, wait_gone, wait_port
@@ -189,6 +189,7 @@ def stop_host(name: str) -> None:
                         os.rmdir(sub)
             with contextlib.suppress(OSError):
                 base.rmdir()
+    cpu.release(name)
     ns = _netns(name)
     if Path(f"/run/netns/{ns}").exists():
         for pid in sh("ip", "netns", "pids", ns, capture_output=True, text=True, check=False).stdout.split():
@@ -247,6 +248,9 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name} ({ip}) not reachable over SSH; see {STATE / 'logs' / f'host-{name}.log'}")
             time.sleep(0.3)
+    cores = cpu.host_cores(nodes)
+    for name, _, _ in wanted:  # also hosts kept from an earlier `up`
+        cpu.cap(name, _cgroup_pids(name), cores)
     info = {
         "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
         "ssh_key": str(ssh_key()),
@@ -254,6 +258,7 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
         "known_hosts": str(STATE / "known_hosts"),
         "host_key_fingerprints": {kind: fingerprint(key) for kind, key in host_keys(rootfs)},
         "bridge_ip": GW,
+        "host_cpu_cores": cores,
     }
     if not hosts_only:
         info |= {
@@ -280,6 +285,7 @@ def down() -> None:
     for root in CGROUP_ROOTS:
         with contextlib.suppress(OSError):
             (root / LAB).rmdir()
+    cpu.release()
     if ok("ip", "link", "show", BRIDGE):
         sh("ip", "link", "delete", BRIDGE)
     (STATE / "lab.json").unlink(missing_ok=True)
@@ -299,6 +305,7 @@ def leftovers() -> list[str]:
     found += [f"mount {ln.split()[1]}" for ln in Path("/proc/mounts").read_text().splitlines()
               if ln.split()[1].startswith(f"{STATE}/")]
     found += [f"cgroup {root / LAB}" for root in CGROUP_ROOTS if (root / LAB).exists()]
+    found += cpu.leftover()
     found += [f"process {svc} pid {pid_of(svc)}" for svc in ("hub", "wheels", "proxy") if pid_of(svc)]
     for pid_dir in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):

@@ -119,7 +119,7 @@ def test_a_release_vllm_rejects_fails_on_the_canary_and_rolls_back(lab, tmp_path
     canary, others = nodes[0], nodes[1:]
     before = {n: (live_release(lab, n), started_at(lab, n)) for n in nodes}
     done, seen = under_load(lab, lambda: converge(
-        "--data", 'vllm_extra_args={"no-such-engine-flag": true}', R1DEPLOY_REPORTS=str(tmp_path)))
+        "--data", 'vllm_extra_args={"enforce-eager": true, "no-such-engine-flag": true}', R1DEPLOY_REPORTS=str(tmp_path)))
     assert done.returncode != 0, done.out[-6000:]
     assert_no_user_saw_it(seen)
     assert f"failed on {canary}" in done.out and "no-such-engine-flag" in done.out, done.out[-6000:]

@@ -15,6 +15,13 @@ vllm_device = "cpu"
 vllm_dtype = "bfloat16"
 vllm_max_model_len = 2048
 vllm_startup_timeout_s = 600
+# Each lab host has a CPU quota of its own (lab/cpu.py), a fraction of the controller's cores: one
+# engine thread, scheduled where the kernel likes (pinning two engines to one core starved the one
+# restarting), and no torch.compile: the CPU build runs the captured graph without inductor, so a
+# compile costs ~25 s of CPU per start for no speed (the sampler's JIT warm-up is proven on the H200).
+vllm_cpu_omp_threads_bind = "nobind"
+vllm_env = {"OMP_NUM_THREADS": "1"}
+vllm_extra_args = {"enforce-eager": True}
 
 gpu_manage = False
 
