@@ -9,8 +9,10 @@ written before the first host's checks. Every host writes reports/drift/<run>/ho
 "started" first and "finished" at the end; a host that could not connect writes nothing, so
 the summary calls it "could not check". Checks: r1deploy.drift_checks via roles.drift.
 R1DEPLOY_DRIFT_FULL=1 (or --data drift_full=True) rehashes the weights (sha256) instead of
-size + mtime. R1DEPLOY_REPORTS: where reports go (default ./reports). R1DEPLOY_DRIFT_INJECT_RAISE=
-check[,check]: those checks raise (fault injection: proves a raising check cannot end the run).
+size + mtime. R1DEPLOY_REPORTS: where reports go (default ./reports). R1DEPLOY_DRIFT_ONLY=
+check[,check] (`drift-run --only`): only those checks, e.g. `gpu` on hosts that serve nothing yet.
+R1DEPLOY_DRIFT_INJECT_RAISE=check[,check]: those checks raise (fault injection: proves a raising
+check cannot end the run).
 """
 
 import os
@@ -21,6 +23,7 @@ from r1deploy.drift import RUN_ENV, HostReport, new_run_id, run_check, start_run
 from roles._spec import host_spec
 
 REPORTS = os.environ.get("R1DEPLOY_REPORTS", "reports")
+ONLY = set(filter(None, os.environ.get("R1DEPLOY_DRIFT_ONLY", "").split(",")))
 INJECT_RAISE = set(filter(None, os.environ.get("R1DEPLOY_DRIFT_INJECT_RAISE", "").split(",")))
 # One id for every host of this pyinfra process: the file is executed once per host.
 RUN_ID = os.environ.setdefault(RUN_ENV, new_run_id())
@@ -46,6 +49,8 @@ try:
     spec = host_spec()
     full = FULL or spec.drift.full
     for check, fn in host_checks(spec, full):
+        if ONLY and check not in ONLY:
+            continue
         report.add(run_check(host.name, check, injected(check) if check in INJECT_RAISE else fn))
 except Exception as exc:  # noqa: BLE001 - a crash is a "could not check" for this host, not the run's end
     host.log(f"drift check crashed: {type(exc).__name__}: {exc}")

@@ -96,7 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     for item in args.data:
         argv += ["--data", item]
     env = {**os.environ, RUN_ENV: run_id, "R1DEPLOY_REPORTS": os.path.abspath(args.reports),
-           "R1DEPLOY_DRIFT_FULL": "1" if args.full else "0", "R1DEPLOY_DRIFT_KEEP": str(args.keep)}
+           "R1DEPLOY_DRIFT_FULL": "1" if args.full else "0", "R1DEPLOY_DRIFT_KEEP": str(args.keep),
+           "R1DEPLOY_DRIFT_ONLY": ",".join(args.only)}
     log = runs_dir(args.reports) / run_id / "pyinfra.log"
     with open(log, "w") as out:
         try:
@@ -135,6 +136,8 @@ def register(sub) -> None:
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                    help="pyinfra --data override (repeatable), e.g. ssh_key=/path")
     r.add_argument("--full", action="store_true", help="rehash every weights file (sha256)")
+    r.add_argument("--only", action="append", default=[], metavar="CHECK",
+                   help="run only this check (repeatable), e.g. --only gpu on a host being provisioned")
     r.add_argument("--keep", type=int, default=20, help="runs kept under <reports>/drift")
     r.add_argument("--timeout", type=int, default=1800, help="seconds the pyinfra run may take")
     r.set_defaults(func=_run)

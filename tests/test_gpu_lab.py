@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,8 +200,14 @@ class Lab:
                         f"gpu_sim = {hosts!r}\n")
         return path
 
-    def deploy(self, *args: str, timeout: int = 420, amd: bool = False) -> subprocess.CompletedProcess:
-        cmd = [str(PYINFRA), "-y", str(self.inventory(amd)), "deploy/gpu_hosts.py", *args]
+    def drift(self, reports: Path) -> subprocess.CompletedProcess:
+        """The GPU drift check over these hosts (its table on stdout, exit 0/1/2)."""
+        return self.deploy(str(reports), cmd=[str(PYINFRA.with_name("r1deploy")), "drift-run", str(self.inventory()),
+                                              "--only", "gpu", "--reports"])
+
+    def deploy(self, *args: str, timeout: int = 420, amd: bool = False,
+               cmd: list[str] | None = None) -> subprocess.CompletedProcess:
+        cmd = [*(cmd or [str(PYINFRA), "-y", str(self.inventory(amd)), "deploy/gpu_hosts.py"]), *args]
         started = time.monotonic()
         done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **LAB_ENV}, capture_output=True, text=True,
                               timeout=timeout)
@@ -360,6 +367,20 @@ def test_a_missing_gpu_fails_the_gate_and_the_host(lab):
     assert "node1: PASS" in run.output  # the other host is unaffected and converged
     total = grand_total(run.output)
     assert (total["success"], total["error"]) == ("-", "1"), run.output[-4000:]
+
+
+def test_drift_names_the_missing_gpu_and_is_clean_once_it_is_back(lab, tmp_path):
+    """The scheduled drift check (`drift-run --only gpu`: these hosts serve nothing) on the host
+    the gate just failed: the missing GPU is named with exit 1; once the GPU is back (the
+    SIMULATED hardware restored, as a swapped board would be), the next check exits 0."""
+    seen = lab.drift(tmp_path)
+    assert seen.returncode == 1, seen.output[-4000:]
+    assert re.search(r"^node2 +gpu:gpu-count +DRIFT +7 GPU\(s\), expected 8", seen.stdout, re.M), seen.stdout
+    assert not re.search(r"^node1 +\S+ +(DRIFT|unknown)", seen.stdout, re.M), seen.stdout
+    lab.set_hardware("node2", HARDWARE["node2"])
+    clean = lab.drift(tmp_path)
+    assert clean.returncode == 0 and "no drift" in clean.stdout, clean.output[-4000:]
+    TIMINGS["drift check, GPU only"] = clean.seconds
 
 
 XID_79 = "[ 7733.912051] kernel: NVRM: Xid (PCI:0000:00:06): 79, pid=2214, name=python3, GPU has fallen off the bus.\n"
