@@ -29,7 +29,8 @@ from loadloop import LoadLoop  # noqa: E402
 
 def one_change(lab: dict, data: list[str]) -> dict:
     reports = Path(tempfile.mkdtemp(prefix="r1-rollout-bench-"))
-    loop = LoadLoop(labharness.gateway_url(lab), lab["model"]["repo_id"].split("/", 1)[1], rate=4.0).start()
+    loop = LoadLoop(labharness.gateway_url(lab), lab["model"]["repo_id"].split("/", 1)[1], rate=4.0,
+                    **labharness.gateway_auth(lab)).start()
     t0 = time.monotonic()
     done = labharness.converge(*data, R1DEPLOY_REPORTS=str(reports))
     wall = time.monotonic() - t0

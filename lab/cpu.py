@@ -1,14 +1,16 @@
-"""Each lab host's CPU: a quota of its own, as a real host has cores of its own.
+"""Each lab host's CPU: a cgroup of its own with an equal weight, as a real host has its own cores.
 
-Without one, the guests share the controller's cores as one pool, and a rolling update under load
-starves: vLLM's worker busy-polls its queue for a second after every step (SpinCondition in
-vllm/distributed/device_communicators/shm_broadcast.py), so two nodes serving 4 requests/s take
-both of CI's cores whatever the model's size, and a third node restarting meanwhile got about a
-fifth of one (538 s to healthy, measured on the lab; 198 s with the lab's eager engine). With each
-host capped at (cores x 0.9) / nodes, the same restart under the same load took 68 s and the
-serving nodes answered every request. R1LAB_HOST_CPU (cores, e.g. "1.5"; "0": no cap) overrides.
+Without one, the guests' processes share the controller's cores one by one, and a rolling update
+under load starves: vLLM's worker busy-polls its queue for a second after every step (SpinCondition
+in vllm/distributed/device_communicators/shm_broadcast.py), so two nodes serving 4 requests/s take
+both of CI's cores whatever the model's size, and a third node restarting meanwhile, one process
+among many, got about a fifth of one (538 s to healthy, measured on the lab; 198 s with the lab's
+eager engine). One cgroup per host gives every busy host an equal part (the restarting one too:
+68 s under the same load with a 0.6-core cap, and every request answered), and a host alone at
+work still gets every core (a quiet first deploy stays fast). R1LAB_HOST_CPU (cores, e.g. "0.6")
+adds a hard cap per host.
 
-cgroup v1's cpu controller (this machine's layout), else v2's cpu.max where the controller is on.
+cgroup v1's cpu controller (this machine's layout), else v2's cpu controller where it is on.
 """
 
 from __future__ import annotations
@@ -25,13 +27,9 @@ V2 = Path("/sys/fs/cgroup/unified")
 PERIOD_US = 100_000
 
 
-def host_cores(nodes: int) -> float | None:
-    """The cores each lab host may use; None: no cap."""
-    wanted = os.environ.get("R1LAB_HOST_CPU")
-    if wanted is not None:
-        return float(wanted) or None
-    cores = os.cpu_count() or 1
-    return round(min(cores, cores * 0.9 / max(1, nodes)), 2)
+def host_cores() -> float | None:
+    """A hard cap on the cores each lab host may use; None: equal weights only."""
+    return float(os.environ.get("R1LAB_HOST_CPU") or 0) or None
 
 
 def root() -> Path | None:
@@ -44,26 +42,27 @@ def root() -> Path | None:
     return None
 
 
-def cap(name: str, pids: list[int], cores: float | None) -> None:
-    """Put every process of host `name` under its quota (children forked later inherit it)."""
+def place(name: str, pids: list[int], cores: float | None) -> None:
+    """Give host `name` its cpu cgroup (equal weight; a cap of `cores` if set) and move every
+    process of it there; children forked later inherit it."""
     base = root()
-    if cores is None or base is None:
-        if cores is not None:
-            log(f"{name}: no cpu cgroup controller here, the hosts share the controller's cores")
+    if base is None:
+        log(f"{name}: no cpu cgroup controller here, the hosts' processes share the controller's cores")
         return
-    group, quota = base / name, int(cores * PERIOD_US)
+    group = base / name
     group.mkdir(parents=True, exist_ok=True)
+    quota = int(cores * PERIOD_US) if cores else None
     if base.parent == V1:
         (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        (group / "cpu.cfs_quota_us").write_text(str(quota))
+        (group / "cpu.cfs_quota_us").write_text(str(quota or -1))
         for pid in pids:
             with contextlib.suppress(OSError):  # a process that exited meanwhile
                 (group / "cgroup.procs").write_text(str(pid))
         return
-    for parent in (V2, base):  # v2: the controller must be on for the host's cgroup
+    for parent in (V2, base):  # v2: the hosts' own cgroups, once the controller is on for them
         with contextlib.suppress(OSError):
             (parent / "cgroup.subtree_control").write_text("+cpu")
-    (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+    (group / "cpu.max").write_text(f"{quota or 'max'} {PERIOD_US}")
 
 
 def release(name: str | None = None) -> None:

