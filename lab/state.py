@@ -20,3 +20,19 @@ def lab_info(required: bool = True) -> dict:
             return {}
         raise SystemExit(f"the lab is not up ({path} missing): run `make lab` or `python -m lab up`")
     return json.loads(path.read_text())
+
+
+def inventory_hosts(lab: dict, role: str) -> list[tuple[str, dict]]:
+    """The lab's hosts of one role as pyinfra inventory entries (inventories/lab.py, lab_group.py).
+
+    As in production: a non-root login user with sudo, and host keys pinned in the lab's own
+    known_hosts (written by `lab up` from the keys baked into the image)."""
+    ssh = {
+        "ssh_user": lab.get("login_user", "r1ops"),
+        "_sudo": True,
+        "ssh_key": lab["ssh_key"],
+        "ssh_known_hosts_file": lab["known_hosts"],
+        "ssh_strict_host_key_checking": "yes",
+    }
+    return [(h["name"], {"ssh_hostname": h["ip"], "vllm_host_ip": h["ip"], "fleet_role": role, **ssh})
+            for h in lab["hosts"] if h["role"] == role]

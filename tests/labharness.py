@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,6 +21,8 @@ PYINFRA = str(Path(PY).parent / "pyinfra")
 # R1LAB_NODES=1 for a developer's own smaller lab (the default is CI's).
 NODES = int(os.environ.get("R1LAB_NODES", "3"))
 ROUTER_PORT = 8081  # the router's loopback port on the gateway (gateway_router_port)
+LAB_INVENTORY = "inventories/lab.py"
+RATE = 4.0  # requests per second through the gateway, mixed (see tests/loadloop.py)
 
 
 def run(*cmd: str, timeout: int = 1800, **env_extra: str) -> subprocess.CompletedProcess:
@@ -30,8 +33,8 @@ def run(*cmd: str, timeout: int = 1800, **env_extra: str) -> subprocess.Complete
     return done
 
 
-def converge(*extra: str, timeout: int = 2400, **env) -> subprocess.CompletedProcess:
-    return run(PYINFRA, "-y", "inventories/lab.py", "deploy/main.py", *extra, timeout=timeout, **env)
+def converge(*extra: str, timeout: int = 2400, inventory: str = LAB_INVENTORY, **env) -> subprocess.CompletedProcess:
+    return run(PYINFRA, "-y", inventory, "deploy/main.py", *extra, timeout=timeout, **env)
 
 
 def changed_ops(output: str) -> int:
@@ -104,6 +107,42 @@ def live_release(lab: dict, name: str) -> str:
 def started_at(lab: dict, name: str) -> str:
     """When systemd last started the engine: unchanged means it never restarted."""
     return ssh(lab, name, "systemctl show -p ExecMainStartTimestampMonotonic --value r1-vllm").stdout.strip()
+
+
+def lab_model(lab: dict) -> str:
+    """The served model's name (what users ask for): the repo id without its owner."""
+    return lab["model"]["repo_id"].split("/", 1)[1]
+
+
+def under_load(lab: dict, action, **loop):
+    """Run `action()` with the load loop going through the edge (tests/loadloop.py; `loop`: its
+    bounds, e.g. max_seconds); returns (action's result, what users saw)."""
+    from loadloop import LoadLoop
+
+    load = LoadLoop(gateway_url(lab), lab_model(lab), rate=RATE, **loop, **gateway_auth(lab)).start()
+    time.sleep(3)  # traffic flowing before the change starts
+    try:
+        result = action()
+    finally:
+        time.sleep(3)
+        seen = load.stop()
+    print(f"load: {seen.summary()}")
+    return result, seen
+
+
+def assert_no_user_saw_it(seen) -> None:
+    assert seen.sent >= 40, seen.summary()
+    assert seen.failed == 0 and seen.truncated == 0, seen.summary()
+
+
+def rollout_report(reports: Path) -> dict:
+    return json.loads((reports / "rollout.json").read_text())
+
+
+def later_fleet_users(request) -> bool:
+    """Whether a lab test after this one uses the shared fleet (then leave it as the lab inventory says)."""
+    items = request.session.items
+    return any("fleet" in item.fixturenames for item in items[items.index(request.node) + 1:])
 
 
 def up(nodes: int = NODES) -> dict:

@@ -8,7 +8,6 @@ while a node is drained, and the next converge finishes it; a last converge chan
 The fleet ends on the lab inventory's spec when another lab module follows.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -19,22 +18,23 @@ from labharness import (
     PY,
     PYINFRA,
     REPO,
+    assert_no_user_saw_it,
     changed_ops,
     converge,
-    gateway_auth,
-    gateway_url,
+    later_fleet_users,
     live_release,
     node_names,
     node_urls,
+    rollout_report,
     router_workers,
     run,
     ssh,
     started_at,
+    under_load,
 )
-from loadloop import LoadLoop
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_full]
-RATE = 4.0  # requests per second through the gateway, mixed (see tests/loadloop.py)
+# Load: tests/labharness.py under_load (RATE requests per second through the edge, mixed).
 # `make test-full` (lab_full): under load, three vLLM engines on CI's two cores make each restart
 # take minutes, so the scenarios below do not fit CI's 90 minutes. CI's `make test` still rolls
 # the fleet out batch by batch on every first converge (tests/test_lab_e2e.py).
@@ -45,32 +45,6 @@ def lab(fleet):
     lab, first = fleet
     assert first.returncode == 0, first.out[-6000:]
     return lab
-
-
-def model(lab) -> str:
-    return lab["model"]["repo_id"].split("/", 1)[1]
-
-
-def under_load(lab, action):
-    """Run `action()` with the load loop going; returns (action's result, what users saw)."""
-    loop = LoadLoop(gateway_url(lab), model(lab), rate=RATE, **gateway_auth(lab)).start()
-    time.sleep(3)  # traffic flowing before the change starts
-    try:
-        result = action()
-    finally:
-        time.sleep(3)
-        seen = loop.stop()
-    print(f"load: {seen.summary()}")
-    return result, seen
-
-
-def rollout_report(reports) -> dict:
-    return json.loads((reports / "rollout.json").read_text())
-
-
-def assert_no_user_saw_it(seen):
-    assert seen.sent >= 40, seen.summary()
-    assert seen.failed == 0 and seen.truncated == 0, seen.summary()
 
 
 def assert_all_in_rotation(lab):
@@ -189,8 +163,3 @@ def test_a_converged_fleet_converges_to_no_change_and_goes_back_to_the_inventory
     if later_fleet_users(request):
         back = converge()
         assert back.returncode == 0, back.out[-6000:]
-
-
-def later_fleet_users(request) -> bool:
-    items = request.session.items
-    return any("fleet" in item.fixturenames for item in items[items.index(request.node) + 1:])
