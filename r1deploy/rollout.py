@@ -153,14 +153,23 @@ class UnitState:
 _ERROR_LINE = re.compile(r"(error|exception|invalid|unrecognized|traceback|fatal)", re.I)
 # systemd's own lines about the unit (exit codes, restarts): not what vLLM said.
 _SYSTEMD_LINE = re.compile(r"^([\w@.-]+\.service: |Failed to start |Started |Stopped |Starting |Stopping )")
+# Strongest first: argparse's verdict ("api_server.py: error: ..."), a Python exception, a line
+# logged at ERROR. vLLM's usage text (hundreds of "[--flag ...]" lines, some named "...-error-...")
+# is never the complaint.
+_STRONG = [re.compile(r"^\S+: error: "), re.compile(r"^[\w.]*(Error|Exception): "), re.compile(r"\bERROR\b")]
+_USAGE_LINE = re.compile(r"^(usage: |\[|\S+\.py \[)")
 
 
 def engine_error_line(journal: str) -> str | None:
-    """vLLM's own complaint from a journal tail: the last line that reads like an error."""
+    """vLLM's own complaint from a journal tail: the last line of the strongest kind there is."""
     lines = [ln.strip() for ln in journal.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not _SYSTEMD_LINE.match(ln) and not _USAGE_LINE.match(ln)]
+    for pattern in _STRONG:
+        found = [ln for ln in lines if pattern.search(ln)]
+        if found:
+            return found[-1]
     for line in reversed(lines):
-        if _ERROR_LINE.search(line) and not line.startswith(("Traceback", "File ")) \
-                and not _SYSTEMD_LINE.match(line):
+        if _ERROR_LINE.search(line) and not line.startswith(("Traceback", "File ")):
             return line
     return None
 

@@ -1,5 +1,7 @@
 """The rollout's decisions (r1deploy/rollout.py): batches, drain, crash loops, SLO, what restarts."""
 
+from pathlib import Path
+
 import pytest
 
 from r1deploy import rollout as core
@@ -67,6 +69,16 @@ Traceback (most recent call last):
 api_server.py: error: unrecognized arguments: --no-such-flag
 r1-vllm.service: Main process exited, code=exited, status=2/INVALIDARGUMENT"""
     assert core.engine_error_line(journal) == "api_server.py: error: unrecognized arguments: --no-such-flag"
+
+
+def test_engine_error_line_skips_vllms_usage_text():
+    """Recorded on the lab: a flag vLLM 0.32 rejects, journal tail taken while the unit restarts
+    (its usage text has lines like "[--log-error-stack | --no-log-error-stack]")."""
+    journal = (Path(__file__).parent / "fixtures" / "journal-rejected-flag.txt").read_text()
+    assert core.engine_error_line(journal) == "api_server.py: error: unrecognized arguments: --no-such-engine-flag"
+    assert core.engine_error_line("ValueError: max_model_len 9000 > 4096\nINFO done") == \
+        "ValueError: max_model_len 9000 > 4096"
+    assert core.engine_error_line("[--log-error-stack | --no-log-error-stack]") is None
 
 
 def test_canary_slo():

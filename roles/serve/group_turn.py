@@ -34,6 +34,7 @@ from roles.serve.rollout import (
     activate,
     drain_from,
     journal_since,
+    journal_tail,
     keep_previous,
     rejoin,
     serves,
@@ -189,7 +190,7 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
     raise OperationError(
         f"release {release} failed in serving group {group.name} on {member} ({role}) at {failure.phase}: "
         f"{failure.reason}" + (f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
-        + (f"\nlast journal lines of {member}:\n{failure.journal}" if failure.journal else ""))
+        + (f"\nlast journal lines of {member}:\n{journal_tail(failure.journal)}" if failure.journal else ""))
 
 
 def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: bool, restart: bool,

@@ -141,7 +141,8 @@ def _unit_state(target=None) -> core.UnitState:
                                        "unit state", target=target))
 
 
-def journal_since(since: float, lines: int = 40, target=None) -> str:
+def journal_since(since: float, lines: int = 400, target=None) -> str:
+    # Enough lines to hold vLLM's own complaint: a rejected flag prints ~300 lines of usage.
     return remote(f"journalctl -u {SERVICE} --since @{int(since)} -n {lines} --no-pager -o cat || true", "journal",
                   target=target)
 
@@ -359,5 +360,9 @@ def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: 
     said = core.engine_error_line(failure.journal) if failure.journal else None
     message = (f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
                + (f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
-               + (f"\nlast journal lines:\n{failure.journal}" if failure.journal else ""))
+               + (f"\nlast journal lines:\n{journal_tail(failure.journal)}" if failure.journal else ""))
     raise OperationError(message)
+
+
+def journal_tail(journal: str, lines: int = 30) -> str:
+    return "\n".join(journal.splitlines()[-lines:])
