@@ -178,8 +178,8 @@ def test_a_check_that_raises_is_its_own_could_not_check(lab, reports):
 
 
 def test_a_broken_agent_is_could_not_check_with_its_error(lab, reports):
-    agent = "/opt/r1deploy/agent/src/r1deploy/weights.py"
-    broken = "s/^    sys.exit(main())$/    raise RuntimeError(\"agent broken by hand\")/"
+    agent = "/opt/r1deploy/agent/src/r1deploy/weights/__main__.py"
+    broken = "s/^sys.exit(main())$/raise RuntimeError(\"agent broken by hand\")/"
     ssh(lab, node(lab), f"cp {agent} {agent}.orig && sed -i '{broken}' {agent} && grep -q 'broken by hand' {agent}")
     try:
         done = drift(reports)

@@ -71,11 +71,13 @@ def test_right_key_answers_missing_or_wrong_key_is_401(lab):
 
     with pytest.raises(openai.AuthenticationError) as wrong:
         _client(lab, "r1lab-not-a-key-at-all-xxxxxxxx").models.list()
-    no_key = requests.get(f"{gateway_url(lab)}/v1/models", verify=lab["edge"]["ca"], timeout=30)
+    # httpx with the lab's CA, as the OpenAI client uses: requests/urllib3 recurse in ssl once
+    # pyinfra's gevent has patched it in this process (an earlier lab module imports pyinfra).
+    http = edge_http(lab)
+    no_key = http.get(f"{gateway_url(lab)}/v1/models")
     assert wrong.value.status_code == 401 and no_key.status_code == 401
     assert no_key.json()["error"]["code"] == "invalid_api_key"
-    other = [requests.get(f"{gateway_url(lab)}{path}", verify=lab["edge"]["ca"], timeout=30,
-                       headers={"Authorization": f"Bearer {client_key(lab)}"}).status_code
+    other = [http.get(f"{gateway_url(lab)}{path}", headers={"Authorization": f"Bearer {client_key(lab)}"}).status_code
              for path in ("/list_workers", "/metrics", "/v1/embeddings", "/")]
     print(f"\nedge: right key 200 ({len(models)} model(s), {len(streamed)} stream chunks); wrong key "
           f"{wrong.value.status_code}; no key {no_key.status_code}; other routes {other}")
