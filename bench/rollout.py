@@ -47,6 +47,7 @@ def one_change(lab: dict, data: list[str]) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, nargs="+", default=[2, 3])
+    p.add_argument("--no-back", action="store_true", help="only the change, not the change back (half the time)")
     args = p.parse_args()
     rows = []
     for n in args.nodes:
@@ -54,7 +55,7 @@ def main() -> int:
         first = labharness.converge()
         if first.returncode != 0:
             raise SystemExit(first.out[-4000:])
-        for data in (["--data", "vllm_max_model_len=1024"], []):
+        for data in (["--data", "vllm_max_model_len=1024"], *([] if args.no_back else [[]])):
             r = one_change(lab, data)
             rows.append((n, "max_model_len 2048->1024" if data else "back to 2048", r))
             print(n, rows[-1][1], r, flush=True)
