@@ -32,9 +32,10 @@ from roles.serve.rollout import (
     _unit_state,
     _write_report,
     activate,
+    back_in_rotation,
     drain_from,
+    failure_story,
     journal_since,
-    journal_tail,
     keep_previous,
     rejoin,
     serves,
@@ -173,11 +174,7 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not records[group.head].phases):
-        back = "not restarted"
-        try:
-            rejoin(gateways, url, 60)
-        except OperationError as exc:
-            back += f"; could not put the head back in rotation ({exc})"
+        back = back_in_rotation(gateways, url, "the head")
     else:
         back = _roll_back(spec, group, records, gateways, url, prior_previous)
     outcome = "rolled back" if back.startswith("every member rolled back") else "failed"
@@ -185,12 +182,10 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
         ROLLOUT.out_of_rotation.add(url)
     for record in records.values():
         record.outcome, record.reason = outcome, f"{failure.phase} on {member} ({role}): {failure.reason}"
-    said = core.engine_error_line(failure.journal) if failure.journal else None
     release = records[group.head].release
     raise OperationError(
         f"release {release} failed in serving group {group.name} on {member} ({role}) at {failure.phase}: "
-        f"{failure.reason}" + (f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
-        + (f"\nlast journal lines of {member}:\n{journal_tail(failure.journal)}" if failure.journal else ""))
+        f"{failure.reason}" + failure_story(failure, back, f" of {member}"))
 
 
 def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: bool, restart: bool,

@@ -346,23 +346,30 @@ def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: 
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not record.phases):
-        back = "not restarted"
-        try:
-            rejoin(gateways, url, 60)
-        except OperationError as exc:
-            back += f"; could not put it back in rotation ({exc})"
+        back = back_in_rotation(gateways, url, "it")
     else:
         back = _roll_back(spec, record, failure, gateways, url, prior_previous)
     record.outcome = "rolled back" if "rolled back to" in back and "NOT" not in back else "failed"
     if record.outcome == "failed" and failure.phase != "plan":
         ROLLOUT.out_of_rotation.add(url)
     record.reason = f"{failure.phase}: {failure.reason}"
+    raise OperationError(f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
+                         + failure_story(failure, back))
+
+
+def back_in_rotation(gateways: list, url: str, what: str) -> str:
+    """A turn that failed before anything restarted: put the node back where it was."""
+    try:
+        rejoin(gateways, url, 60)
+    except OperationError as exc:
+        return f"not restarted; could not put {what} back in rotation ({exc})"
+    return "not restarted"
+
+
+def failure_story(failure: PhaseFailed, back: str, whose: str = "") -> str:
+    """What a failed turn's error says after its first line: vLLM's own complaint, what was done
+    about it, and the journal's last lines (of `whose`, for a group's member)."""
     said = core.engine_error_line(failure.journal) if failure.journal else None
-    message = (f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
-               + (f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
-               + (f"\nlast journal lines:\n{journal_tail(failure.journal)}" if failure.journal else ""))
-    raise OperationError(message)
-
-
-def journal_tail(journal: str, lines: int = 30) -> str:
-    return "\n".join(journal.splitlines()[-lines:])
+    tail = "\n".join(failure.journal.splitlines()[-30:]) if failure.journal else ""
+    return ((f"\nvLLM said: {said}" if said else "") + f"\n{back}; the rollout stops here."
+            + (f"\nlast journal lines{whose}:\n{tail}" if failure.journal else ""))
