@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from r1deploy.agreement import Row, agreement
+from r1deploy.planner.agreement import Row, agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 H200_DATA = ROOT / "tests" / "data" / "h200_vllm_observations.json"

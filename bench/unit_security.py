@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 RENDER = """
 import sys
 from pathlib import Path
-from r1deploy.inventory import load_specs
-from r1deploy.render import render_node, render_router_unit, render_template
+from r1deploy.fleet.inventory import load_specs
+from r1deploy.serving.render import render_node, render_router_unit, render_template
 from r1deploy.spec import spec_from_host_data
 out = Path(sys.argv[1])
 prod = load_specs('inventories/prod.py')
@@ -36,7 +36,7 @@ lab = {'gateway': spec_from_host_data('gateway', {**base, 'fleet_role': 'gateway
 (out / 'r1-vllm.service (lab, CPU)').write_text(render_node(node, 'node1', '10.0.0.11').files['r1-vllm.service'])
 (out / 'r1-vllm.service (prod, H200)').write_text(
     render_node(prod['gpu-h200-01'], 'gpu-h200-01', '10.0.0.21').files['r1-vllm.service'])
-(out / 'vllm-router.service').write_text(render_router_unit(lab['gateway'], 'gateway', ['http://10.0.0.11:8000']))
+(out / 'vllm-router.service').write_text(render_router_unit(lab['gateway'], 'gateway'))
 (out / 'r1-mirror.service').write_text(render_template('r1-mirror.service.j2', repo_id='o/m', host='node1',
     user='r1-mirror', agent_src='/opt/a/src', python='/opt/a/bin/python', mirror_root='/srv/models/.mirror',
     bind='10.0.0.11', port=8090, access_log='/var/log/r1-mirror/access.jsonl', local_dir='/srv/models/x',

@@ -7,7 +7,7 @@ Each run has an id (R1DEPLOY_DRIFT_RUN, else one made when this file first loads
 time and the hosts it must cover (the inventory's, honouring --limit): its manifest is
 written before the first host's checks. Every host writes reports/drift/<run>/hosts/<host>.json,
 "started" first and "finished" at the end; a host that could not connect writes nothing, so
-the summary calls it "could not check". Checks: r1deploy.drift_checks via roles.drift.
+the summary calls it "could not check". Checks: r1deploy.drift.checks via roles.drift.
 R1DEPLOY_DRIFT_FULL=1 (or --data drift_full=True) rehashes the weights (sha256) instead of
 size + mtime. R1DEPLOY_REPORTS: where reports go (default ./reports). R1DEPLOY_DRIFT_ONLY=
 check[,check] (`drift-run --only`): only those checks, e.g. `gpu` on hosts that serve nothing yet.
@@ -19,7 +19,7 @@ import os
 
 from pyinfra import host, state
 
-from r1deploy.drift import RUN_ENV, HostReport, new_run_id, run_check, start_run
+from r1deploy.drift.runs import RUN_ENV, HostReport, new_run_id, run_check, start_run
 from roles._spec import host_spec
 
 REPORTS = os.environ.get("R1DEPLOY_REPORTS", "reports")

@@ -11,6 +11,6 @@ nodes = inventory_hosts(_lab, "node")
 gateways = inventory_hosts(_lab, "gateway")
 
 # A bad inventory stops here, naming host and field, before pyinfra connects anywhere.
-from r1deploy.inventory import validate_before_connecting  # noqa: E402
+from r1deploy.fleet.inventory import validate_before_connecting  # noqa: E402
 
 validate_before_connecting(__file__)

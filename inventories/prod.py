@@ -19,7 +19,7 @@ h100_nodes = [
     ("gpu-h100-02", {"ssh_hostname": "gpu-h100-02.r1.example", "vllm_host_ip": "10.20.0.22", **_ssh}),
 ]
 
-# Serving groups: full R1 over two nodes that together serve one replica (r1deploy/groups.py).
+# Serving groups: full R1 over two nodes that together serve one replica (r1deploy/fleet/groups.py).
 # Every member names its group and head; plan_nodes is the group's size (host data: the prod
 # group sets plan_nodes = 1). Members need vllm_host_ip: vLLM's internal ports bind to it.
 _group = {"plan_nodes": 2, **_ssh}
@@ -48,6 +48,6 @@ gateways = [
 ]
 
 # A bad inventory stops here, naming host and field, before pyinfra connects anywhere.
-from r1deploy.inventory import validate_before_connecting  # noqa: E402
+from r1deploy.fleet.inventory import validate_before_connecting  # noqa: E402
 
 validate_before_connecting(__file__)

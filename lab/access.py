@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from r1deploy.hostkeys import HostKey
+from r1deploy.fleet.hostkeys import HostKey
 
 # deploy/bootstrap.py's default fleet_admin_user: the account a bootstrapped prod host has.
 LOGIN_USER = "r1ops"

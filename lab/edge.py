@@ -81,7 +81,7 @@ def client_keys(edge: dict) -> dict[str, str]:
 
 def report(info: dict) -> int:
     """Smoke-test every node and the gateway from the controller; print how a user calls the fleet."""
-    from r1deploy.smoke import read_key, smoke, table
+    from r1deploy.serving.smoke import read_key, smoke, table
 
     edge = info["edge"]
     model = info["model"]["repo_id"].split("/", 1)[1]

@@ -6,7 +6,7 @@ Layout, as AMD's (roles/gpu_host/rocm_platforms.py): `<root>/rocm/rocm.gpg.key` 
 `<root>/rocm/apt/<release>/dists/<codename>/...` (amd-smi-lib, rocm-smi-lib), each with a
 signed Release whose Origin is AMD's (the role's rocm-pin-600 pins by it). The stubs:
 - amdgpu-dkms ships a boot unit that "loads the module" by writing its version to
-  r1deploy.amd.SIM_AMDGPU_VERSION, so a new driver shows only after a reboot;
+  r1deploy.gpu.amd.SIM_AMDGPU_VERSION, so a new driver shows only after a reboot;
 - amd-smi-lib ships an `amd-smi` that REPLAYS the AMD fixtures (tests/fixtures/amd-hosts/<host>/,
   chosen by <SIM_DIR>/amd-host) and fails like the real one while no module is loaded;
 - the kernel-header/extra-module packages the role asks for, empty.
@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from lab.apt_repo import Stub, _gpg, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
 from lab.gpu_repo import build_deb, lab_key  # noqa: E402  (the same lab key and deb labels)
-from r1deploy import amd, gpu  # noqa: E402
+from r1deploy.gpu import amd  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 
 AMD_RECORDINGS = REPO_ROOT / "tests" / "fixtures" / "amd-hosts"
 SIM_SHARE = "/usr/share/r1deploy-rocm-sim"

@@ -1,4 +1,6 @@
-"""r1deploy: the functional core (spec, planner, catalog, hub mirror, smoke, drift). No SSH here."""
+"""r1deploy: the functional core, no SSH. At the top: the spec (spec.py, spec_strings.py), the CLI
+(cli.py) and the host agent's path guard (guard.py); the rooms: planner/, serving/, fleet/, drift/,
+gpu/, observe/, and the host agent's weights/ and mirror/."""
 
 __version__ = "0.1.0"
 

@@ -8,17 +8,17 @@ import sys
 
 # Each module defines register(subparsers) adding its subcommand(s) with set_defaults(func=...).
 COMMANDS = [
-    "r1deploy.inventory",
+    "r1deploy.fleet.inventory",
     "r1deploy.mirror",
-    "r1deploy.render",
-    "r1deploy.smoke",
-    "r1deploy.drift",
-    "r1deploy.gpu_gate",
-    "r1deploy.plan_cli",
-    "r1deploy.rollback_cli",
-    "r1deploy.hostkeys",
-    "r1deploy.dashboard",
-    "r1deploy.bench_cli",
+    "r1deploy.serving.render",
+    "r1deploy.serving.smoke",
+    "r1deploy.drift.runs",
+    "r1deploy.gpu.gate",
+    "r1deploy.planner.cli",
+    "r1deploy.fleet.rollback",
+    "r1deploy.fleet.hostkeys",
+    "r1deploy.observe.dashboard",
+    "r1deploy.observe.bench_cli",
 ]
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from r1deploy.inventory import InventoryFileError
+    from r1deploy.fleet.inventory import InventoryFileError
     from r1deploy.spec import SpecError
 
     args = build_parser().parse_args(argv)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1deploy import spec_strings as strings
+from r1deploy.serving import ep_kernels as ep
 from r1deploy.spec_strings import KeyedError
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -41,7 +42,7 @@ class FleetSection(_Section):
     # deploy/bootstrap.py: the operator account it creates on new hosts.
     admin_user: str = "r1ops"
     admin_pubkey_file: str | None = None
-    # Serving group: nodes that together serve one replica (r1deploy/groups.py validates them
+    # Serving group: nodes that together serve one replica (r1deploy/fleet/groups.py validates them
     # across hosts). Every member names the group and its head; the head serves the API.
     group: str | None = None
     group_head: str | None = None
@@ -154,9 +155,13 @@ class InstallSection(_Section):
     router_version: str = "0.1.17"
     agent_version: str | None = None
     apt_proxy: str | None = None
+    # Expert parallel on Hopper: DeepGEMM and DeepEP into the vLLM venv, from the same index or
+    # wheelhouse, on hosts whose plan runs DP + EP there (r1deploy/serving/ep_kernels.py). []: none.
+    ep_kernels: list[str] = Field(default_factory=lambda: list(ep.DEFAULT_KERNELS))
 
     _root = _rule("root", check=strings.host_path)
     _urls = _rule("pip_index_url", "apt_proxy", check=strings.url)
+    _ep_pins = _rule("ep_kernels", check=ep.exact_pins)
 
 
 class VllmSection(_Section):
@@ -202,6 +207,9 @@ class VllmSection(_Section):
     custom_all_reduce: bool | None = None
     allreduce_fusion: bool | None = None
     nccl_ib_hca: str | None = None
+    # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP on Hopper with
+    # install_ep_kernels, else vLLM's default allgather_reducescatter).
+    all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency"] | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
     _no_secret_args = _rule("extra_args", check=strings.no_secrets("vllm_extra_args"))
@@ -414,6 +422,12 @@ class DriftSection(_Section):
     known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
     textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
     env: dict[str, str] = Field(default_factory=dict)  # extra environment of the check's service
+    # Controller files or directories the fleet inventory names (API keys, TLS, tokens): the check
+    # loads that inventory and compares what it renders, so they go to the same paths on the ops
+    # host, readable by drift_user only (0600).
+    secret_files: list[str] = Field(default_factory=list)
+
+    _secret_paths = _rule("secret_files", check=lambda v: [strings.host_path(p) for p in v])
 
 
 class Spec(_Section):
@@ -441,6 +455,8 @@ class Spec(_Section):
         if self.fleet.env == "prod" and self.model.allow_branch_revision:
             raise KeyedError("model_allow_branch_revision",
                              "prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
+        for key, why in ep.spec_problems(self):
+            raise KeyedError(key, why)
         return self
 
 
@@ -525,7 +541,7 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
             errors.extend(exc.errors)
     if errors:
         raise SpecError(errors)
-    from r1deploy.groups import group_errors  # serving groups are checked across hosts
+    from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
 
     if errors := group_errors(specs):
         raise SpecError(errors)

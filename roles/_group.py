@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pyinfra import host, inventory
 
-from r1deploy.groups import ServingGroup, serving_groups
-from r1deploy.render import NodeFiles, render_node
+from r1deploy.fleet.groups import ServingGroup, serving_groups
+from r1deploy.serving.ep_kernels import plan_engine_args
+from r1deploy.serving.render import NodeFiles, render_node
 from r1deploy.spec import Spec
 from roles._spec import host_spec
 
@@ -21,7 +22,7 @@ def host_group(spec: Spec) -> ServingGroup | None:
 
 def render_host(spec: Spec, plan) -> NodeFiles:
     """This host's release: the plan's engine args and recipe env, its group's launch flags."""
-    planned, env, source = (plan.engine_args(), plan.engine_env(), "the capacity plan") \
+    planned, env, source = (plan_engine_args(spec, plan), plan.engine_env(), "the capacity plan") \
         if plan and plan.fits else (None, None, None)
     return render_node(spec, host.name, spec.vllm.host_ip or host.data.get("ssh_hostname"), planned, source,
                        env, host_group(spec), plan.gpus_per_node if plan else 1)

@@ -20,6 +20,14 @@ def split_pin(requirement: str) -> tuple[str, str | None]:
     return canonical(name.strip()), (version.strip() or None)
 
 
+def satisfies(installed: str | None, wanted: str | None) -> bool:
+    """PEP 440's `==`: a pin without a local label matches any (`deep_ep==1.2.1` is `1.2.1+73b6ea4`,
+    as wheels built from a commit are named)."""
+    if installed is None or wanted is None:
+        return installed == wanted
+    return installed == wanted or ("+" not in wanted and installed.split("+", 1)[0] == wanted)
+
+
 class VenvPackages(FactBase):
     """{canonical name: version} installed in a virtualenv; {} when it does not exist yet."""
 
@@ -40,7 +48,7 @@ def pinned(venv: str, requirements: list[str], source_args: str = "", present: b
     """Install exact pins (or remove packages) in `venv`; nothing to do when already so."""
     installed = host.get_fact(VenvPackages, venv=venv) or {}
     if present:
-        missing = [r for r in requirements if installed.get(split_pin(r)[0]) != split_pin(r)[1]]
+        missing = [r for r in requirements if not satisfies(installed.get(split_pin(r)[0]), split_pin(r)[1])]
         if missing:
             yield f"{venv}/bin/pip install --disable-pip-version-check {source_args} {shlex.join(missing)}"
     else:

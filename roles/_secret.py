@@ -47,7 +47,7 @@ def resolved(what):
     """Run a controller-side secret lookup; a missing secret stops the deploy naming host and key."""
     from pyinfra.api import DeployError
 
-    from r1deploy.edge import SecretError
+    from r1deploy.serving.edge import SecretError
 
     try:
         return what()
@@ -58,7 +58,7 @@ def resolved(what):
 def engine_key_files(spec, engine: bool) -> list:
     """The nodes' vLLM key where this host needs it, root-only: the curl header file every check on
     the host reads (-H @file, so never argv), and on nodes the engine's secret.env."""
-    from r1deploy.edge import AUTH_HEADER, SECRET_ENV, auth_header, secret_env, vllm_api_key
+    from r1deploy.serving.edge import AUTH_HEADER, SECRET_ENV, auth_header, secret_env, vllm_api_key
 
     key = resolved(lambda: vllm_api_key(spec))
     if key is None:

@@ -73,7 +73,7 @@ class Fleet:
                             **{k: str(where / "hf.token") if v == "TOKEN_FILE" else v for k, v in d.items()}})
                        for h, d in hosts.items()]
             lines.append(f"{group} = {entries!r}\n")
-        lines.append("\nfrom r1deploy.inventory import validate_before_connecting\n\n"
+        lines.append("\nfrom r1deploy.fleet.inventory import validate_before_connecting\n\n"
                      "validate_before_connecting(__file__)\n")
         inventory = where / "prod.py"
         inventory.write_text("".join(lines))

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pyinfra.api import Config, Inventory, State
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
-from r1deploy.smoke import Check, NodeReport
+from r1deploy.serving.smoke import Check, NodeReport
 
 RELEASES = "/etc/r1deploy/releases/"
 
@@ -94,9 +94,9 @@ class SimNode:
             return json.dumps({"data": [{"id": self.model}]}) if self.answers() else "DOWN"
         if "/metrics" in command:
             return "vllm:num_requests_running 0\nvllm:num_requests_waiting 0"
-        if "-m r1deploy.warmup" in command:
+        if "-m r1deploy.serving.warmup" in command:
             return json.dumps({"ok": True, "requests": 12, "failed": 0, "ttft_ms_max": 40, "ttft_ms_median": 20})
-        if "-m r1deploy.smoke" in command:  # the agent's own report shape
+        if "-m r1deploy.serving.smoke" in command:  # the agent's own report shape
             report = NodeReport(self.name, "http://127.0.0.1:8000")
             report.add(Check("chat-stream", True, "ok", 90.0, 30.0, 50.0))
             return json.dumps({"ok": True, "targets": [asdict(report)]})
@@ -109,6 +109,8 @@ class SimGateway:
     workers: list[str] = field(default_factory=list)
 
     def run(self, command: str) -> str:
+        if "/list_workers" in command:  # vllm-router's shape
+            return json.dumps({"urls": self.workers}) + "\n200"
         found = re.search(r"/(remove|add)_worker\?url=([^' ]+)", command)
         if not found:
             raise UnknownCommand(f"{self.name}: {command}")

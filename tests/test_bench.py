@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.bench import BenchError, compare, parse_result, peak_output_tok_s, read_runs, spread, summarize
-from r1deploy.bench_cli import _auth_env, tool_argv
 from r1deploy.cli import main
+from r1deploy.observe.bench import (
+    BenchError,
+    compare,
+    parse_result,
+    peak_output_tok_s,
+    read_runs,
+    spread,
+    summarize,
+)
+from r1deploy.observe.bench_cli import _auth_env, tool_argv
 
 REPO = Path(__file__).resolve().parent.parent
 H200 = REPO / "bench" / "results" / "h200" / "bench"

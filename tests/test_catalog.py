@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.catalog import GPUS, MODELS, Architecture, find_gpu, find_model
+from r1deploy.planner.catalog import GPUS, MODELS, Architecture, find_gpu, find_model
 
 FIX = Path("/work/shared/fixtures/gpu-hosts")
 
@@ -63,7 +63,7 @@ def test_real_h200_host_maps_to_the_catalog():
 def test_h200_usable_memory_is_what_torch_reported_on_a_real_h200():
     # vLLM 0.26 on one H200 (tests/data/h200_vllm_observations.json): "total_memory=139.8GiB",
     # and 0.9 requested 125.82 GiB; a custom GPU with the same nvidia-smi memory keeps the ratio.
-    from r1deploy.catalog import custom_gpu
+    from r1deploy.planner.catalog import custom_gpu
 
     h200 = find_gpu("NVIDIA H200")
     assert h200.usable_gib == 139.80 and round(0.9 * h200.usable_gib, 2) == 125.82

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_monitor import fleet, monitor_host
 
-from r1deploy.dashboard import PANELS, build_dashboard, concrete, panel_queries, provisioning
-from r1deploy.monitor import render_alert_rules
+from r1deploy.observe.dashboard import PANELS, build_dashboard, concrete, panel_queries, provisioning
+from r1deploy.observe.monitor import render_alert_rules
 
 PROMTOOL = shutil.which("promtool")
 VLLM_METRICS = Path(__file__).parent / "data" / "vllm-0.32.0-metrics.txt"

@@ -10,7 +10,7 @@ INVENTORY = '''
 nodes = [("gpu-1", {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "main",
                     "vllm_port": 99999, "ssh_hostname": "127.0.0.1", "ssh_port": 9})]
 
-from r1deploy.inventory import validate_before_connecting
+from r1deploy.fleet.inventory import validate_before_connecting
 
 validate_before_connecting(__file__)
 '''
@@ -29,7 +29,30 @@ def test_bad_inventory_stops_the_deploy_before_connecting(tmp_path):
 
 
 def test_good_inventory_loads(tmp_path):
-    from r1deploy.inventory import load_specs
+    from r1deploy.fleet.inventory import load_specs
 
     specs = load_specs(str(REPO / "inventories" / "prod.py"), cwd=str(REPO))
     assert specs["gpu-h200-01"].model.repo_id == "deepseek-ai/DeepSeek-R1"
+
+
+def test_the_command_lines_data_is_what_gets_validated(tmp_path):
+    """`--data ssh_key=…` (how the drift timer gives its own key) replaces the inventory's value
+    before the check: a key file missing on this machine but overridden is no error, and an
+    override that is itself wrong is named."""
+    inventory = tmp_path / "fleet.py"
+    good_key = tmp_path / "id_ed25519"
+    good_key.write_text("key\n")
+    good_key.chmod(0o600)
+    inventory.write_text(INVENTORY.replace('"vllm_port": 99999', f'"ssh_key": "{tmp_path}/missing"')
+                         .replace('"main"', '"' + "0" * 40 + '"'))
+    pyinfra = str(Path(sys.executable).parent / "pyinfra")
+
+    def deploy(*extra):
+        ran = subprocess.run([pyinfra, "-y", str(inventory), "deploy/main.py", *extra], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        return ran.stdout + ran.stderr
+
+    assert f"ssh_key: '{tmp_path}/missing' does not exist" in deploy()
+    overridden = deploy("--data", f"ssh_key={good_key}")
+    assert "ssh_key" not in overridden and "Connecting to hosts" in overridden, overridden[-2000:]
+    assert f"ssh_key: '{tmp_path}/other' does not exist" in deploy("--key", f"{tmp_path}/other")

@@ -6,9 +6,9 @@ import os
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from r1deploy import drift
 from r1deploy.cli import main
-from r1deploy.drift import Finding, HostReport, run_check, start_run
+from r1deploy.drift import runs as drift
+from r1deploy.drift.runs import Finding, HostReport, run_check, start_run
 
 
 def finished(reports, run_id, host, *findings):
@@ -147,9 +147,27 @@ def test_print_cron_is_one_line_without_percent(tmp_path, capsys):
 
 
 def test_expected_hosts_honour_limit():
-    from r1deploy.drift_cli import expected_hosts
+    from r1deploy.drift.cli import expected_hosts
 
     assert expected_hosts("inventories/prod.py", []) == ["gpu-h200-01", "gpu-h100-01", "gpu-h100-02", "gpu-h100-11",
                                                          "gpu-h100-12", "gpu-h200-11", "gpu-h200-12", "gateway-01"]
     assert sorted(expected_hosts("inventories/prod.py", ["h100_nodes"])) == ["gpu-h100-01", "gpu-h100-02"]
     assert expected_hosts("inventories/prod.py", ["gateway-*"]) == ["gateway-01"]
+
+
+def test_an_inventory_that_does_not_load_could_not_be_checked(tmp_path, capsys):
+    """A timer's run whose inventory raises (a secret directory missing on the ops host, a typo in
+    group data) checked nothing: one line naming file and line, exit 2, and the textfile says 2 so
+    Prometheus never keeps reading the last run's 0."""
+    inventory = tmp_path / "fleet.py"
+    group_data = tmp_path / "group_data"
+    group_data.mkdir()
+    (group_data / "all.py").write_text("import os\nkeys = os.listdir('/nonexistent/keys')\n")
+    inventory.write_text("nodes = [('node1.example', {})]\n")
+    prom = tmp_path / "drift.prom"
+    code = main(["drift-run", str(inventory), "--reports", str(tmp_path / "reports"), "--textfile", str(prom)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"could not check {inventory}: " in err and "all.py:2: FileNotFoundError" in err, err
+    assert "Traceback" not in err
+    assert "r1deploy_drift_exit_code 2" in prom.read_text()

@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from r1deploy import drift_checks as dc
-from r1deploy.drift import Finding
+from r1deploy.drift import checks as dc
+from r1deploy.drift.runs import Finding
 from roles.drift import facts as df
 
 
@@ -127,8 +127,9 @@ def test_the_gate_gets_dcgms_result_when_gpu_dcgm_is_set():
     from pyinfra.api import Config, Inventory, State
     from pyinfra.context import ctx_host, ctx_state
 
-    from r1deploy import gpu, gpu_gate
-    from r1deploy.drift import exit_code
+    from r1deploy.drift.runs import exit_code
+    from r1deploy.gpu import gate as gpu_gate
+    from r1deploy.gpu import nvidia as gpu
     from r1deploy.spec import spec_from_host_data
     from roles.drift import _gpu
     from roles.gpu_host import facts as gpu_facts

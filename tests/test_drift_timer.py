@@ -45,3 +45,27 @@ def test_bad_timer_settings_name_the_key(tmp_path):
         plan(drift_timer, {"ops": ({"drift_commit": "not-a-commit"}, bare_ops_host())})
     with pytest.raises(DeployError, match="keep_runs"):
         plan(drift_timer, {"ops": ({"drift_keep_runs": 0}, bare_ops_host())})
+
+
+def test_the_inventorys_secret_files_go_to_the_same_paths_for_the_checker_only(tmp_path):
+    """The check loads the fleet inventory on the ops host, secrets included: each listed file (a
+    directory: each file in it) lands at its controller path, 0600 for drift_user, through a
+    root-only staging directory (roles/_secret.secret_file)."""
+    from pyinfra.facts.files import File
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "alice").write_text("sk-alice-secret\n")
+    tls = tmp_path / "tls.key"
+    tls.write_text("-----BEGIN PRIVATE KEY-----\n")
+    world = bare_ops_host()
+    world.facts[File] = None
+    _, commands = plan(drift_timer, {"ops": ({"drift_secret_files": [str(keys), str(tls)]}, world)})
+    text = "\n".join(commands["ops"])
+    for path in (keys / "alice", tls):
+        assert f"install -m 600 -o r1drift -g r1drift {path.parent}/.r1deploy-staging/{path.name} {path}" in text
+    assert f"upload {keys}/.r1deploy-staging/alice\nb'sk-alice-secret\\n'" in text
+    with pytest.raises(DeployError, match=r"drift_secret_files: .*/nope does not exist on the controller"):
+        plan(drift_timer, {"ops": ({"drift_secret_files": [str(tmp_path / "nope")]}, bare_ops_host())})
+    with pytest.raises(DeployError, match="secret_files"):
+        plan(drift_timer, {"ops": ({"drift_secret_files": ["relative/key"]}, bare_ops_host())})

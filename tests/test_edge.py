@@ -2,7 +2,7 @@
 
 import pytest
 
-from r1deploy import edge
+from r1deploy.serving import edge
 from r1deploy.spec import SpecError, spec_from_host_data
 
 BASE = {"model_repo_id": "org/m", "model_revision": "a" * 40}

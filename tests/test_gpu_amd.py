@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from r1deploy import amd, amd_gate, gpu_gate, gpu_vendor  # noqa: E402
+from r1deploy.gpu import amd, amd_gate  # noqa: E402
+from r1deploy.gpu import gate as gpu_gate  # noqa: E402
+from r1deploy.gpu import vendor as gpu_vendor  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "amd-hosts"
 MI300X = gpu_gate.Expectations(model="MI300X", count=8, min_memory_mib=190_000, deep=True)
@@ -93,8 +95,8 @@ def test_vendor_from_pci_devices():
 
 
 def test_rocm_nodes_get_the_planners_aiter_env_and_a_pinned_container():
-    from r1deploy.render import service_env
-    from r1deploy.rocm_vllm import exec_start
+    from r1deploy.serving.render import service_env
+    from r1deploy.serving.rocm_vllm import exec_start
     from r1deploy.spec import Spec
 
     def spec(device, gpu):

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from lab import gpu_repo  # noqa: E402
-from r1deploy import dpkg  # noqa: E402
+from r1deploy.gpu import dpkg  # noqa: E402
 
 ROOTFS = Path(os.environ.get("R1LAB_CACHE", "/var/cache/r1deploy-lab")) / "rootfs"
 PYINFRA = Path(sys.executable).with_name("pyinfra")

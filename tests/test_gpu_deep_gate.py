@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from r1deploy import allreduce, gpu, gpu_gate, gpu_health  # noqa: E402
+from r1deploy.gpu import allreduce  # noqa: E402
+from r1deploy.gpu import gate as gpu_gate  # noqa: E402
+from r1deploy.gpu import health as gpu_health  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
 DEEP = gpu_gate.Expectations(model="H200", count=2, deep=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy import gpu_gate
 from r1deploy.cli import main
+from r1deploy.gpu import gate as gpu_gate
 
 FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
 H200 = gpu_gate.Expectations(model="NVIDIA H200", min_memory_mib=140000, driver_branch="580",
@@ -132,7 +132,7 @@ def test_save_dir_writes_fixture_layout_and_verdict(tmp_path):
 
 def test_standalone_gate_needs_only_the_standard_library():
     # -S: no site-packages at all, as on a bare GPU host before any wheel is installed
-    done = subprocess.run([sys.executable, "-S", "-m", "r1deploy.gpu_gate", "--from-dir",
+    done = subprocess.run([sys.executable, "-S", "-m", "r1deploy.gpu.gate", "--from-dir",
                            str(FIX / "h200x1-ubuntu2404"), "--expect-count", "1", "--json"],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr

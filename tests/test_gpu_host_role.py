@@ -17,7 +17,9 @@ from pyinfra.facts.server import KernelVersion, LinuxDistribution, Which
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # tests/ and the repo root
 from factharness import World, changed_ops, plan  # noqa: E402
 
-from r1deploy import allreduce, dpkg, gpu, gpu_health  # noqa: E402
+from r1deploy.gpu import allreduce, dpkg  # noqa: E402
+from r1deploy.gpu import health as gpu_health  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 from roles.gpu_host import facts, gpu_host, gpu_verify, ops  # noqa: E402
 from roles.gpu_host.platforms import NVIDIA_CUDA_REPO  # noqa: E402
 

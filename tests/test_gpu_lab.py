@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lab import gpu_repo, rocm_repo  # noqa: E402
-from r1deploy import dpkg, gpu  # noqa: E402
+from r1deploy.gpu import dpkg  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 
 PY = sys.executable
 PYINFRA = Path(PY).with_name("pyinfra")

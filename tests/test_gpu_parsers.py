@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy import dpkg, gpu
+from r1deploy.gpu import dpkg
+from r1deploy.gpu import nvidia as gpu
 
 FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
 X1, X2, HGX = FIX / "h200x1-ubuntu2404", FIX / "h200x2-nvlink-ubuntu2404", FIX / "hgx8-nvswitch-ubuntu2204-handmade"

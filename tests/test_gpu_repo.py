@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from lab import gpu_repo  # noqa: E402
-from r1deploy import gpu  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 from roles.gpu_host import facts  # noqa: E402
 from roles.gpu_host.platforms import KEYRING_FILE, PLATFORMS  # noqa: E402
 from roles.gpu_host.versions import VersionSkew, Want, follow  # noqa: E402

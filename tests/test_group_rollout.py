@@ -9,8 +9,8 @@ import time as real_time
 import pytest
 from pyinfra.api import OperationError
 
-from r1deploy import rollout as core
-from r1deploy.groups import serving_groups
+from r1deploy.fleet import rollout as core
+from r1deploy.fleet.groups import serving_groups
 from r1deploy.spec import validate_inventory
 from roles.serve import group_turn
 from roles.serve.rollout import ROLLOUT
@@ -81,12 +81,28 @@ def test_the_group_rolls_as_one_replica_drained_at_its_head_workers_started_firs
     assert [c.split("url=")[1].split("'")[0] for c in fleet.commands("remove_worker")] == [HEAD_URL]
     assert fleet.gateway.workers == [SINGLE_URL, HEAD_URL]  # the single node was never taken out
     assert set(fleet.did("/metrics")) == {"gpu-01.example"}  # only the head serves requests to wait for
-    assert set(fleet.did("-m r1deploy.smoke")) == {"gpu-01.example"}
+    assert set(fleet.did("-m r1deploy.serving.smoke")) == {"gpu-01.example"}
     entries = report(fleet)
     assert {(n, e["group"], e["member"], e["outcome"]) for n, e in entries.items()} == {
         ("gpu-01.example", "r1-a", "head", "rolled out"), ("gpu-02.example", "r1-a", "worker rank 1", "rolled out")}
     assert [p["phase"] for p in entries["gpu-02.example"]["phases"]] == [
         "drain", "stop", "start", "healthy", "warm-up", "smoke", "rejoin"]
+
+
+def test_a_worker_that_served_alone_is_drained_too_and_only_the_head_rejoins(fleet):
+    """A node joining the group as its worker was a router's worker until now: it must not get
+    requests while it restarts headless, and it never comes back into rotation."""
+    worker_url = fleet.turns["gpu-02.example"]["url"]
+    fleet.gateway.workers = [HEAD_URL, worker_url, SINGLE_URL]
+    roll(fleet)
+    removed = [c.split("url=")[1].split("'")[0] for c in fleet.commands("remove_worker")]
+    assert removed == [HEAD_URL, worker_url]
+    assert max(i for i, (_, c) in enumerate(fleet.log) if "remove_worker" in c) < next(
+        i for i, (_, c) in enumerate(fleet.log) if "systemctl stop" in c)
+    assert set(fleet.did("/metrics")) == {"gpu-01.example", "gpu-02.example"}  # each waited on until idle
+    assert fleet.gateway.workers == [SINGLE_URL, HEAD_URL]
+    drain = next(p for p in report(fleet)["gpu-01.example"]["phases"] if p["phase"] == "drain")
+    assert f"{worker_url} out of rotation too" in drain["detail"]
 
 
 def test_a_worker_in_crash_loop_rolls_every_member_back_and_names_it(fleet):

@@ -2,10 +2,10 @@
 
 import pytest
 
-from r1deploy.drift import Finding
-from r1deploy.group_drift import group_findings, member_tag
-from r1deploy.groups import gateway_targets, group_health, rollout_units, serving_groups
-from r1deploy.launch import DATA_PARALLEL, MULTI_NODE, choose_launch
+from r1deploy.drift.groups import group_findings, member_tag
+from r1deploy.drift.runs import Finding
+from r1deploy.fleet.groups import gateway_targets, group_health, rollout_units, serving_groups
+from r1deploy.serving.launch import DATA_PARALLEL, MULTI_NODE, choose_launch
 from r1deploy.spec import SpecError, validate_inventory
 
 R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",
@@ -106,8 +106,8 @@ def test_drift_folds_member_reports_into_one_group_row():
     ("H200", (1, 1, 16), DATA_PARALLEL),  # vLLM's DeepSeek recipe: DP16 + EP over both nodes
 ])
 def test_the_planner_chooses_r1s_two_node_layouts_and_says_how_they_launch(gpu, layout, launch):
-    from r1deploy.catalog import find_gpu
     from r1deploy.planner import ModelSpec, plan
+    from r1deploy.planner.catalog import find_gpu
 
     p = plan(ModelSpec.from_catalog("DeepSeek-R1"), find_gpu(gpu), 8, 2)
     assert p.fits and (p.tensor_parallel_size, p.pipeline_parallel_size, p.data_parallel_size) == layout
@@ -117,7 +117,7 @@ def test_the_planner_chooses_r1s_two_node_layouts_and_says_how_they_launch(gpu, 
 
 
 def test_multi_gpu_switches_default_off_without_nvlink_multicast_and_obey_the_spec():
-    from r1deploy.render import engine_args
+    from r1deploy.serving.render import engine_args
     from r1deploy.spec import spec_from_host_data
 
     base = {k: v for k, v in R1.items() if not k.startswith(("fleet_group", "plan_nodes"))}
@@ -144,7 +144,7 @@ def _fleet(**single):
 
 
 def test_a_group_is_one_batch_and_the_single_node_serves_while_it_restarts():
-    from r1deploy.rollout import plan_batches, replicas
+    from r1deploy.fleet.rollout import plan_batches, replicas
 
     specs = _fleet()
     plan = plan_batches(specs.items())
@@ -160,7 +160,7 @@ def test_a_group_is_one_batch_and_the_single_node_serves_while_it_restarts():
 
 
 def test_a_model_served_by_one_group_only_is_an_outage():
-    from r1deploy.rollout import plan_batches, replicas
+    from r1deploy.fleet.rollout import plan_batches, replicas
 
     specs = validate_inventory(members().items())
     plan = plan_batches(specs.items())
@@ -171,7 +171,7 @@ def test_a_model_served_by_one_group_only_is_an_outage():
 
 
 def test_group_start_order_and_what_fails_a_starting_group():
-    from r1deploy.groups import group_start, missing_members, start_order, stop_order
+    from r1deploy.fleet.groups import group_start, missing_members, start_order, stop_order
 
     group = serving_groups(validate_inventory(members().items()))["r1-a"]
     assert (stop_order(group), start_order(group)) == (["gpu-01", "gpu-02"], ["gpu-02", "gpu-01"])
@@ -190,7 +190,7 @@ def test_group_start_order_and_what_fails_a_starting_group():
 
 
 def test_report_entries_name_the_group_and_the_member():
-    from r1deploy.rollout import NodeRollout
+    from r1deploy.fleet.rollout import NodeRollout
 
     entry = NodeRollout("gpu-02", 0, "r2", "r1", group="r1-a", member="worker rank 1").as_dict()
     assert (entry["node"], entry["group"], entry["member"]) == ("gpu-02", "r1-a", "worker rank 1")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.catalog import find_gpu
 from r1deploy.planner import plan_for_spec
+from r1deploy.planner.catalog import find_gpu
 from r1deploy.spec import spec_from_host_data
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from r1deploy import gpu_gate
 from r1deploy.cli import main
+from r1deploy.gpu import gate as gpu_gate
 
 RUN2 = Path(__file__).parent / "fixtures" / "gpu-hosts" / "h200x1-ubuntu2404-run2"
 EVIDENCE = Path(__file__).resolve().parents[1] / "bench" / "results" / "h200" / "facts"

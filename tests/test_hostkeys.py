@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from r1deploy.hostkeys import HostKey, decide, known_hosts_name, parse_lines, pinned_keys
+from r1deploy.fleet.hostkeys import HostKey, decide, known_hosts_name, parse_lines, pinned_keys
 
 
 @pytest.fixture(scope="module")

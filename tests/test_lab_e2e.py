@@ -25,6 +25,10 @@ def lab(fleet):
 def test_fleet_deploys_answers_and_reconverges(fleet):
     lab, first = fleet
     assert first.returncode == 0, first.out[-8000:]
+    # At pyinfra's normal verbosity (as `make lab` runs it): what each node's weights pull did.
+    for node in (h["name"] for h in lab["hosts"] if h["role"] == "node"):
+        assert any(node in line and "weights:" in line and "moved in" in line for line in first.out.splitlines()), \
+            f"no weights summary for {node} in the first converge's output"
 
     report = run(PY, "-m", "lab", "report", timeout=600)
     assert report.returncode == 0, report.stdout + report.stderr
@@ -43,9 +47,9 @@ def test_fleet_deploys_answers_and_reconverges(fleet):
 
 
 def test_planner_predicts_the_kv_cache_the_served_vllm_reports(lab):
-    from r1deploy.agreement import kv_tokens_from_log
-    from r1deploy.inventory import load_specs
+    from r1deploy.fleet.inventory import load_specs
     from r1deploy.planner import plan_for_spec
+    from r1deploy.planner.agreement import kv_tokens_from_log
 
     spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
     config = json.loads(ssh(lab, "node1", f"cat {spec.model.local_dir}/config.json").stdout)

@@ -1,5 +1,5 @@
 """A serving group on the lab, through deploy/main.py: node1 + node2 serve one replica with
-pipeline parallel 2 across the lab bridge (inventories/lab_group.py), node3 serves alone.
+tensor parallel 2 across the lab bridge (inventories/lab_group.py), node3 serves alone.
 
 One shared lab (3 nodes + gateway, tests/labharness.py, converged with inventories/lab.py). In
 order: under load, a converge to the group inventory (plus a setting change, so every replica

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import lab.state
-from r1deploy.groups import serving_groups
-from r1deploy.inventory import load_specs
-from r1deploy.render import render_node
-from r1deploy.rollout import gateway_workers, plan_batches
+from r1deploy.fleet.groups import serving_groups
+from r1deploy.fleet.inventory import load_specs
+from r1deploy.fleet.rollout import gateway_workers, plan_batches
+from r1deploy.serving.render import render_node
 
 REPO = Path(__file__).resolve().parent.parent
 R1DEPLOY = str(Path(sys.executable).parent / "r1deploy")
@@ -82,7 +82,7 @@ def test_the_worker_renders_vllms_headless_multi_node_launch(fake_lab):
     group = serving_groups(specs)["lab-a"]
     worker = render_node(specs["node2"], "node2", "127.0.0.12", group=group)
     yaml = worker.files["vllm.yaml"]
-    for line in ("pipeline-parallel-size: 2", "nnodes: 2", "node-rank: 1", 'master-addr: "127.0.0.11"',
+    for line in ("tensor-parallel-size: 2", "nnodes: 2", "node-rank: 1", 'master-addr: "127.0.0.11"',
                  "headless: true"):
         assert line in yaml.splitlines(), (line, yaml)
     assert worker.env["VLLM_HOST_IP"] == "127.0.0.12" and worker.env["GLOO_SOCKET_IFNAME"] == "eth0"

@@ -41,8 +41,8 @@ def hub_file_gets(lab) -> int:
 
 
 def test_quantized_model_served_smoke_tested_and_reconverged_without_work(lab, tmp_path):
-    from r1deploy.inventory import load_specs
-    from r1deploy.render import quantized_dir
+    from r1deploy.fleet.inventory import load_specs
+    from r1deploy.serving.render import quantized_dir
 
     os.environ["R1DEPLOY_REPORTS"] = str(tmp_path)
     spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.monitor import (
+from r1deploy.observe.monitor import (
     FleetHost,
     MonitorError,
     monitor_host,
@@ -110,7 +110,7 @@ def test_promtool_accepts_the_rendered_config_and_rules(tmp_path):
 
 @needs_promtool
 def test_the_drift_textfile_is_valid_exposition_format(tmp_path):
-    from r1deploy.drift import Finding, textfile
+    from r1deploy.drift.runs import Finding, textfile
 
     text = textfile({"started_ts": 1.0}, [Finding("node1", "service", True, "")])
     lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
@@ -205,7 +205,7 @@ def test_a_monitor_host_not_in_the_inventory_fails_before_connecting(tmp_path):
                  ("gw-1.example", {{"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "{'a' * 40}",
                                     "fleet_role": "gateway"}})]
     """))
-    from r1deploy.inventory import load_specs
+    from r1deploy.fleet.inventory import load_specs
 
     with pytest.raises(SpecError, match="host 'gpu-1.example': monitor_host: 'ops-1.example' is not a host"):
         load_specs(str(inv), cwd=str(tmp_path))

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from r1deploy.monitor import (
+from r1deploy.observe.monitor import (
     FleetHost,
     monitor_host,
     node_exporter_args,
@@ -62,7 +62,7 @@ def running(tmp_path):
     me = monitor_host(hosts)
     (tmp_path / "prometheus.yml").write_text(render_prometheus_config(hosts, me))
     (tmp_path / "r1-alerts.rules.yml").write_text(render_alert_rules(hosts, me))
-    from r1deploy.drift import Finding, textfile
+    from r1deploy.drift.runs import Finding, textfile
 
     (textfiles / "r1-drift.prom").write_text(textfile({"started_ts": time.time()},
                                                       [Finding("node1", "service", False, "inactive")]))

@@ -3,7 +3,7 @@
 from factharness import World, changed_ops, plan
 from pyinfra.facts.server import Which
 
-from r1deploy.monitor import (
+from r1deploy.observe.monitor import (
     FleetHost,
     defaults_file,
     node_exporter_args,

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
-from r1deploy.agreement import agreement, load_observations
-from r1deploy.catalog import find_gpu
 from r1deploy.cli import main
 from r1deploy.planner import ENGINES, ModelSpec, largest_fitting, payback, plan, plan_for_spec
+from r1deploy.planner.agreement import agreement, load_observations
+from r1deploy.planner.catalog import find_gpu
 from r1deploy.spec import spec_from_host_data
 
 R1 = ModelSpec.from_catalog("deepseek-ai/DeepSeek-R1")
@@ -187,7 +187,7 @@ def test_planner_agrees_with_vllm_within_10_percent(row):
 
 def test_h200_fixture_weights_and_tokens():
     (fixture,) = [o for o in load_observations() if o["id"].startswith("fixture-h200")]
-    from r1deploy.agreement import predict
+    from r1deploy.planner.agreement import predict
 
     p = predict(fixture)
     assert p.weights_gib_per_gpu == pytest.approx(12.34, rel=0.02)
@@ -252,7 +252,7 @@ def test_cpu_backend_has_no_fp8_kv_cache():
 
 
 def test_kv_tokens_from_a_vllm_log():
-    from r1deploy.agreement import kv_tokens_from_log
+    from r1deploy.planner.agreement import kv_tokens_from_log
 
     log = "INFO [kv_cache_utils.py:1307] GPU KV cache size: 2,097,152 tokens\nINFO Maximum concurrency ..."
     assert kv_tokens_from_log(log) == 2_097_152

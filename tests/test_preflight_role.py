@@ -12,7 +12,7 @@ from pyinfra.facts.server import LinuxDistribution
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factharness import World, plan  # noqa: E402
 
-from r1deploy import gpu  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 from roles.gpu_host import facts  # noqa: E402
 from roles.preflight import preflight  # noqa: E402
 from roles.preflight.facts import FreeBytes  # noqa: E402

@@ -6,7 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from r1deploy.progress import agent_result, pull_summary
+from r1deploy.observe.progress import agent_result, pull_summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_progress_lines_and_the_summary_show_at_normal_verbosity(tmp_path):
     deploy = tmp_path / "pull.py"
     deploy.write_text(textwrap.dedent(f"""\
         from pyinfra.operations import server
-        from r1deploy.progress import pull_summary
+        from r1deploy.observe.progress import pull_summary
         from roles._progress import ProgressCommand
 
         server.shell(name="Pull", commands=[ProgressCommand(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy import quantize as q
-from r1deploy.render import quantized_dir, render_node, served_model_dir
+from r1deploy.serving import quantize as q
+from r1deploy.serving.render import quantized_dir, render_node, served_model_dir
 from r1deploy.spec import spec_from_host_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_r1_671b_is_natively_fp8_so_a_scheme_is_skipped_and_the_source_served():
                                    "quant_scheme": "fp8_dynamic"})
     assert quantized_dir(r1) is None
     assert render_node(r1, "n").engine_args["model"] == r1.model.local_dir
-    from r1deploy.catalog import find_model
+    from r1deploy.planner.catalog import find_model
 
     assert q.native_quantization(find_model("deepseek-ai/DeepSeek-R1").config) == "fp8 e4m3 blocks [128, 128]"
 
@@ -96,7 +96,7 @@ def test_existing_output_with_the_same_recipe_does_no_work(tmp_path):
 
 
 def test_the_module_imports_only_the_standard_library():
-    code = ("import sys, r1deploy.quantize; bad = {m.split('.')[0] for m in sys.modules} & "
+    code = ("import sys, r1deploy.serving.quantize; bad = {m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'transformers', 'llmcompressor', 'pydantic', 'numpy', 'datasets'}; print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -110,7 +110,7 @@ LLMC = os.environ.get("R1DEPLOY_LLMC_PYTHON")
 def test_oneshot_on_the_tiny_model(tmp_path, scheme):
     src = tmp_path / REV
     subprocess.run([sys.executable, str(REPO / "lab" / "tinymodel.py"), str(src)], check=True, capture_output=True)
-    argv = [LLMC, "-m", "r1deploy.quantize", "run", "--src", str(src), "--scheme", scheme,
+    argv = [LLMC, "-m", "r1deploy.serving.quantize", "run", "--src", str(src), "--scheme", scheme,
             "--llmcompressor-version", "0.14.0.1", "--max-loss-pct", "1000"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     first = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from r1deploy.groups import group_of
-from r1deploy.inventory import load_specs
-from r1deploy.render import planned_engine, planned_engine_args, render_node
+from r1deploy.fleet.groups import group_of
+from r1deploy.fleet.inventory import load_specs
+from r1deploy.serving.render import planned_engine, planned_engine_args, render_node
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"
@@ -69,3 +69,17 @@ def test_cpu_node_runs_the_api_server_module_with_its_kv_space():
     assert "VLLM_CPU_KVCACHE_SPACE=2" in node.files["vllm.env"]
     assert "VLLM_HOST_IP=10.77.0.11" in node.files["vllm.env"]
     assert "gpu-memory-utilization" not in node.engine_args
+
+
+def test_the_gateway_unit_does_not_change_with_its_node_list(prod):
+    """A node added or taken away is a reconcile through the router's admin routes: the unit (whose
+    change restarts the router and cuts every stream through it) stays the same; the start list it
+    reads at its next start names the nodes."""
+    from r1deploy.serving.render import ROUTER_WORKERS_ENV, render_router_unit, render_router_workers
+
+    gateway = next(h for h, s in prod.items() if s.fleet.role == "gateway")
+    unit = render_router_unit(prod[gateway], gateway)
+    assert f"EnvironmentFile={ROUTER_WORKERS_ENV}" in unit and "--worker-urls $R1_WORKER_URLS" in unit
+    one, two = ["http://10.0.0.11:8000"], ["http://10.0.0.11:8000", "http://10.0.0.12:8000"]
+    assert render_router_workers(gateway, one) != render_router_workers(gateway, two)
+    assert "R1_WORKER_URLS=http://10.0.0.11:8000 http://10.0.0.12:8000\n" in render_router_workers(gateway, two)

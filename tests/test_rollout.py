@@ -1,11 +1,11 @@
-"""The rollout's decisions (r1deploy/rollout.py): batches, drain, crash loops, SLO, what restarts."""
+"""The rollout's decisions (r1deploy/fleet/rollout.py): batches, drain, crash loops, SLO, what restarts."""
 
 from pathlib import Path
 
 import pytest
 
-from r1deploy import rollout as core
-from r1deploy.render import render_node
+from r1deploy.fleet import rollout as core
+from r1deploy.serving.render import render_node
 from r1deploy.spec import spec_from_host_data
 
 BASE = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40}

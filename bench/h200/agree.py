@@ -1,7 +1,7 @@
 """Planner agreement sweep on a real GPU: render, start vLLM, read its memory lines, stop.
 
 For each case (catalog model, gpu_memory_utilization, max_model_len) this renders the H200
-node's files from bench/h200/h200_node.py through r1deploy.render (with the capacity plan for
+node's files from bench/h200/h200_node.py through r1deploy.serving.render (with the capacity plan for
 the GPU nvidia-smi reports), builds the weight-less checkpoint (make_checkpoint.py), starts
 the rendered unit (run_unit.py) and waits for vLLM's "GPU KV cache size" line, then stops it:
 the KV cache is sized by then, so CUDA-graph capture and serving are skipped. Observations
@@ -106,7 +106,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def run_case(key: str, util: float, max_len: int, out: Path, gpu: tuple[str, int], limit: float) -> dict:
-    from r1deploy.render import planned_engine_args, render_node
+    from r1deploy.serving.render import planned_engine_args, render_node
     from r1deploy.spec import spec_from_host_data
 
     sys.path.insert(0, str(ROOT / "bench/h200"))

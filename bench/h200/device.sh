@@ -98,7 +98,7 @@ stage_facts() {
     python3 - "$fx" <<'EOF'
 import subprocess, sys
 from pathlib import Path
-from r1deploy import gpu
+from r1deploy.gpu import nvidia as gpu
 out = Path(sys.argv[1])
 for name, (fname, command) in gpu.PROBES.items():
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120)
@@ -173,7 +173,7 @@ wait_health() {
 render_node() {  # $1 out dir; model etc. from R1_H200_* env
     local out=$1
     python3 bench/h200/make_checkpoint.py "${R1_H200_MODEL:-deepseek-ai/DeepSeek-R1-Distill-Qwen-7B}" \
-        "$(python3 -c 'import sys; sys.path.insert(0, "."); from r1deploy.inventory import load_specs; print(load_specs("bench/h200/h200_node.py")["@local"].model.local_dir)')"
+        "$(python3 -c 'import sys; sys.path.insert(0, "."); from r1deploy.fleet.inventory import load_specs; print(load_specs("bench/h200/h200_node.py")["@local"].model.local_dir)')"
     local mib
     mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     echo "\$ r1deploy render --inventory bench/h200/h200_node.py --host @local --out $out --gpu 'NVIDIA H200' --gpus 1 --gpu-memory-mib $mib"
@@ -235,7 +235,7 @@ stage_bench() {
     local d="$RES/bench"
     mkdir -p "$d"
     export R1_TOKENIZER
-    R1_TOKENIZER=$(python3 -c 'import sys; sys.path.insert(0, "."); from r1deploy.inventory import load_specs; print(load_specs("bench/h200/h200_node.py")["@local"].model.local_dir)')
+    R1_TOKENIZER=$(python3 -c 'import sys; sys.path.insert(0, "."); from r1deploy.fleet.inventory import load_specs; print(load_specs("bench/h200/h200_node.py")["@local"].model.local_dir)')
     # 1) the planner's config: the unit from `serve` (start it if it is not up).
     if ! curl -sf http://127.0.0.1:8000/health >/dev/null; then
         [ -d "$RES/serve/rendered" ] || { mkdir -p "$RES/serve"; render_node "$RES/serve/rendered" >"$RES/serve/render.txt" 2>&1; }

@@ -11,7 +11,7 @@
 #   commands.txt            every command run, in order, with its exit code
 #   probes/                 the probe outputs under their fixture names (gpu-check --save-dir),
 #                           incl. kernel-log.txt and allreduce.json, plus gate.json / gate.txt
-#   gate-standalone.txt     python3 -m r1deploy.gpu_gate --deep --allreduce yes (stdlib only)
+#   gate-standalone.txt     python3 -m r1deploy.gpu.gate --deep --allreduce yes (stdlib only)
 #   gate-pyinfra.txt        the gate as a deploy, expecting what nvidia-smi lists (must pass)
 #   gate-pyinfra-wrong.txt  the same expecting one GPU more (must fail)
 #   facts.txt               pyinfra @local fact for the new facts (PciGpus, GpuVitals, KernelLog)
@@ -44,7 +44,7 @@ log "host lists $N x $MODEL"
 DATA=(--data gpu_vendor=nvidia --data "gpu_expected_model=$MODEL" --data gpu_deep_gate=True
       --data gpu_allreduce=yes --data gpu_allreduce_python=python3)
 
-run gate-standalone.txt python3 -m r1deploy.gpu_gate --expect-model "$MODEL" --expect-count "$N" --deep \
+run gate-standalone.txt python3 -m r1deploy.gpu.gate --expect-model "$MODEL" --expect-count "$N" --deep \
     --allreduce yes --allreduce-python python3 --interconnect nvswitch --save-dir "$RES/probes"
 run gate-pyinfra.txt pyinfra -y @local roles/gpu_host/verify.py "${DATA[@]}" --data "gpu_expected_count=$N"
 run gate-pyinfra-wrong.txt pyinfra -y @local roles/gpu_host/verify.py "${DATA[@]}" \

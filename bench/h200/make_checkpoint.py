@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lab import tinymodel  # noqa: E402
-from r1deploy.catalog import find_model, load_model_config  # noqa: E402
+from r1deploy.planner.catalog import find_model, load_model_config  # noqa: E402
 
 BASE_VOCAB = 4096
 

@@ -5,7 +5,7 @@ with the compile caches the unit's environment names either emptied (cold) or ke
 and measures:
 
 - time to healthy: from the start of the unit's process to the first 200 on /health;
-- the project's warm-up (python -m r1deploy.warmup with the rollout spec's defaults), unless
+- the project's warm-up (python -m r1deploy.serving.warmup with the rollout spec's defaults), unless
   the run is `*-nowarmup`;
 - a first wave at concurrency 16 (16 streaming completions, 1024 random prompt tokens, 256
   generated with ignore_eos, sampling cycling over the generation-config default and every
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench/h200"))
 
 from run_unit import parse_env_file  # noqa: E402
 
-from r1deploy.smoke import EventStream  # noqa: E402
+from r1deploy.serving.smoke import EventStream  # noqa: E402
 from r1deploy.spec import RolloutSection  # noqa: E402
 
 URL = "http://127.0.0.1:8000"
@@ -217,7 +217,7 @@ def wait_healthy(proc: subprocess.Popen, limit_s: float) -> bool:
 
 def warm_up(model: str) -> dict:
     r = RolloutSection()
-    cmd = [sys.executable, "-m", "r1deploy.warmup", URL, "--model", model,
+    cmd = [sys.executable, "-m", "r1deploy.serving.warmup", URL, "--model", model,
            "--system-prompt", r.warmup_system_prompt, "--sampling", json.dumps(r.warmup_sampling),
            "--concurrency", str(r.warmup_concurrency), "--long-tokens", str(r.warmup_long_prompt_tokens),
            "--max-tokens", str(r.warmup_max_tokens)]

@@ -6,7 +6,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from r1deploy.catalog import (
+from r1deploy.planner.catalog import (
     MODELS,
     QUANT_BYTES,
     Architecture,

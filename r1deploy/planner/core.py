@@ -6,18 +6,18 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from r1deploy.catalog import (
+from r1deploy.planner.catalog import (
     GIB,
     Architecture,
     GpuSpec,
 )
-from r1deploy.layout_rules import layout_problems
 from r1deploy.planner.layout import (
     Evaluation,
     Request,
     _fits,
     choose,
 )
+from r1deploy.planner.layout_rules import layout_problems
 from r1deploy.planner.memory import (
     kv_tokens,
     stage_weights_bytes,
@@ -62,7 +62,7 @@ class Plan:
     cost: Cost | None = None
     meets_target: bool | None = None  # against plan_target_concurrency, when set
     recommended_env: dict[str, str] = field(default_factory=dict)
-    launch: str | None = None  # how vLLM starts a layout over several nodes (r1deploy/launch.py)
+    launch: str | None = None  # how vLLM starts a layout over several nodes (r1deploy/serving/launch.py)
     recommended_args: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -203,7 +203,7 @@ def _launch(req: Request, layout: Layout):
     """vLLM's multi-node launch for a layout over several nodes (None on one node)."""
     if req.nodes == 1:
         return None
-    from r1deploy.launch import choose_launch
+    from r1deploy.serving.launch import choose_launch
 
     args = {"tensor-parallel-size": layout.tp, "pipeline-parallel-size": layout.pp,
             "data-parallel-size": layout.dp, "enable-expert-parallel": layout.ep}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from r1deploy.catalog import (
+from r1deploy.planner.catalog import (
     MODELS,
     Architecture,
     GpuSpec,

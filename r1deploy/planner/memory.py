@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from r1deploy.catalog import (
+from r1deploy.planner.catalog import (
     GIB,
     QUANT_BYTES,
     Architecture,

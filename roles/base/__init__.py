@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, pip, server
 
 from r1deploy import AGENT_REQUIREMENTS
-from r1deploy.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
+from r1deploy.serving.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
 from roles._pip import pinned
 from roles._rollout import track
 from roles._spec import host_spec

@@ -1,7 +1,7 @@
-"""Drift: read facts only and compare them with what the spec renders today (r1deploy.drift_checks).
+"""Drift: read facts only and compare them with what the spec renders today (r1deploy.drift.checks).
 
 `host_checks(spec, full)` lists (check name, callable) for this host's role; deploy/drift.py
-runs each through r1deploy.drift.run_check, so a check that raises is that check's
+runs each through r1deploy.drift.runs.run_check, so a check that raises is that check's
 "could not check", never the end of the run.
 """
 
@@ -14,10 +14,10 @@ from pyinfra import host
 from pyinfra.facts.files import Link
 
 from r1deploy import AGENT_REQUIREMENTS
-from r1deploy import drift_checks as dc
-from r1deploy.drift import Finding
-from r1deploy.edge import engine_local_url, router_admin
-from r1deploy.render import (
+from r1deploy.drift import checks as dc
+from r1deploy.drift.runs import Finding
+from r1deploy.serving.edge import engine_local_url, router_admin
+from r1deploy.serving.render import (
     CONFIG_DIR,
     ROUTER_SERVICE,
     SERVICE,
@@ -45,7 +45,7 @@ def _rendered(spec):
 
 def _group(spec) -> list[Finding]:
     """A serving group's member: `r1deploy drift` folds these into one row per group."""
-    from r1deploy.group_drift import member_tag
+    from r1deploy.drift.groups import member_tag
     from roles._group import host_group
 
     return [Finding(host.name, "group", True, member_tag(host_group(spec), host.name))]
@@ -134,10 +134,27 @@ def _backends(spec) -> list[Finding]:
 
 
 def _router_unit(spec) -> list[Finding]:
-    from r1deploy.render import render_router_unit
-    from roles.gateway import _workers
+    from r1deploy.serving.render import render_router_unit
 
-    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name, _workers(spec)))
+    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name))
+
+
+def _gateway_files(spec) -> list[Finding]:
+    """What the gateway stage renders besides the unit: the router's start list and the edge
+    (nginx site, API keys, sandbox drop-in), as the spec and the controller's secrets say today."""
+    from r1deploy.serving import edge
+    from r1deploy.serving.render import ROUTER_WORKERS_ENV, render_router_workers, render_template
+    from roles._secret import resolved
+    from roles.gateway import _workers
+    from roles.gateway.edge import SANDBOX
+
+    want = {ROUTER_WORKERS_ENV: render_router_workers(host.name, _workers(spec)),
+            edge.SITE_CONF: edge.render_site(spec, host.name, bool(spec.gateway.tls_cert_file)),
+            edge.KEYS_CONF: edge.render_keys(resolved(lambda: edge.client_keys(spec)),
+                                             resolved(lambda: edge.vllm_api_key(spec))),
+            SANDBOX: render_template("r1deploy-sandbox.conf.j2", host=host.name)}
+    digests = host.get_fact(df.FileDigests, paths=sorted(want))
+    return dc.files_match(host.name, "gateway-files", want, digests, "gateway")
 
 
 def node_checks(spec, full: bool) -> list[Check]:
@@ -151,7 +168,7 @@ def node_checks(spec, full: bool) -> list[Check]:
         ("service", partial(_service, SERVICE)),
         ("weights", partial(_weights, spec, full)),
     ]
-    from r1deploy.groups import is_group_worker
+    from r1deploy.fleet.groups import is_group_worker
 
     if not is_group_worker(spec, host.name):  # a group worker runs vLLM headless: its head answers
         checks[6:6] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
@@ -168,6 +185,7 @@ def node_checks(spec, full: bool) -> list[Check]:
 def gateway_checks(spec) -> list[Check]:
     return [
         ("unit", partial(_router_unit, spec)),
+        ("gateway-files", partial(_gateway_files, spec)),
         ("router-packages", partial(_packages, "router-packages", router_venv(spec),
                                     [f"vllm-router=={spec.install.router_version}"])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),

@@ -8,8 +8,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from r1deploy.drift_checks import parse_metadata
-from r1deploy.edge import curl_auth
+from r1deploy.drift.checks import parse_metadata
+from r1deploy.serving.edge import curl_auth
 
 
 class FileDigests(FactBase):
@@ -70,7 +70,7 @@ class UnitStates(FactBase):
 
 class LocalJson(FactBase):
     """GET a URL on the host itself (loopback or its fleet address): {"ok": bool, "body": JSON or
-    text}. auth: send the nodes' vLLM key from the host's root-only header file (r1deploy.edge)."""
+    text}. auth: send the nodes' vLLM key from the host's root-only header file (r1deploy.serving.edge)."""
 
     def command(self, url, auth=False):
         key = f"{curl_auth()} " if auth else ""

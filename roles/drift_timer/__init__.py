@@ -25,9 +25,10 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
 
-from r1deploy.render import render_template
+from r1deploy.serving.render import render_template
 from r1deploy.spec import DriftSection, InstallSection, split_host_data
 from roles._pip import pinned
+from roles._secret import secret_file
 from roles.base import pip_source_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,6 +102,17 @@ def _checkout(d: DriftSection, install: InstallSection, commit: str) -> tuple[st
     return f"{d.root}/current", venv
 
 
+def _secrets(d: DriftSection) -> None:
+    """The fleet inventory's secret files, at their controller paths, owned by the checker (0600)."""
+    for path in d.secret_files:
+        source = Path(path)
+        if not source.exists():
+            raise DeployError(f"host {host.name!r}: drift_secret_files: {path} does not exist on the controller")
+        for each in sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]:
+            secret_file(name=f"Secret {each} (0600 {d.user})", path=str(each), content=each.read_text(),
+                        user=d.user, mode="600")
+
+
 @deploy("Drift timer")
 def drift_timer() -> None:
     d, install = settings()
@@ -109,6 +121,7 @@ def drift_timer() -> None:
     apt.packages(name="OS packages for the checker", packages=["python3-venv", "openssh-client", "curl"],
                  update=True, cache_time=24 * 3600)
     _user(d, home)
+    _secrets(d)
     checkout, venv = _checkout(d, install, commit)
     ctx = dict(host=host.name, inventory=d.inventory, commit=commit, user=d.user, home=home, checkout=checkout,
                python=f"{venv}/bin/python", reports=f"{home}/reports", keep=d.keep_runs, full=d.full,

@@ -1,8 +1,9 @@
 """Gateway: nginx (the public edge, roles/gateway/edge.py) in front of vllm-router on loopback,
 whose rotation is kept equal to the serving nodes.
 
-The rollout (roles/serve) takes nodes out of rotation and puts them back through the router's
-admin routes; this stage runs after every batch and reconciles what remains: a configured node
+The router's start list is a file of its own (a new node list restarts nothing). The rollout
+(roles/serve) takes nodes out of rotation and puts them back through the router's admin routes;
+this stage runs after every batch and reconciles what remains: a configured node
 that serves but is not listed (a controller killed mid-rollout left it drained) is added, a
 listed URL no node has any more is removed, and a node whose rollout failed stays out.
 """
@@ -14,9 +15,15 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python, systemd
 
-from r1deploy.edge import router_admin
-from r1deploy.render import ROUTER_SERVICE, render_router_unit, router_venv
-from r1deploy.rollout import gateway_workers
+from r1deploy.fleet.rollout import gateway_workers
+from r1deploy.serving.edge import router_admin
+from r1deploy.serving.render import (
+    ROUTER_SERVICE,
+    ROUTER_WORKERS_ENV,
+    render_router_unit,
+    render_router_workers,
+    router_venv,
+)
 from roles._fleet import fleet_view
 from roles._rollout import remote, track
 from roles._secret import engine_key_files
@@ -76,14 +83,17 @@ def gateway() -> None:
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
                                  [f"vllm-router=={spec.install.router_version}"], spec)
+    workers = _workers(spec)
+    # The start list apart from the unit: a new node list is a reconcile below, never a restart.
+    files.put(name="Router start list", dest=ROUTER_WORKERS_ENV, src=StringIO(render_router_workers(host.name, workers)),
+              mode="644")
     unit = track(files.put(name=f"Unit {ROUTER_SERVICE}", dest=f"/etc/systemd/system/{ROUTER_SERVICE}",
-                           src=StringIO(render_router_unit(spec, host.name, _workers(spec))), mode="644"))
+                           src=StringIO(render_router_unit(spec, host.name)), mode="644"))
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
     track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
     restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
                                 restarted=True, _if=lambda: unit.did_change() or installed.did_change())
     listed = host.get_fact(RouterWorkers, url=router_admin(spec))
-    workers = _workers(spec)
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
                 admin=router_admin(spec), workers=workers,
                 _if=lambda: listed is not None and not restarted.did_change() and set(listed) != set(workers))

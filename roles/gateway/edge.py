@@ -12,8 +12,8 @@ from pyinfra import host
 from pyinfra.api import DeployError
 from pyinfra.operations import apt, files, server, systemd
 
-from r1deploy import edge
-from r1deploy.render import render_template
+from r1deploy.serving import edge
+from r1deploy.serving.render import render_template
 from roles._rollout import track
 from roles._secret import resolved, secret_file
 

@@ -6,7 +6,7 @@
 - AMD (amd.py): AMD's amdgpu + ROCm repositories, amdgpu-dkms and amd-smi pinned and held,
   render/video groups;
 then a reboot only when the loaded kernel module is not the installed driver, and the
-verification gate (r1deploy.gpu_gate / r1deploy.amd_gate, deep checks and all-reduce).
+verification gate (r1deploy.gpu.gate / r1deploy.gpu.amd_gate, deep checks and all-reduce).
 
 Host data: the spec's `gpu_*` keys (r1deploy.spec.GpuSection). Facts: roles.gpu_host.facts
 plus pyinfra's LinuxDistribution, KernelVersion, DebPackages, File/Sha1File, Systemd*.
@@ -24,9 +24,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server, systemd
 
-from r1deploy import gpu_vendor
-from r1deploy.catalog import find_gpu
-from r1deploy.gpu_gate import Expectations
+from r1deploy.gpu import vendor as gpu_vendor
+from r1deploy.gpu.gate import Expectations
+from r1deploy.planner.catalog import find_gpu
 from r1deploy.spec import GpuSection, split_host_data
 from roles._rollout import track
 from roles._spec import host_spec
@@ -183,7 +183,7 @@ def _expectations(g, model: str | None = None) -> Expectations:
 
 
 def _allreduce_python(spec) -> str:
-    from r1deploy.render import vllm_venv
+    from r1deploy.serving.render import vllm_venv
 
     return spec.gpu.allreduce_python or f"{vllm_venv(spec)}/bin/python"
 

@@ -3,7 +3,7 @@ management tools pinned and held, the service user in render/video, a reboot onl
 loaded amdgpu module is not the one the installed amdgpu-dkms builds, then the gate.
 
 vLLM on ROCm: the official ROCm vLLM container (AMD's `rocm/vllm` image), run by podman as
-the systemd service (r1deploy/rocm_vllm.py builds its ExecStart), not wheels. Why: vLLM
+the systemd service (r1deploy/serving/rocm_vllm.py builds its ExecStart), not wheels. Why: vLLM
 publishes no ROCm wheels on PyPI (its ROCm install page offers a source build or the
 container), and AMD validates and documents the container for MI300X (ROCm docs, "vLLM
 inference"); the image pins a matching ROCm user space, torch, triton and AITER, so the host
@@ -19,7 +19,7 @@ from pyinfra import host
 from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files
 
-from r1deploy import amd
+from r1deploy.gpu import amd
 from roles._rollout import track
 from roles.gpu_host import facts
 from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_amdgpu, user_in_groups

@@ -20,8 +20,8 @@ DRAINED: set[str] = set()
 def _drain(name: str) -> bool:
     from pyinfra import host
 
-    from r1deploy import rollout as core
-    from r1deploy.edge import engine_local_url, router_admin
+    from r1deploy.fleet import rollout as core
+    from r1deploy.serving.edge import engine_local_url, router_admin
     from roles._fleet import address, connected, fleet_view
     from roles._spec import host_spec
     from roles.serve.rollout import drain_from, wait_drained

@@ -1,5 +1,5 @@
-"""pyinfra facts for GPU hosts: thin wrappers around the pure parsers in r1deploy.gpu (NVIDIA),
-r1deploy.amd (AMD), r1deploy.gpu_health, r1deploy.allreduce and r1deploy.gpu_vendor.
+"""pyinfra facts for GPU hosts: thin wrappers around the pure parsers in r1deploy.gpu.nvidia (NVIDIA),
+r1deploy.gpu.amd (AMD), r1deploy.gpu.health, r1deploy.gpu.allreduce and r1deploy.gpu.vendor.
 
 Every probe command exits 0 and prints a marker when its binary is missing, so a host with no
 GPU, no driver or a broken driver gives a fact value that says so instead of failing the host.
@@ -12,7 +12,10 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from r1deploy import allreduce, amd, dpkg, gpu, gpu_health, gpu_vendor
+from r1deploy.gpu import allreduce, amd, dpkg
+from r1deploy.gpu import health as gpu_health
+from r1deploy.gpu import nvidia as gpu
+from r1deploy.gpu import vendor as gpu_vendor
 
 
 def _text(output: list[str]) -> str:
@@ -271,7 +274,7 @@ class AmdPackages(FactBase):
 
 
 class AmdSmi(FactBase):
-    """The raw output of one AMD probe (r1deploy.amd.PROBES: static, metric, list, xgmi,
+    """The raw output of one AMD probe (r1deploy.gpu.amd.PROBES: static, metric, list, xgmi,
     rocm_smi, module); the gate parses it. simulated: as LoadedDriver's."""
 
     def command(self, probe: str, simulated: bool = False) -> str:

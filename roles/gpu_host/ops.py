@@ -19,8 +19,8 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files
 
-from r1deploy import amd, amd_gate, dpkg
-from r1deploy.gpu_gate import Expectations, Observation, exit_code, render_table, run_gate
+from r1deploy.gpu import amd, amd_gate, dpkg
+from r1deploy.gpu.gate import Expectations, Observation, exit_code, render_table, run_gate
 from roles.gpu_host import drain, facts
 from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
 

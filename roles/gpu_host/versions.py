@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from functools import cmp_to_key
 
-from r1deploy.dpkg import compare_deb_versions, upstream_version
+from r1deploy.gpu.dpkg import compare_deb_versions, upstream_version
 
 
 class VersionSkew(Exception):

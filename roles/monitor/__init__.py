@@ -4,7 +4,7 @@ Prometheus and the node exporter come from the distribution (Debian 12: promethe
 prometheus-node-exporter 1.5); their /etc/default files carry r1deploy's flags (retention, bind
 address, textfile directory). The DCGM exporter's unit and counters are rendered on every GPU
 node; the exporter itself is installed where NVIDIA's repository is configured (`gpu_dcgm`).
-What Prometheus scrapes and alerts on is rendered from the whole inventory (r1deploy/monitor.py)
+What Prometheus scrapes and alerts on is rendered from the whole inventory (r1deploy/observe/monitor.py)
 and checked by the host's own promtool before Prometheus restarts on it.
 """
 
@@ -15,8 +15,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from r1deploy.edge import vllm_api_key
-from r1deploy.monitor import (
+from r1deploy.observe.monitor import (
     CONFIG_FILE,
     DCGM_SERVICE,
     PROMETHEUS_DIR,
@@ -33,6 +32,7 @@ from r1deploy.monitor import (
     render_dcgm_exporter,
     render_prometheus_config,
 )
+from r1deploy.serving.edge import vllm_api_key
 from roles._secret import resolved, secret_file
 from roles._spec import host_spec
 

@@ -4,7 +4,7 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import LinuxDistribution
 
-from r1deploy.catalog import MODELS
+from r1deploy.planner.catalog import MODELS
 from roles._plan import host_plan
 from roles._spec import host_spec
 from roles.preflight.facts import FreeBytes

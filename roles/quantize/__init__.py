@@ -2,7 +2,7 @@
 
 Runs between weights and vLLM when `quant_scheme` is not "none". The output directory
 (`<commit>-<scheme>-<recipe hash>` beside the pulled commit) is named on the controller from the
-spec (r1deploy.render.quantized_dir), so the serve stage renders the same path; its manifest,
+spec (r1deploy.serving.render.quantized_dir), so the serve stage renders the same path; its manifest,
 read as a fact, makes a converge with the same inputs do no work and still report the gate's
 numbers. A model the catalog knows as natively quantized (R1 671B ships FP8) is skipped: the
 stage says so, and the source is served.
@@ -15,8 +15,8 @@ from pyinfra import host, logger
 from pyinfra.api import DeployError, OperationError, deploy
 from pyinfra.operations import python, server
 
-from r1deploy.quantize import gate
-from r1deploy.render import agent_venv, native_quantization, quant_venv, quantized_dir
+from r1deploy.serving.quantize import gate
+from r1deploy.serving.render import agent_venv, native_quantization, quant_venv, quantized_dir
 from roles._pip import pinned
 from roles._rollout import remote, track
 from roles._spec import host_spec
@@ -29,7 +29,7 @@ WITHOUT = ["torchvision", "torchaudio", "torchcodec"]
 
 def _command(spec, venv: str, src: str) -> str:
     q = spec.quant
-    argv = [f"{venv}/bin/python", "-m", "r1deploy.quantize", "run", "--src", src, "--scheme", q.scheme,
+    argv = [f"{venv}/bin/python", "-m", "r1deploy.serving.quantize", "run", "--src", src, "--scheme", q.scheme,
             "--llmcompressor-version", q.llmcompressor_version, "--max-loss-pct", str(q.max_loss_pct),
             "--fail-if-native"]
     if q.torch_version:

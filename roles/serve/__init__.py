@@ -2,7 +2,7 @@
 
 A release is a directory named by the digest of everything rendered; `current` points at the
 live one, `previous` at the one before. The files land first (nothing restarts). Then one
-operation per batch (r1deploy.rollout.plan_batches): each node of the batch is drained from its
+operation per batch (r1deploy.fleet.rollout.plan_batches): each node of the batch is drained from its
 gateways, stopped once idle, started on the new release, proven (health, warm-up, smoke — plus
 the SLO on the canary) and put back in rotation; a failure rolls that node back and stops the
 rollout (roles/serve/rollout.py). A serving group is one replica in one batch: its head drives
@@ -19,9 +19,9 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python
 
-from r1deploy import rollout as core
-from r1deploy.edge import router_admin
-from r1deploy.render import CONFIG_DIR, SERVICE, compile_cache_dir
+from r1deploy.fleet import rollout as core
+from r1deploy.serving.edge import router_admin
+from r1deploy.serving.render import CONFIG_DIR, SERVICE, compile_cache_dir
 from roles._fleet import address, connected, fleet_view
 from roles._group import host_group, render_host
 from roles._plan import host_plan

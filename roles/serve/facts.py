@@ -2,7 +2,7 @@ import json
 
 from pyinfra.api import FactBase
 
-from r1deploy.edge import AUTH_HEADER, curl_auth
+from r1deploy.serving.edge import AUTH_HEADER, curl_auth
 
 
 class ServingHealth(FactBase):

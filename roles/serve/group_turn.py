@@ -1,10 +1,10 @@
 """A serving group's turn in a rolling update: the head and its workers restart as ONE replica.
 
-Runs in the head's python.call of its batch (the batch holds the whole group, r1deploy.rollout
+Runs in the head's python.call of its batch (the batch holds the whole group, r1deploy.fleet.rollout
 .plan_batches) and reaches the workers over their own SSH connections. The head is drained from
 its gateways (workers are never in a router) and waited on until idle; then every member stops
 (head first), activates its new release and starts (workers first: they wait at the head's
-rendezvous, r1deploy.groups.start_order); the group is up when the head answers and every
+rendezvous, r1deploy.fleet.groups.start_order); the group is up when the head answers and every
 member's unit runs; warm-up and smoke go through the head, which then rejoins. A failure rolls
 every member back to its previous release, restarts the group, and stops the rollout, naming the
 member, the phase and vLLM's own error line.
@@ -17,16 +17,17 @@ import time
 from pyinfra import host
 from pyinfra.api import OperationError
 
-from r1deploy import groups as grp
-from r1deploy import rollout as core
-from r1deploy.groups import ServingGroup
-from r1deploy.render import CONFIG_DIR, SERVICE
+from r1deploy.fleet import groups as grp
+from r1deploy.fleet import rollout as core
+from r1deploy.fleet.groups import ServingGroup
+from r1deploy.serving.render import CONFIG_DIR, SERVICE
 from r1deploy.spec import Spec
 from roles._fleet import connected
 from roles._rollout import remote
 from roles.serve.rollout import (
     ROLLOUT,
     PhaseFailed,
+    _engine,
     _pointers,
     _Timer,
     _unit_state,
@@ -37,6 +38,7 @@ from roles.serve.rollout import (
     failure_story,
     journal_since,
     keep_previous,
+    listed_workers,
     rejoin,
     serves,
     smoke,
@@ -127,12 +129,24 @@ def _prove(spec: Spec, group: ServingGroup, records: list, started: dict[str, fl
         t.detail = smoke(spec, canary)
 
 
+def _drain(spec: Spec, group: ServingGroup, gateways: list, url: str, members: dict[str, str]) -> str:
+    """Out of rotation: the head's URL, and a member's own URL where a router still lists it (a node
+    that served alone and now joins the group as a worker); then until each of those is idle."""
+    listed = set().union(*(listed_workers(gw, admin) for gw, admin in gateways))
+    alone = {n: u for n, u in members.items() if n != group.head and u in listed}
+    notes = drain_from(gateways, url, tuple(alone.values()))
+    waits = [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)]
+    waits += [f"{n}: " + wait_drained(u, spec.rollout.drain_timeout_s, _target(group, n)) for n, u in alone.items()]
+    return "; ".join(notes + waits)
+
+
 def _restart(spec: Spec, group: ServingGroup, records: list, releases: dict[str, str], gateways: list,
-             url: str, canary: bool) -> None:
+             urls: tuple[str, dict[str, str]], canary: bool) -> None:
+    """urls: the head's, and every member's own as a router may list it."""
+    url, members = urls
     if gateways:
         with _Timer(records, "drain") as t:
-            notes = drain_from(gateways, url)
-            t.detail = "; ".join(notes + [wait_drained(spec.vllm.port, spec.rollout.drain_timeout_s)])
+            t.detail = _drain(spec, group, gateways, url, members)
     with _Timer(records, "stop") as t:
         _stop_all(group, "stop")
         t.detail = "stopped " + ", then ".join(grp.stop_order(group))
@@ -218,8 +232,9 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
                                f"{spec.model.name}: this restart is an outage; set rollout_allow_outage = True "
                                "to accept it")
         if restart:
+            members = {n: turns[n]["url"] for n in group.hosts if n in turns}
             _restart(spec, group, list(records.values()), {n: r.release for n, r in records.items()}, gateways,
-                     url, canary)
+                     (url, members), canary)
         else:
             _prove(spec, group, list(records.values()), {n: time.time() for n in group.hosts}, canary=False)
         if gateways:

@@ -2,7 +2,7 @@
 
 Runs inside a python.call of its batch's operation, so it may talk to other hosts: the gateways
 that route to this node are reached over their own SSH connections, on their loopback (the
-router's admin routes never listen elsewhere). Every decision is in r1deploy.rollout.
+router's admin routes never listen elsewhere). Every decision is in r1deploy.fleet.rollout.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import OperationError
 
-from r1deploy import rollout as core
-from r1deploy.edge import AUTH_HEADER, curl_auth, engine_local_url
-from r1deploy.render import CONFIG_DIR, SERVICE, agent_venv
+from r1deploy.fleet import rollout as core
+from r1deploy.serving.edge import AUTH_HEADER, curl_auth, engine_local_url
+from r1deploy.serving.render import CONFIG_DIR, SERVICE, agent_venv
 from r1deploy.spec import Spec
 from roles._fleet import address, connected
 from roles._rollout import remote
@@ -73,7 +73,7 @@ class _Timer:
 # --- gateways -----------------------------------------------------------------------------
 
 def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 30) -> tuple[str, str]:
-    """(HTTP status, body) from a gateway's router admin API, on its loopback (r1deploy.edge.router_admin)
+    """(HTTP status, body) from a gateway's router admin API, on its loopback (r1deploy.serving.edge.router_admin)
     over SSH; status "000": no router answers."""
     out = remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
                  f"{shlex.quote(admin + path)} 2>/dev/null || true", f"router {path}", target=gateway)
@@ -81,17 +81,28 @@ def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 
     return code.strip() or "000", body
 
 
-def drain_from(gateways: list, url: str) -> list[str]:
+def drain_from(gateways: list, url: str, also: tuple[str, ...] = ()) -> list[str]:
     """Take the node out of every gateway's rotation; returns notes on gateways without a router
-    (a first deploy: nothing routes to the node there, nothing to drain)."""
+    (a first deploy: nothing routes to the node there, nothing to drain). `also`: more URLs to take
+    out (the router answers 200 for a URL it does not list, seen with vllm-router 0.1.17)."""
     notes = []
     for gw, admin in gateways:
-        code, body = _router(gw, f"/remove_worker?url={url}", admin, "POST")
-        if code == "000":
-            notes.append(f"{gw.name}: no router yet")
-        elif code != "200":
-            raise OperationError(f"{gw.name} refused to remove {url}: {code} {body.strip()[:200]}")
+        for each in [url, *also]:
+            code, body = _router(gw, f"/remove_worker?url={each}", admin, "POST")
+            if code == "000":
+                notes.append(f"{gw.name}: no router yet")
+                break
+            if code != "200":
+                raise OperationError(f"{gw.name} refused to remove {each}: {code} {body.strip()[:200]}")
+            if each != url:
+                notes.append(f"{gw.name}: {each} out of rotation too")
     return notes
+
+
+def listed_workers(gateway, admin: str) -> set[str]:
+    """The URLs a gateway's router routes to now (none where no router answers)."""
+    code, body = _router(gateway, "/list_workers", admin)
+    return set(json.loads(body).get("urls", [])) if code == "200" else set()
 
 
 def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
@@ -114,19 +125,19 @@ def _engine(spec: Spec) -> str:
     return engine_local_url(spec, address(host))
 
 
-def _in_flight(engine: str) -> int | None:
-    out = remote(f"curl -fsS -m 5 {engine}/metrics || true", "metrics")
+def _in_flight(engine: str, target=None) -> int | None:
+    out = remote(f"curl -fsS -m 5 {engine}/metrics || true", "metrics", target=target)
     return core.in_flight(out)
 
 
-def wait_drained(engine: str, timeout_s: int) -> str:
+def wait_drained(engine: str, timeout_s: int, target=None) -> str:
     """Until vLLM runs and queues nothing, twice in a row (a request the router picked just
-    before the removal may still be connecting)."""
+    before the removal may still be connecting). `target`: the host it runs on (default: this one)."""
     deadline = time.monotonic() + timeout_s
     zeros = 0
     time.sleep(1)
     while time.monotonic() < deadline:
-        count = _in_flight(engine)
+        count = _in_flight(engine, target)
         if count is None:
             return "engine not answering: nothing to drain"
         zeros = zeros + 1 if count == 0 else 0
@@ -218,7 +229,7 @@ def key_args(spec: Spec) -> list[str]:
 def warm_up(spec: Spec) -> str:
     r = spec.rollout
     long_tokens = min(r.warmup_long_prompt_tokens, (spec.vllm.max_model_len or 4096) // 2)
-    ok, data = _agent(spec, "r1deploy.warmup", [
+    ok, data = _agent(spec, "r1deploy.serving.warmup", [
         _engine(spec), "--model", spec.model.name, *key_args(spec),
         "--system-prompt", r.warmup_system_prompt, "--sampling", json.dumps(r.warmup_sampling),
         "--concurrency", str(r.warmup_concurrency), "--long-tokens", str(long_tokens),

@@ -14,10 +14,10 @@ from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import python
 
-from r1deploy.edge import router_admin
-from r1deploy.render import agent_venv
-from r1deploy.rollout import startup_timeout_s
-from r1deploy.smoke import NodeReport, table
+from r1deploy.fleet.rollout import startup_timeout_s
+from r1deploy.serving.edge import router_admin
+from r1deploy.serving.render import agent_venv
+from r1deploy.serving.smoke import NodeReport, table
 from roles._rollout import host_changed, remote
 from roles._spec import host_spec
 from roles.gateway import wait_router
@@ -29,7 +29,7 @@ def run_smoke(spec, url: str) -> tuple[bool, dict]:
     from roles.serve.rollout import key_args
 
     venv = agent_venv(spec)
-    argv = [f"{venv}/bin/python", "-m", "r1deploy.smoke", f"{host.name}={url}", "--model", spec.model.name,
+    argv = [f"{venv}/bin/python", "-m", "r1deploy.serving.smoke", f"{host.name}={url}", "--model", spec.model.name,
             "--max-tokens", str(spec.smoke.max_tokens), "--prompt", spec.smoke.prompt,
             "--timeout", str(spec.smoke.timeout_s), "--json", *key_args(spec)]
     if not spec.smoke.require_reasoning:

@@ -1,12 +1,15 @@
 """vLLM: a versioned virtualenv per release of the engine, from the spec's index or wheelhouse."""
 
 from pyinfra.api import deploy
+from pyinfra.operations import server
 
-from r1deploy.render import vllm_venv
+from r1deploy.serving.ep_kernels import import_check, kernels_for
+from r1deploy.serving.render import vllm_venv
 from roles._pip import pinned
+from roles._plan import host_plan
 from roles._rollout import track
 from roles._spec import host_spec
-from roles.base import venv_packages
+from roles.base import pip_source_args, venv_packages
 
 
 @deploy("vLLM")
@@ -19,3 +22,16 @@ def vllm() -> None:
         # PyPI's CUDA torchvision next to the CPU torch breaks `import transformers`.
         track(pinned(name="Remove conflicting packages", venv=venv, requirements=spec.install.vllm_without,
                      present=False))
+    _ep_kernels(spec, venv)
+
+
+def _ep_kernels(spec, venv: str) -> None:
+    """DeepGEMM and DeepEP where the plan runs DP + EP on Hopper (r1deploy/serving/ep_kernels.py),
+    after vLLM (they build against its torch), from the same index or wheelhouse; the import check
+    fails the deploy here, before the serve stage restarts anything."""
+    kernels = kernels_for(spec, host_plan(spec))
+    if not kernels:
+        return
+    track(pinned(name="Install expert-parallel kernels", venv=venv, requirements=kernels,
+                 source_args=pip_source_args(spec)))
+    server.shell(name="Expert-parallel kernels import", commands=[import_check(venv, kernels)])

@@ -23,9 +23,9 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
 
-from r1deploy.catalog import find_model
-from r1deploy.progress import pull_summary
-from r1deploy.render import CONFIG_DIR, MIRROR_USER, agent_venv, render_template
+from r1deploy.observe.progress import pull_summary
+from r1deploy.planner.catalog import find_model
+from r1deploy.serving.render import CONFIG_DIR, MIRROR_USER, agent_venv, render_template
 from roles._fleet import address
 from roles._progress import ProgressCommand
 from roles._rollout import track
@@ -98,7 +98,7 @@ QUANT_OUTPUT_RATIO = {"fp8_dynamic": 0.55, "w8a8_int8": 0.55, "w4a16": 0.3}
 
 def extra_bytes(spec) -> int:
     """Disk the quantize stage will need beside the pull, for the agent's preflight (0 if unknown)."""
-    from r1deploy.render import quantized_dir
+    from r1deploy.serving.render import quantized_dir
 
     entry = find_model(spec.model.repo_id)
     if not quantized_dir(spec) or not entry or entry.repo_id != spec.model.repo_id:
