@@ -101,7 +101,8 @@ def build_model() -> dict:
     src = CACHE / "tiny-model"
     repo_id = "r1lab/R1-Distill-Qwen-tiny"
     if not (src / "config.json").exists():
-        sh(sys.executable, str(REPO / "lab" / "tinymodel.py"), str(src))
+        # Its size line goes to stderr: `lab up`'s stdout is the lab's JSON, which tests parse.
+        sh(sys.executable, str(REPO / "lab" / "tinymodel.py"), str(src), stdout=sys.stderr)
     from r1deploy.mirror import publish
 
     commit = publish(src, hub, repo_id)
