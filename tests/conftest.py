@@ -12,10 +12,16 @@ def fleet():
     """(lab info, the first converge). Torn down at the end: `lab down` must leave nothing."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    lab = labharness.up()
+    keep = os.environ.get("R1LAB_KEEP")
+    try:
+        lab = labharness.up()
+    except BaseException:
+        if not keep:  # a lab that came up but could not be read must not outlive the session
+            labharness.down()
+        raise
     first = labharness.converge()
     yield lab, first
-    if not os.environ.get("R1LAB_KEEP"):
+    if not keep:
         assert labharness.down() == [], "lab down left things behind"
 
 
