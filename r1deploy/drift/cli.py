@@ -47,21 +47,11 @@ def _output(args: argparse.Namespace, manifest, findings: list[Finding]) -> int:
 def expected_hosts(inventory_path: str, limits: list[str]) -> list[str]:
     """The inventory's hosts that pyinfra's --limit patterns select (group names or globs),
     loaded offline: nothing connects."""
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
     from pyinfra_cli.cli import _get_inventory_pattern_matches
-    from pyinfra_cli.exceptions import UnexpectedExternalError
-    from pyinfra_cli.inventory import make_inventory
 
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from r1deploy.fleet.inventory import inventory_file_error, loading_offline
+    from r1deploy.fleet.inventory import offline_inventory
 
-    with ctx_state.use(State(check_for_changes=False)), loading_offline(inventory_path):
-        try:
-            inventory = make_inventory(inventory_path, cwd=str(REPO))
-        except (UnexpectedExternalError, SyntaxError) as exc:
-            raise inventory_file_error(exc) from None
+    with offline_inventory(inventory_path, cwd=str(REPO)) as inventory:
         hosts = _get_inventory_pattern_matches(inventory, limits, "--limit") if limits else list(inventory)
         return [h.name for h in hosts]
 

@@ -64,10 +64,12 @@ def cli_overrides() -> dict[str, Any]:
                               params.get("ssh_key_password"), params.get("ssh_port"), params.get("ssh_password"))
 
 
-def load_entries(inventory_path: str, cwd: str | None = None,
-                 override_data: dict[str, Any] | None = None) -> list[HostEntry]:
-    """Every host with its merged data (host > groups > all, exactly as pyinfra sees it), its own
-    data and each of its groups' data."""
+@contextlib.contextmanager
+def offline_inventory(inventory_path: str, cwd: str | None = None, override_data: dict[str, Any] | None = None):
+    """The pyinfra Inventory of a file, loaded as pyinfra would (cwd on sys.path, so inventories can
+    import lab/ and r1deploy/) inside an offline state, so nothing connects; the inventory's own
+    validate_before_connecting stands down (the caller decides what to check), and a file that does
+    not execute is an InventoryFileError naming file and line."""
     with warnings.catch_warnings():  # pyinfra_cli monkey-patches ssl late; harmless for loading
         warnings.filterwarnings("ignore", message="Monkey-patching ssl")
         from pyinfra.api import State
@@ -77,22 +79,27 @@ def load_entries(inventory_path: str, cwd: str | None = None,
 
     cwd = cwd or os.getcwd()
     if cwd not in sys.path:
-        sys.path.insert(0, cwd)  # as pyinfra does, so inventories can import lab/ and r1deploy/
+        sys.path.insert(0, cwd)
     try:
-        # pyinfra executes inventory files inside a state context; an offline one connects nowhere.
-        # The inventory's own validate_before_connecting call stands down: this load validates.
         with loading_offline(inventory_path), ctx_state.use(State(check_for_changes=False)):
-            inventory = make_inventory(inventory_path, override_data=override_data, cwd=cwd)
-            override = inventory.get_override_data()
-            # The group named after the inventory file comes last, so its data wins over the
-            # other groups' by construction (the lab's overrides the shared gateways.py); "all"
-            # comes first. Only the other groups can disagree without a winner one can see.
-            ranked = {"all", os.path.splitext(os.path.basename(inventory_path))[0]}
-            return [HostEntry(host.name, host.data.dict(), {**inventory.get_host_data(host.name), **override},
-                              {g: inventory.get_group_data(g) for g in host.groups if g not in ranked})
-                    for host in inventory]
+            yield make_inventory(inventory_path, override_data=override_data, cwd=cwd)
     except (UnexpectedExternalError, SyntaxError) as exc:
         raise inventory_file_error(exc) from None
+
+
+def load_entries(inventory_path: str, cwd: str | None = None,
+                 override_data: dict[str, Any] | None = None) -> list[HostEntry]:
+    """Every host with its merged data (host > groups > all, exactly as pyinfra sees it), its own
+    data and each of its groups' data."""
+    with offline_inventory(inventory_path, cwd, override_data) as inventory:
+        override = inventory.get_override_data()
+        # The group named after the inventory file comes last, so its data wins over the
+        # other groups' by construction (the lab's overrides the shared gateways.py); "all"
+        # comes first. Only the other groups can disagree without a winner one can see.
+        ranked = {"all", os.path.splitext(os.path.basename(inventory_path))[0]}
+        return [HostEntry(host.name, host.data.dict(), {**inventory.get_host_data(host.name), **override},
+                          {g: inventory.get_group_data(g) for g in host.groups if g not in ranked})
+                for host in inventory]
 
 
 def inventory_file_error(exc: BaseException) -> InventoryFileError:
