@@ -101,8 +101,10 @@ def drain_from(gateways: list, url: str, also: tuple[str, ...] = ()) -> list[str
 
 def listed_workers(gateway, admin: str) -> set[str]:
     """The URLs a gateway's router routes to now (none where no router answers)."""
+    from r1deploy.drift.checks import router_workers  # what /list_workers answers, every shape of it
+
     code, body = _router(gateway, "/list_workers", admin)
-    return set(json.loads(body).get("urls", [])) if code == "200" else set()
+    return set(router_workers(json.loads(body)) or ()) if code == "200" else set()
 
 
 def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
