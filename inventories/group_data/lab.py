@@ -19,8 +19,14 @@ vllm_startup_timeout_s = 600
 # engine thread, scheduled where the kernel likes (pinning two engines to one core starved the one
 # restarting), and no torch.compile: the CPU build runs the captured graph without inductor, so a
 # compile costs ~25 s of CPU per start for no speed (the sampler's JIT warm-up is proven on the H200).
+# One process per engine (VLLM_ENABLE_V1_MULTIPROCESSING=0: the CPU platform then keeps the
+# in-process executor, no VLLM::Worker): the worker's queue reader spins with sched_yield for a
+# second after every step (SpinCondition, busy_loop_s=1 in vllm/distributed/device_communicators/
+# shm_broadcast.py, no knob), so every node under the load loop kept a core busy and a node
+# restarting beside two of them took 168 s to healthy vs 30 s idle (5.5x). Without the worker
+# process: 28 s under the same load vs 25 s idle (measured on the lab, bench/results/ci-time.md).
 vllm_cpu_omp_threads_bind = "nobind"
-vllm_env = {"OMP_NUM_THREADS": "1"}
+vllm_env = {"OMP_NUM_THREADS": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 vllm_extra_args = {"enforce-eager": True}
 
 gpu_manage = False
