@@ -1,10 +1,11 @@
 """The whole inventory, validated before any host is touched.
 
 Every host's spec (r1deploy/spec.py) plus what only the fleet as a whole shows: a host whose
-groups disagree (two model groups), ports that collide on one machine, gateways whose backends
-do not exist or serve another model, seeds that are not nodes of the same model, incomplete
-multi-node groups, hardware the spec cannot run on (r1deploy/planner/hardware.py), connection settings
-pyinfra would only trip over when connecting, and secrets the controller cannot resolve.
+groups disagree (two model groups), ports that collide on one machine, two nodes or two gateways
+on one machine, gateways whose backends do not exist or serve another model, seeds that are not
+nodes of the same model, incomplete multi-node groups, hardware the spec cannot run on
+(r1deploy/planner/hardware.py), connection settings pyinfra would only trip over when
+connecting, and secrets the controller cannot resolve.
 Every problem names the host and the key the operator wrote.
 """
 
@@ -192,6 +193,25 @@ def address_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str,
             yield entry.name, "vllm_host_ip", f"{ip} is also the address of host {other.name!r}"
 
 
+# What one role installs at fixed paths: a second host of that role on the machine overwrites it.
+_FIXED_PATHS = {"node": "r1-vllm.service, /etc/r1deploy/current",
+                "gateway": "vllm-router.service, r1-gateway.conf, keys.conf"}
+
+
+def machine_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
+    """One node and one gateway per machine at most: their units and files have fixed names, so two
+    of one role on one machine overwrite each other (a node beside a gateway is fine)."""
+    seen: dict[tuple[tuple[str, str], str], str] = {}
+    for entry, spec in hosts:
+        role = spec.fleet.role
+        other = seen.setdefault((entry.machine, role), entry.name)
+        if other != entry.name:
+            host, port = entry.machine
+            yield entry.name, "ssh_hostname", (
+                f"{host}:{port} is also the machine of {role} {other!r}: two {role}s on one machine share "
+                f"{_FIXED_PATHS[role]} and overwrite each other; give each {role} a machine of its own")
+
+
 def _same_model(a: Spec, b: Spec) -> bool:
     return a.model.repo_id == b.model.repo_id and a.model.name == b.model.name
 
@@ -254,7 +274,7 @@ def env_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str
                 yield entry.name, "fleet_env", "'lab' (relaxed rules) in an inventory with prod hosts"
 
 
-CROSS_HOST_RULES = (port_problems, address_problems, gateway_problems, seed_problems, env_problems)
+CROSS_HOST_RULES = (port_problems, machine_problems, address_problems, gateway_problems, seed_problems, env_problems)
 
 
 # --------------------------------------------------------------------------- the whole inventory
