@@ -421,7 +421,9 @@ class DriftSection(_Section):
     commit: str | None = None  # None: the controller checkout's HEAD
     known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
     textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
-    env: dict[str, str] = Field(default_factory=dict)  # extra environment of the check's service
+    # Extra environment of the check's service (the inventory's key variables, e.g. R1_API_KEY): a
+    # root-only EnvironmentFile, never the world-readable unit.
+    env: dict[str, str] = Field(default_factory=dict)
     # Controller files or directories the fleet inventory names (API keys, TLS, tokens): the check
     # loads that inventory and compares what it renders, so they go to the same paths on the ops
     # host, readable by drift_user only (0600).
