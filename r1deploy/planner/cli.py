@@ -89,7 +89,7 @@ def _gpu(args: argparse.Namespace):
     if args.device == "cpu":
         return custom_gpu(1024, name="cpu")
     known = find_gpu(args.gpu) if args.gpu else None
-    if args.gpu_memory_mib:
+    if args.gpu_memory_mib is not None:
         return custom_gpu(args.gpu_memory_mib, like=known, name=known.name if known else args.gpu)
     if known is None:
         raise KeyError(f"unknown GPU {args.gpu!r}; known: {', '.join(g.name for g in GPUS)}")
