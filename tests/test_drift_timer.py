@@ -82,13 +82,13 @@ def test_drift_env_secrets_go_to_a_root_only_environment_file_not_the_unit():
     world.facts[File] = None
     data = {"drift_env": {"R1_API_KEY": "sk-drift-secret", "HTTPS_PROXY": "http://10.0.0.1:3128"}}
     _, commands = plan(drift_timer, {"ops": (data, world)})
-    text = "\n".join(commands["ops"])
-    unit = text[text.index("upload /etc/systemd/system/r1deploy-drift.service"):]
-    unit = unit[:unit.index("[Install]")]
+    # The checkout's tar is uploaded too, and this very file is in it: look at the other commands.
+    ops = [c for c in commands["ops"] if "] upload /opt/r1deploy-drift/releases/" not in c]
+    unit = next(c for c in ops if "] upload /etc/systemd/system/r1deploy-drift.service" in c)
     assert "EnvironmentFile=/opt/r1deploy-drift/drift.env" in unit
     assert "sk-drift-secret" not in unit and "R1_API_KEY" not in unit
     assert ("install -m 600 -o root -g root /opt/r1deploy-drift/.r1deploy-staging/drift.env "
-            "/opt/r1deploy-drift/drift.env") in text
-    staged = text[text.index("upload /opt/r1deploy-drift/.r1deploy-staging/drift.env"):]
-    assert "R1_API_KEY=sk-drift-secret\\n" in staged.splitlines()[1]
-    assert text.count("sk-drift-secret") == 1  # only in the staged upload
+            "/opt/r1deploy-drift/drift.env") in "\n".join(ops)
+    staged = [c for c in ops if "sk-drift-secret" in c]
+    assert len(staged) == 1 and "] upload /opt/r1deploy-drift/.r1deploy-staging/drift.env" in staged[0]
+    assert "R1_API_KEY=sk-drift-secret\\n" in staged[0]
