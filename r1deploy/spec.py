@@ -207,8 +207,8 @@ class VllmSection(_Section):
     custom_all_reduce: bool | None = None
     allreduce_fusion: bool | None = None
     nccl_ib_hca: str | None = None
-    # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP on Hopper with
-    # install_ep_kernels, else vLLM's default allgather_reducescatter).
+    # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP over several
+    # Hopper nodes with install_ep_kernels, else vLLM's default allgather_reducescatter).
     all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency"] | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
