@@ -1,9 +1,11 @@
 """An example production fleet (not reachable from here; `r1deploy check inventories/prod.py`
 validates it and `r1deploy plan --inventory inventories/prod.py` plans it).
 
-Host names are placeholders (.example): put your own. DeepSeek-R1 (671B, FP8) on one 8×H200 HGX node, plus two 8×H100 nodes that serve
-R1-Distill-Llama-70B, behind one gateway. Per-host data overrides group data
-(group_data/prod.py, then group_data/all.py).
+Host names are placeholders (.example): put your own. DeepSeek-R1 (671B, FP8) on one 8×H200 HGX
+node and two serving groups, behind gateway-01; two 8×H100 nodes that serve R1-Distill-Llama-70B,
+behind gateway-02. Per-host data overrides group data (group_data/prod.py, then group_data/all.py).
+Secrets the controller resolves (check without --no-secrets wants them): $HF_TOKEN, $R1_API_KEY,
+$R1_CLIENT_KEY_CHAT_APP, the client key file and each gateway's TLS key (0600) named below.
 """
 
 # Log in as the operator account deploy/bootstrap.py made (fleet_admin_user), with sudo. Host keys:
@@ -41,10 +43,23 @@ h200_r1_group = [
                      "fleet_group": "r1-h200-a", "fleet_group_head": "gpu-h200-11", **_group}),
 ]
 
+
+def _tls(name: str) -> dict:
+    """A gateway's certificate for its public name (PEM files on the controller; the key 0600)."""
+    return {"gateway_tls_cert_file": f"~/.config/r1deploy/tls/{name}.crt",
+            "gateway_tls_key_file": f"~/.config/r1deploy/tls/{name}.key"}
+
+
+# One gateway per model, each on a machine of its own. R1's names its replicas (the serving
+# groups' heads); the distill's routes to every node of its model.
 gateways = [
     ("gateway-01", {"ssh_hostname": "gateway-01.r1.example", "fleet_role": "gateway",
                     "gateway_workers": ["http://10.20.0.11:8000", "http://10.20.0.31:8000",
-                                        "http://10.20.0.41:8000"], **_ssh}),
+                                        "http://10.20.0.41:8000"], **_tls("gateway-01.r1.example"), **_ssh}),
+]
+distill_gateways = [
+    ("gateway-02", {"ssh_hostname": "gateway-02.r1.example", "fleet_role": "gateway",
+                    **_tls("gateway-02.r1.example"), **_ssh}),
 ]
 
 # A bad inventory stops here, naming host and field, before pyinfra connects anywhere.

@@ -207,8 +207,8 @@ class VllmSection(_Section):
     custom_all_reduce: bool | None = None
     allreduce_fusion: bool | None = None
     nccl_ib_hca: str | None = None
-    # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP on Hopper with
-    # install_ep_kernels, else vLLM's default allgather_reducescatter).
+    # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP over several
+    # Hopper nodes with install_ep_kernels, else vLLM's default allgather_reducescatter).
     all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency"] | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
@@ -421,7 +421,9 @@ class DriftSection(_Section):
     commit: str | None = None  # None: the controller checkout's HEAD
     known_hosts_file: str | None = None  # controller file: the fleet's host keys, for the checker
     textfile_dir: str | None = None  # None: /var/lib/<drift_user>/textfile (node_exporter reads it)
-    env: dict[str, str] = Field(default_factory=dict)  # extra environment of the check's service
+    # Extra environment of the check's service (the inventory's key variables, e.g. R1_API_KEY): a
+    # root-only EnvironmentFile, never the world-readable unit.
+    env: dict[str, str] = Field(default_factory=dict)
     # Controller files or directories the fleet inventory names (API keys, TLS, tokens): the check
     # loads that inventory and compares what it renders, so they go to the same paths on the ops
     # host, readable by drift_user only (0600).

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pyinfra import inventory
 
+from r1deploy.fleet.rollout import fleet_address
 from roles._spec import host_spec
 
 
 def address(target) -> str:
     """A node's fleet address: its serving IP, else its SSH address, else its name."""
-    return target.data.get("vllm_host_ip") or target.data.get("ssh_hostname") or target.name
+    return fleet_address(target.name, target.data)
 
 
 def fleet_view():

@@ -119,6 +119,17 @@ def raw(group: str, text: str) -> Callable[[Fleet], None]:
     return lambda f: f.raw_group_files.update({group: text})
 
 
+def second_gateway_beside(host: str) -> Callable[[Fleet], None]:
+    """A gateway for the distill on the machine of `host`, on ports of its own (issue 21 item 15)."""
+    def apply(f: Fleet) -> None:
+        f.groups["gateways"]["gateway-02"] = {
+            "ssh_user": "ubuntu", "_sudo": True, "fleet_role": "gateway", "model_repo_id": LLAMA70[0],
+            "model_revision": LLAMA70[1], "gateway_port": 8090, "gateway_router_port": 8091,
+            "gateway_prometheus_port": 29001, "gateway_workers": ["http://127.0.1.21:8000"]}
+        f.ports["gateway-02"] = f.ports[host]
+    return apply
+
+
 H2, H1, H1B, GW = HOSTS
 # The spec requires a fleet token with seeds; the path only has to be named (no seed is contacted).
 SEED_TOKEN = "~/.config/r1deploy/seed-token"
@@ -209,6 +220,10 @@ CASES = [
             quant_scheme="fp8_dynamic"), ((H1, "quant_scheme"),)),
     # -- across hosts
     Case("a host in two model groups", also_in(H1B, "h100_nodes", "h200_nodes"), ((H1B, "model_repo_id"),)),
+    # fixed unit and file names: one node and one gateway per machine
+    Case("two nodes on one machine (issue 21 item 15)", lambda f: f.host(H1B).update(ssh_port=f.ports[H1], vllm_port=8001),
+         ((H1B, "ssh_hostname"),)),
+    Case("two gateways on one machine (issue 21 item 15)", second_gateway_beside(GW), (("gateway-02", "ssh_hostname"),)),
     Case("gateway port twice on one host", on(GW, gateway_prometheus_port=8080),
          ((GW, "gateway_prometheus_port"),)),
     Case("seed mirror on the serving port",
@@ -226,6 +241,12 @@ CASES = [
          ((GW, "gateway_workers[0]"),)),
     Case("gateway worker on the wrong port",
          on(GW, gateway_workers=["http://127.0.1.11:8000", "http://127.0.1.11:9000"]), ((GW, "gateway_workers[1]"),)),
+    Case("gateway worker by its SSH address, not where it serves (issue 21 item 4)",
+         on(GW, gateway_workers=["http://127.0.0.1:8000"]), ((GW, "gateway_workers[0]"),)),
+    Case("gateway worker over https (issue 21 item 4)", on(GW, gateway_workers=["https://127.0.1.11:8000"]),
+         ((GW, "gateway_workers[0]"),)),
+    Case("gateway worker named twice, by address and by name (issue 21 item 4)",
+         on(GW, gateway_workers=["http://127.0.1.11:8000", "http://gpu-h200-01:8000/"]), ((GW, "gateway_workers[1]"),)),
     Case("gateway worker without a scheme", on(GW, gateway_workers=["127.0.1.11:8000"]),
          ((GW, "gateway_workers"),)),
     Case("gateway worker listed twice", on(GW, gateway_workers=["http://127.0.1.11:8000"] * 2),
@@ -270,6 +291,8 @@ GOOD = [
          on(H1, vllm_max_model_len=262144,
             vllm_extra_args={"hf-overrides": {"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}})),
     Case("a token file only its owner reads", token_file(0o600)),
+    Case("gateway worker by inventory name, with a trailing slash (issue 21 item 4)",
+         on(GW, gateway_workers=["http://gpu-h200-01:8000/"])),
     Case("a gateway beside a node (own ports, shared SSH)",
          lambda f: f.host(GW).update(ssh_port=f.ports[H2])),
     Case("seeds that are nodes of the model", group("h100_nodes", model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN)),

@@ -56,3 +56,20 @@ def test_the_command_lines_data_is_what_gets_validated(tmp_path):
     overridden = deploy("--data", f"ssh_key={good_key}")
     assert "ssh_key" not in overridden and "Connecting to hosts" in overridden, overridden[-2000:]
     assert f"ssh_key: '{tmp_path}/other' does not exist" in deploy("--key", f"{tmp_path}/other")
+
+
+def test_a_missing_or_hostless_inventory_is_never_ok(tmp_path, capsys):
+    """issue 21 item 11: `check nonexistent.py` said "ok: 0 host(s) valid" and exited 0 (pyinfra reads
+    a name that is no file as host names), and `plan --inventory` planned nothing with exit 0. A
+    missing file and an inventory without hosts are errors: check exits 1, plan 2 (bad input)."""
+    from r1deploy.cli import main
+
+    empty = tmp_path / "empty.py"
+    empty.write_text("nodes = []\n")
+    for inventory, why in [(str(tmp_path / "nonexistent.py"), "no such inventory file"),
+                           (str(empty), "no hosts in this inventory")]:
+        assert main(["check", inventory, "--no-secrets"]) == 1
+        assert main(["plan", "--inventory", inventory]) == 2
+        out = capsys.readouterr()
+        assert "ok:" not in out.out and out.err.count(why) == 2, out
+        assert "Traceback" not in out.err

@@ -150,9 +150,10 @@ def test_expected_hosts_honour_limit():
     from r1deploy.drift.cli import expected_hosts
 
     assert expected_hosts("inventories/prod.py", []) == ["gpu-h200-01", "gpu-h100-01", "gpu-h100-02", "gpu-h100-11",
-                                                         "gpu-h100-12", "gpu-h200-11", "gpu-h200-12", "gateway-01"]
+                                                         "gpu-h100-12", "gpu-h200-11", "gpu-h200-12", "gateway-01",
+                                                         "gateway-02"]
     assert sorted(expected_hosts("inventories/prod.py", ["h100_nodes"])) == ["gpu-h100-01", "gpu-h100-02"]
-    assert expected_hosts("inventories/prod.py", ["gateway-*"]) == ["gateway-01"]
+    assert sorted(expected_hosts("inventories/prod.py", ["gateway-*"])) == ["gateway-01", "gateway-02"]
 
 
 def test_an_inventory_that_does_not_load_could_not_be_checked(tmp_path, capsys):

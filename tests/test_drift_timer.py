@@ -69,3 +69,26 @@ def test_the_inventorys_secret_files_go_to_the_same_paths_for_the_checker_only(t
         plan(drift_timer, {"ops": ({"drift_secret_files": [str(tmp_path / "nope")]}, bare_ops_host())})
     with pytest.raises(DeployError, match="secret_files"):
         plan(drift_timer, {"ops": ({"drift_secret_files": ["relative/key"]}, bare_ops_host())})
+
+
+def test_drift_env_secrets_go_to_a_root_only_environment_file_not_the_unit():
+    """issue 21 item 14: drift_env is where the fleet's key variables go (the check loads an inventory
+    with vllm_api_key_env), and each was an Environment= line of the world-readable (0644) unit.
+    They go to a 0600 root EnvironmentFile through roles/_secret (never shown in --diff); the unit
+    only names that file."""
+    from pyinfra.facts.files import File
+
+    world = bare_ops_host()
+    world.facts[File] = None
+    data = {"drift_env": {"R1_API_KEY": "sk-drift-secret", "HTTPS_PROXY": "http://10.0.0.1:3128"}}
+    _, commands = plan(drift_timer, {"ops": (data, world)})
+    # The checkout's tar is uploaded too, and this very file is in it: look at the other commands.
+    ops = [c for c in commands["ops"] if "] upload /opt/r1deploy-drift/releases/" not in c]
+    unit = next(c for c in ops if "] upload /etc/systemd/system/r1deploy-drift.service" in c)
+    assert "EnvironmentFile=/opt/r1deploy-drift/drift.env" in unit
+    assert "sk-drift-secret" not in unit and "R1_API_KEY" not in unit
+    assert ("install -m 600 -o root -g root /opt/r1deploy-drift/.r1deploy-staging/drift.env "
+            "/opt/r1deploy-drift/drift.env") in "\n".join(ops)
+    staged = [c for c in ops if "sk-drift-secret" in c]
+    assert len(staged) == 1 and "] upload /opt/r1deploy-drift/.r1deploy-staging/drift.env" in staged[0]
+    assert "R1_API_KEY=sk-drift-secret\\n" in staged[0]

@@ -131,6 +131,25 @@ def test_unit_stops_gracefully_and_keeps_compile_caches_per_vllm_version():
     assert node.env["VLLM_CACHE_ROOT"].startswith("/var/cache/r1deploy/compile/vllm-0.26.0/")
 
 
+def test_gateway_workers_written_by_name_or_with_a_slash_are_the_node_url_the_drain_uses():
+    """issue 21 item 4: a worker written as the node's inventory name or with a trailing slash passed
+    check but never equalled node_url, so gateways_of found no gateway and the node was stopped
+    without a drain or a rejoin. Such entries are the node's URL now; others stay as written
+    (check refuses them: tests/bad_inventories.py)."""
+    nodes = [("n1", spec(), "10.0.0.1"), ("n2", spec(), "10.0.0.2"), ("n3", spec(vllm_port=8001), "n3.lan")]
+    gw = spec(fleet_role="gateway", gateway_workers=["http://10.0.0.1:8000/", "http://n2:8000",
+                                                      "http://N3.LAN:8001/", "http://10.0.0.9:8000"])
+    assert core.gateway_workers(gw, nodes) == ["http://10.0.0.1:8000", "http://10.0.0.2:8000",
+                                               "http://n3.lan:8001", "http://10.0.0.9:8000"]
+    for name, _, address in nodes:
+        assert core.gateways_of(core.node_url(dict((n, s) for n, s, _ in nodes)[name], address),
+                                [("gw", gw)], nodes) == ["gw"]
+    # Not a node's URL: another port, https, a path; or two nodes that answer to the name.
+    for url in ("http://n2:8001", "https://10.0.0.2:8000", "http://10.0.0.2:8000/v1"):
+        assert core.worker_node(url, nodes) is None
+    assert core.worker_node("http://x:8000", [("x", spec(), "10.0.0.5"), ("y", spec(), "x")]) is None
+
+
 def test_gateways_of_a_node():
     nodes = [("n1", spec(), "10.0.0.1"), ("n2", spec(), "10.0.0.2"),
              ("m1", spec(model_repo_id="deepseek-ai/DeepSeek-R1"), "10.0.0.3")]

@@ -2,6 +2,10 @@
 model_repo_id = "deepseek-ai/DeepSeek-R1"
 model_revision = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
 vllm_max_model_len = 65536
+# vLLM's DeepSeek-R1 recipe: --trust-remote-code, and 0.95 of GPU memory for a larger KV cache
+# (vLLM's default is 0.9).
+vllm_trust_remote_code = True
+vllm_gpu_memory_utilization = 0.95
 vllm_nccl_ib_hca = "mlx5"
 plan_gpu = "H100 SXM"
 plan_gpus_per_node = 8

@@ -13,9 +13,17 @@ install_vllm_package = "vllm"
 install_vllm_version = "0.26.0"
 
 vllm_device = "cuda"
-vllm_gpu_memory_utilization = 0.95
-vllm_trust_remote_code = True
+# vllm_gpu_memory_utilization and vllm_trust_remote_code are per model (the model group files):
+# vLLM's R1 recipe sets both, the Llama distill needs neither (vLLM's default 0.9, native arch).
 vllm_nccl_socket_ifname = "bond0"
+
+# The edge (README: The edge): clients' keys by name, each a reference resolved on the
+# controller (env:VAR or file:PATH, 0600), never the key; without keys every request is a 401.
+# Each gateway's TLS certificate is its own host data (inventories/prod.py).
+gateway_api_keys = {
+    "chat-app": "env:R1_CLIENT_KEY_CHAT_APP",
+    "batch-jobs": "file:~/.config/r1deploy/clients/batch-jobs.key",
+}
 
 gpu_driver_branch = "580"
 gpu_require_ecc = True

@@ -78,6 +78,10 @@ def offline_inventory(inventory_path: str, cwd: str | None = None, override_data
         from pyinfra_cli.inventory import make_inventory
 
     cwd = cwd or os.getcwd()
+    # pyinfra reads any other string as host names, a module or a DNS name, and a missing file
+    # became an inventory of no hosts that "validated" (issue 21 item 11): r1deploy takes files only.
+    if not os.path.isfile(inventory_path):
+        raise InventoryFileError(f"{inventory_path}: no such inventory file")
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
@@ -92,6 +96,8 @@ def load_entries(inventory_path: str, cwd: str | None = None,
     """Every host with its merged data (host > groups > all, exactly as pyinfra sees it), its own
     data and each of its groups' data."""
     with offline_inventory(inventory_path, cwd, override_data) as inventory:
+        if not len(inventory):  # nothing checked is never "ok"
+            raise InventoryFileError(f"{_where(inventory_path)}: no hosts in this inventory")
         override = inventory.get_override_data()
         # The group named after the inventory file comes last, so its data wins over the
         # other groups' by construction (the lab's overrides the shared gateways.py); "all"

@@ -9,10 +9,13 @@ The roles do the SSH and HTTP; everything they decide with lives here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 from r1deploy.spec import Spec
 
@@ -260,14 +263,48 @@ class Rollout:
         return f"not rolled out: the rollout stopped after {self.stopped_by} failed ({self.reason})"
 
 
+def fleet_address(name: str, data: Mapping[str, Any]) -> str:
+    """A node's fleet address (the host of its node_url): its serving IP, else its SSH address, else its name."""
+    return data.get("vllm_host_ip") or data.get("ssh_hostname") or name
+
+
+def _host_key(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text.lower()
+
+
+def worker_node(url: str, nodes: Iterable[tuple[str, Spec, str]]) -> tuple[str, Spec, str] | None:
+    """The node a `gateway_workers` entry names, where that is unambiguous: plain http, no path (a
+    trailing slash is none), the node's vllm_port, and as host its fleet address or its inventory
+    name. None otherwise (`r1deploy check` says why)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "http" or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = _host_key(parts.hostname or "")
+    found = [(name, spec, address) for name, spec, address in nodes if spec.fleet.role == "node"
+             and spec.vllm.port == port and host in {_host_key(address), name.lower()}]
+    return found[0] if len(found) == 1 else None
+
+
 def gateway_workers(gateway: Spec, nodes: Iterable[tuple[str, Spec, str]]) -> list[str]:
     """The worker URLs a gateway routes to: its explicit list, else every node of its model.
 
-    `nodes` are (name, spec, address) of the inventory's hosts."""
+    `nodes` are (name, spec, address) of the inventory's hosts. An explicit entry that names a
+    node is that node's node_url, the URL the drain and rejoin compare with (written with a
+    trailing slash or the inventory name it would never match, and the node was stopped in
+    rotation)."""
     from r1deploy.fleet.groups import is_group_worker
 
+    nodes = list(nodes)
     if gateway.gateway.workers is not None:
-        return list(gateway.gateway.workers)
+        return [node_url(found[1], found[2]) if (found := worker_node(url, nodes)) else url
+                for url in gateway.gateway.workers]
     return [node_url(spec, address) for name, spec, address in nodes  # group workers are headless
             if spec.fleet.role == "node" and spec.model.name == gateway.model.name
             and not is_group_worker(spec, name)]

@@ -1,10 +1,11 @@
 """The whole inventory, validated before any host is touched.
 
 Every host's spec (r1deploy/spec.py) plus what only the fleet as a whole shows: a host whose
-groups disagree (two model groups), ports that collide on one machine, gateways whose backends
-do not exist or serve another model, seeds that are not nodes of the same model, incomplete
-multi-node groups, hardware the spec cannot run on (r1deploy/planner/hardware.py), connection settings
-pyinfra would only trip over when connecting, and secrets the controller cannot resolve.
+groups disagree (two model groups), ports that collide on one machine, two nodes or two gateways
+on one machine, gateways whose backends do not exist or serve another model, seeds that are not
+nodes of the same model, incomplete multi-node groups, hardware the spec cannot run on
+(r1deploy/planner/hardware.py), connection settings pyinfra would only trip over when
+connecting, and secrets the controller cannot resolve.
 Every problem names the host and the key the operator wrote.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from r1deploy import spec_strings as strings
+from r1deploy.fleet.rollout import fleet_address, node_url, worker_node
 from r1deploy.planner.hardware import hardware_problems
 from r1deploy.spec import FieldError, Spec, SpecError, spec_from_host_data
 
@@ -192,6 +194,25 @@ def address_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str,
             yield entry.name, "vllm_host_ip", f"{ip} is also the address of host {other.name!r}"
 
 
+# What one role installs at fixed paths: a second host of that role on the machine overwrites it.
+_FIXED_PATHS = {"node": "r1-vllm.service, /etc/r1deploy/current",
+                "gateway": "vllm-router.service, r1-gateway.conf, keys.conf"}
+
+
+def machine_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
+    """One node and one gateway per machine at most: their units and files have fixed names, so two
+    of one role on one machine overwrite each other (a node beside a gateway is fine)."""
+    seen: dict[tuple[tuple[str, str], str], str] = {}
+    for entry, spec in hosts:
+        role = spec.fleet.role
+        other = seen.setdefault((entry.machine, role), entry.name)
+        if other != entry.name:
+            host, port = entry.machine
+            yield entry.name, "ssh_hostname", (
+                f"{host}:{port} is also the machine of {role} {other!r}: two {role}s on one machine share "
+                f"{_FIXED_PATHS[role]} and overwrite each other; give each {role} a machine of its own")
+
+
 def _same_model(a: Spec, b: Spec) -> bool:
     return a.model.repo_id == b.model.repo_id and a.model.name == b.model.name
 
@@ -206,23 +227,38 @@ def gateway_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str,
                 yield entry.name, "model_repo_id", (f"no node of this inventory serves {spec.model.name!r} "
                                                     f"({spec.model.repo_id}) for this gateway")
             continue
+        named: dict[str, int] = {}
         for i, url in enumerate(spec.gateway.workers):
-            yield from _worker_problem(entry.name, spec, f"gateway_workers[{i}]", url, nodes)
+            key = f"gateway_workers[{i}]"
+            found = worker_node(url, [(e.name, s, fleet_address(e.name, e.data)) for e, s in nodes])
+            if found is None:
+                yield from _worker_problem(entry.name, key, url, nodes)
+            elif not _same_model(spec, found[1]):
+                yield entry.name, key, (f"{url!r}: node {found[0]!r} serves {found[1].model.repo_id} "
+                                        f"({found[1].model.name!r}), this gateway {spec.model.repo_id} "
+                                        f"({spec.model.name!r})")
+            elif named.setdefault(found[0], i) != i:
+                yield entry.name, key, f"{url!r} is node {found[0]!r} again (gateway_workers[{named[found[0]]}])"
 
 
-def _worker_problem(name: str, spec: Spec, key: str, url: str,
-                    nodes: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
+def _worker_problem(name: str, key: str, url: str, nodes: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
+    """Why an entry names no node: the router would get a URL the drain never removes (issue 21 item 4)."""
     parts = urlsplit(url)
     by_address = [(e, s) for e, s in nodes if parts.hostname in _addresses(e, s)]
-    if not by_address:
+    if parts.scheme != "http" or parts.path not in ("", "/") or not 1 <= int(parts.netloc.rpartition(":")[2]) <= 65535:
+        yield name, key, f"{url!r}: a node is reached as http://ADDRESS:PORT (vLLM serves plain HTTP, no path)"
+    elif not by_address:
         yield name, key, f"{url!r} is not a node of this inventory (no node has address {parts.hostname})"
-        return
-    node, node_spec = by_address[0]
-    if node_spec.vllm.port != parts.port:
+    elif len(by_address) > 1:
+        yield name, key, (f"{url!r}: {parts.hostname} is the address of nodes "
+                          f"{', '.join(repr(e.name) for e, _ in by_address)}: name one by its vllm_host_ip or inventory name")
+    elif by_address[0][1].vllm.port != parts.port:
+        node, node_spec = by_address[0]
         yield name, key, f"{url!r}: node {node.name!r} serves on port {node_spec.vllm.port}, not {parts.port}"
-    elif not _same_model(spec, node_spec):
-        yield name, key, (f"{url!r}: node {node.name!r} serves {node_spec.model.repo_id} "
-                          f"({node_spec.model.name!r}), this gateway {spec.model.repo_id} ({spec.model.name!r})")
+    else:
+        node, node_spec = by_address[0]
+        yield name, key, (f"{url!r} names node {node.name!r} by its SSH address; the gateway reaches it, and "
+                          f"drains it, at {node_url(node_spec, fleet_address(node.name, node.data))}: write that")
 
 
 def seed_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str, str]]:
@@ -254,7 +290,7 @@ def env_problems(hosts: list[tuple[HostEntry, Spec]]) -> Iterator[tuple[str, str
                 yield entry.name, "fleet_env", "'lab' (relaxed rules) in an inventory with prod hosts"
 
 
-CROSS_HOST_RULES = (port_problems, address_problems, gateway_problems, seed_problems, env_problems)
+CROSS_HOST_RULES = (port_problems, machine_problems, address_problems, gateway_problems, seed_problems, env_problems)
 
 
 # --------------------------------------------------------------------------- the whole inventory

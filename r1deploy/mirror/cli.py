@@ -42,12 +42,21 @@ def _upstream(url: str | None) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    # A seed serves its pull in place (--pulled) from an empty root that may not exist yet; without
+    # --pulled a missing root would serve an empty hub and every pull would 404.
+    if (root.exists() or not args.pulled) and not root.is_dir():
+        raise SystemExit(f"error: --root {args.root} is not a directory")
     args.upstream = _upstream(args.upstream)
     token = _read_token(args.token_file, "seed token")
     upstream_token = _read_token(args.upstream_token_file, "upstream token")
-    server = serve(args.root, args.host, args.port, log_path=args.log, max_rate=args.max_rate,
-                   page_size=args.page_size, token=token, pulled=_pulled(args.pulled),
-                   upstream=args.upstream, upstream_token=upstream_token, pending_wait=args.pending_wait)
+    try:
+        server = serve(args.root, args.host, args.port, log_path=args.log, max_rate=args.max_rate,
+                       page_size=args.page_size, token=token, pulled=_pulled(args.pulled),
+                       upstream=args.upstream, upstream_token=upstream_token, pending_wait=args.pending_wait)
+    except OSError as exc:  # the address is taken or not ours, the log cannot be opened
+        where = exc.filename or f"cannot listen on {args.host}:{args.port}"
+        raise SystemExit(f"error: {where}: {exc.strerror or exc}") from None
     # The first stdout line tells a supervisor (or a test) the bound address.
     print(f"serving {args.root} on {server.url}", flush=True)
     try:

@@ -137,7 +137,12 @@ def _defaults_from_inventory(args: argparse.Namespace) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from r1deploy.observe import ExtraMissing, require_observe
+    from r1deploy.serving.smoke import KeyFileError
+
     try:
+        if not args.no_plots:  # before a sweep of an hour, not after it
+            require_observe("the plots", "matplotlib", instead="or pass --no-plots")
         _defaults_from_inventory(args)
         out = Path(args.out) / args.release
         if args.from_results:
@@ -151,7 +156,7 @@ def _cmd(args: argparse.Namespace) -> int:
             runs = read_runs((out / "runs").glob("*.json"))
         if not runs:
             raise BenchError("no results to summarise")
-    except (BenchError, subprocess.TimeoutExpired) as exc:
+    except (BenchError, subprocess.TimeoutExpired, ExtraMissing, KeyFileError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     meta = {"slo_ttft_ms": args.slo_ttft_ms, "slo_tpot_ms": args.slo_tpot_ms, "base_url": args.base_url,

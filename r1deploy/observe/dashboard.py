@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,12 +145,23 @@ def _prometheus_url(inventory: str | None) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    from r1deploy.observe import ExtraMissing, require_observe
+
+    try:
+        require_observe("r1deploy dashboard", "grafana_foundation_sdk")
+    except ExtraMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
     out = Path(args.out)
-    (out / "dashboards").mkdir(parents=True, exist_ok=True)
-    (out / "dashboards" / DASHBOARD_FILE).write_text(json.dumps(build_dashboard(), indent=2) + "\n")
-    for rel, text in provisioning(_prometheus_url(args.inventory), args.dashboards_dir).items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(text)
+    files = {f"dashboards/{DASHBOARD_FILE}": json.dumps(build_dashboard(), indent=2) + "\n",
+             **provisioning(_prometheus_url(args.inventory), args.dashboards_dir)}
+    try:
+        for rel, text in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_text(text)
+    except OSError as exc:  # a directory that cannot be made or written: say so, no traceback
+        print(f"r1deploy dashboard: cannot write {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out}/dashboards/{DASHBOARD_FILE} ({len(PANELS)} panels) and {out}/provisioning/")
     return 0
 

@@ -1,7 +1,7 @@
 """`r1deploy plan`: the capacity plan from an inventory or from flags, as a table or JSON.
 
 Exit status 0 when every plan fits, 1 when one does not (so scripts can gate on it), 2 on
-bad input.
+bad input (an inventory that is missing, has no hosts or does not validate included).
 """
 
 from __future__ import annotations
@@ -48,10 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from r1deploy.fleet.inventory import InventoryFileError
+    from r1deploy.spec import SpecError
+
     try:
         plans = _inventory_plans(args.inventory, args.config, args.bench) if args.inventory \
             else {"plan": _flag_plan(args)}
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, InventoryFileError, SpecError) as exc:
         print(f"r1deploy plan: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -86,7 +89,7 @@ def _gpu(args: argparse.Namespace):
     if args.device == "cpu":
         return custom_gpu(1024, name="cpu")
     known = find_gpu(args.gpu) if args.gpu else None
-    if args.gpu_memory_mib:
+    if args.gpu_memory_mib is not None:
         return custom_gpu(args.gpu_memory_mib, like=known, name=known.name if known else args.gpu)
     if known is None:
         raise KeyError(f"unknown GPU {args.gpu!r}; known: {', '.join(g.name for g in GPUS)}")

@@ -120,6 +120,11 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          costs: dict[str, float | None] | None = None, overrides: dict[str, Any] | None = None,
          target_concurrency: int | None = None, suggest: bool = True) -> Plan:
     """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``."""
+    _check_inputs(gpus_per_node=gpus_per_node, nodes=nodes, max_model_len=max_model_len,
+                  tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+                  data_parallel_size=data_parallel_size, target_concurrency=target_concurrency,
+                  gpu_memory_utilization=gpu_memory_utilization, cpu_kvcache_space_gib=cpu_kvcache_space_gib,
+                  gpu_memory_mib=gpu.memory_mib)
     quant = None if quantization in (None, "none") else quantization
     req = Request(model, gpu, gpus_per_node, nodes, max_model_len, gpu_memory_utilization, kv_cache_dtype,
                   quant, engine, cuda_graphs, device, cpu_kvcache_space_gib, prefer)
@@ -141,6 +146,19 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
     if target_concurrency:
         _check_target(req, result, target_concurrency)
     return result
+
+
+def _check_inputs(gpu_memory_utilization: float, cpu_kvcache_space_gib: float, **counts: int | None) -> None:
+    """Nonsense in is an error, not a plan (issue 21 item 16: --nodes 0 divided by zero, and
+    --gpu-memory-utilization 1.5 said FITS). The spec has the same bounds; this guards the flags."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} {value}: must be at least 1")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization {gpu_memory_utilization}: a fraction of the GPU's "
+                         "memory, more than 0 and at most 1 (vLLM's default 0.9)")
+    if cpu_kvcache_space_gib <= 0:
+        raise ValueError(f"cpu_kvcache_space_gib {cpu_kvcache_space_gib}: must be more than 0")
 
 
 def _check_target(req: Request, result: Plan, target: int) -> None:

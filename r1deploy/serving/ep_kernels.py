@@ -18,7 +18,11 @@ from typing import Any
 
 DEEPEP_BACKENDS = ("deepep_high_throughput", "deepep_low_latency")
 ALL2ALL_BACKENDS = ("allgather_reducescatter", *DEEPEP_BACKENDS)  # vllm_all2all_backend (spec.py)
-# DP + EP: throughput first (vLLM's recipe for DeepSeek's prefill-heavy traffic, one or many nodes).
+# DP + EP over several nodes: DeepEP's (vLLM's expert-parallel guide: DeepEP is for multi-node
+# traffic). On one node the plan keeps vLLM's default, allgather_reducescatter: the guide's
+# general-purpose backend, what vLLM's DeepSeek-R1 recipe runs for 8xH200 DP8+EP (it passes no
+# --all2all-backend), and unlike deepep_high_throughput (prefill-oriented, no CUDA graphs) fit for
+# R1's decode-heavy reasoning output.
 PLAN_BACKEND = "deepep_high_throughput"
 # What vLLM's tooling builds: DeepEP 1.2.1 (+ the commit, a local label: `==1.2.1` matches it),
 # DeepGEMM from vLLM's fork. Wheels from the operator's wheelhouse (install_find_links/index).
@@ -73,9 +77,10 @@ def kernels_for(spec: Any, plan: Any) -> list[str]:
 
 
 def all2all_args(spec: Any, plan: Any) -> dict[str, Any]:
-    """The plan's backend where its kernels are installed; an explicit vllm_all2all_backend wins
-    (rendered as an explicit key), and elsewhere vLLM's default stands."""
-    if spec.vllm.all2all_backend is None and kernels_for(spec, plan):
+    """The plan's backend where DP + EP spans nodes and its kernels are installed; an explicit
+    vllm_all2all_backend wins (rendered as an explicit key), and elsewhere, one node included,
+    vLLM's default stands."""
+    if spec.vllm.all2all_backend is None and kernels_for(spec, plan) and plan.nodes > 1:
         return {"all2all-backend": PLAN_BACKEND}
     return {}
 

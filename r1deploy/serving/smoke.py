@@ -220,19 +220,31 @@ def to_json(reports: list[NodeReport]) -> str:
     return json.dumps({"ok": all(r.ok for r in reports), "targets": [asdict(r) for r in reports]}, indent=2)
 
 
+class KeyFileError(Exception):
+    """An --api-key-file that cannot be read."""
+
+
 def read_key(path: str | None) -> str | None:
     """The key alone, or a header file r1deploy writes for curl ('Authorization: Bearer KEY')."""
     if not path:
         return None
-    with open(path) as f:
-        text = f.read().strip()
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"--api-key-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return text.removeprefix("Authorization:").strip().removeprefix("Bearer").strip() or None
 
 
 def _cmd(args: argparse.Namespace) -> int:
     targets = [(t.split("=", 1) if "=" in t else (t, t)) for t in args.target]
+    try:
+        key = read_key(args.api_key_file)
+    except KeyFileError as exc:  # nothing was tried: "could not check", not a failed target
+        print(f"r1deploy smoke: {exc}", file=sys.stderr)
+        return 2
     reports = [smoke(name, url, args.model, prompt=args.prompt, max_tokens=args.max_tokens,
-                     api_key=read_key(args.api_key_file), timeout=args.timeout,
+                     api_key=key, timeout=args.timeout,
                      require_reasoning=not args.no_reasoning) for name, url in targets]
     print(to_json(reports) if args.json else table(reports))
     if args.report:

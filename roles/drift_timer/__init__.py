@@ -123,10 +123,13 @@ def drift_timer() -> None:
     _user(d, home)
     _secrets(d)
     checkout, venv = _checkout(d, install, commit)
+    env_file = f"{d.root}/drift.env"  # systemd reads it as root before it drops to drift_user
+    secret_file(name=f"drift_env: {env_file} (0600 root)", path=env_file,
+                content=render_template("drift.env.j2", host=host.name, env=d.env))
     ctx = dict(host=host.name, inventory=d.inventory, commit=commit, user=d.user, home=home, checkout=checkout,
                python=f"{venv}/bin/python", reports=f"{home}/reports", keep=d.keep_runs, full=d.full,
                textfile=f"{textfile_dir(d)}/r1deploy_drift.prom", key=f"{home}/.ssh/id_ed25519",
-               known_hosts=f"{home}/.ssh/known_hosts", on_calendar=d.on_calendar, env=d.env)
+               known_hosts=f"{home}/.ssh/known_hosts", on_calendar=d.on_calendar, env_file=env_file)
     units = [files.put(name=f"Unit {name}", src=StringIO(render_template(f"{name}.j2", **ctx)),
                        dest=f"/etc/systemd/system/{name}", mode="644") for name in (SERVICE, TIMER)]
     systemd.daemon_reload(name="systemd daemon-reload", _if=lambda: any(u.did_change() for u in units))
