@@ -342,7 +342,10 @@ class RolloutSection(_Section):
     max_unavailable: int = Field(default=1, ge=1)
     # A model served by a single node cannot restart without an outage: only when asked.
     allow_outage: bool = False
-    drain_timeout_s: int = Field(default=300, ge=0)
+    # How long a drain waits for in-flight requests to finish. None: as long as the edge lets a
+    # client wait (the gateways' gateway_read_timeout_s, r1deploy.fleet.rollout.drain_timeout_s);
+    # a request still running after the drain and vLLM's shutdown timeout is cut (the report says so).
+    drain_timeout_s: int | None = Field(default=None, ge=0)
     # vLLM's --shutdown-timeout: on SIGTERM it refuses new work and lets running requests finish.
     shutdown_timeout_s: int = Field(default=30, ge=0)
     canary: bool = True
