@@ -250,6 +250,10 @@ class GatewaySection(_Section):
         "consistent_hash", "sticky_least_loaded",
     ] = "cache_aware"
     prometheus_port: int = Field(default=29000, ge=1, le=65535)
+    # How long the router waits for a worker's health when it adds one (at its start and on
+    # add_worker). A gateway setting, never derived from the nodes': a node-side change must not
+    # restart the router (its restart re-admits every node of its start list).
+    worker_startup_timeout_s: int = Field(default=1800, ge=10)
     # Node URLs; None means every host in the inventory whose role is "node".
     workers: list[str] | None = None
 

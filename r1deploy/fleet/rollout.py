@@ -312,6 +312,14 @@ class Rollout:
         return f"not rolled out: the rollout stopped after {self.stopped_by} failed ({self.reason})"
 
 
+def reconcile_wanted(listed: Iterable[str] | None, workers: Iterable[str], router_restarted: bool,
+                     left_out: Iterable[str]) -> bool:
+    """Whether the gateway stage reconciles its router's rotation: after ANY restart of the router
+    (it starts with its whole start list, nodes this rollout left out included), when this run's
+    rollout left a node out, or when the router listed other nodes than configured before the run."""
+    return router_restarted or bool(set(left_out)) or (listed is not None and set(listed) != set(workers))
+
+
 def gateway_workers(gateway: Spec, nodes: Iterable[tuple[str, Spec, str]]) -> list[str]:
     """The worker URLs a gateway routes to: its explicit list, else every node of its model.
 
