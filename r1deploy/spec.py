@@ -155,8 +155,9 @@ class InstallSection(_Section):
     router_version: str = "0.1.17"
     agent_version: str | None = None
     apt_proxy: str | None = None
-    # Expert parallel on Hopper: DeepGEMM and DeepEP into the vLLM venv, from the same index or
-    # wheelhouse, on hosts whose plan runs DP + EP there (r1deploy/serving/ep_kernels.py). []: none.
+    # Expert parallel on Hopper: kernels into the vLLM venv, from the same index or wheelhouse, on
+    # hosts whose plan runs DP + EP there (r1deploy/serving/ep_kernels.py). []: none (the default:
+    # DeepGEMM is vendored by vLLM; DeepEP is a wheel the operator builds with vLLM's tools/ep_kernels).
     ep_kernels: list[str] = Field(default_factory=lambda: list(ep.DEFAULT_KERNELS))
 
     _root = _rule("root", check=strings.host_path)
@@ -208,7 +209,7 @@ class VllmSection(_Section):
     allreduce_fusion: bool | None = None
     nccl_ib_hca: str | None = None
     # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP on Hopper with
-    # install_ep_kernels, else vLLM's default allgather_reducescatter).
+    # DeepEP named in install_ep_kernels, else vLLM's default allgather_reducescatter).
     all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency"] | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.

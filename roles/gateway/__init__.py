@@ -17,6 +17,7 @@ from pyinfra.operations import files, python, systemd
 
 from r1deploy.fleet.rollout import gateway_workers, reconcile_wanted
 from r1deploy.serving.edge import router_admin
+from r1deploy.serving.install_plan import router_pins
 from r1deploy.serving.render import (
     ROUTER_SERVICE,
     ROUTER_WORKERS_ENV,
@@ -84,7 +85,7 @@ def gateway() -> None:
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
-                                 [f"vllm-router=={spec.install.router_version}"], spec)
+                                 router_pins(spec), spec)
     workers = _workers(spec)
     # The start list apart from the unit: a new node list is a reconcile below, never a restart.
     files.put(name="Router start list", dest=ROUTER_WORKERS_ENV, src=StringIO(render_router_workers(host.name, workers)),
