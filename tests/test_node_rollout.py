@@ -178,3 +178,19 @@ def test_issue21_item9_a_forward_step_is_remembered_once(world):
     assert world.node.history == ["r0", "r1", "r2", "r3"]
     assert core.previous_in_history(["r0", "r1", "r2", "r1"], "r1", "r2") == "r0"
     assert core.previous_in_history([], "r1", None) is None
+
+
+def test_issue21_item3_a_node_refused_at_the_drain_is_not_kept_out_of_rotation_by_the_gateway_stage(world):
+    """It was never stopped: the gateway stage's reconcile (which runs when a rollout left a node
+    out) must not remove a node that serves as before."""
+    world.gateway.router = "down"
+    with pytest.raises(OperationError):
+        roll(world)
+    assert ROLLOUT.out_of_rotation == set()
+    world.gateway.router = "up"
+    world.node.behaviour["r2"] = "hang"
+    world.node.gone.add("r1")
+    ROLLOUT.__init__()
+    with pytest.raises(OperationError):
+        roll(world)
+    assert ROLLOUT.out_of_rotation == {URL}  # stopped, not back: out

@@ -192,14 +192,15 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
     member = getattr(failure, "member", group.head)
     role = group.member(member).role
     ROLLOUT.stop(f"{member} (group {group.name})", f"{failure.phase}: {failure.reason}")
+    stopped = False
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not records[group.head].phases):
-        back = back_in_rotation(gateways, url, "the head")
+        back = back_in_rotation(gateways, url, "the head")  # never stopped: it serves as before
     else:
-        back = _roll_back(spec, group, records, gateways, url, prior_previous)
+        back, stopped = _roll_back(spec, group, records, gateways, url, prior_previous), True
     outcome = "rolled back" if back.startswith("every member rolled back") else "failed"
-    if outcome == "failed" and failure.phase != "plan":
+    if outcome == "failed" and stopped:  # (the gateway stage keeps it out; one never stopped stays in)
         ROLLOUT.out_of_rotation.add(url)
     for record in records.values():
         record.outcome, record.reason = outcome, f"{failure.phase} on {member} ({role}): {failure.reason}"

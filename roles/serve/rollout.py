@@ -427,14 +427,15 @@ def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: 
           prior_previous: str | None, now: core.Served | None = None) -> None:
     ROLLOUT.stop(host.name, f"{failure.phase}: {failure.reason}")
     old_url = now.url if now else url  # where the release it goes back to serves
+    stopped = False
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not record.phases):
-        back = back_in_rotation(gateways, old_url, "it")
+        back = back_in_rotation(gateways, old_url, "it")  # never stopped: it serves as before
     else:
-        back = _roll_back(spec, record, failure, gateways, old_url, prior_previous)
+        back, stopped = _roll_back(spec, record, failure, gateways, old_url, prior_previous), True
     record.outcome = "rolled back" if "rolled back to" in back and "NOT" not in back else "failed"
-    if record.outcome == "failed" and failure.phase != "plan":
+    if record.outcome == "failed" and stopped:  # (the gateway stage keeps it out; one never stopped stays in)
         ROLLOUT.out_of_rotation.update({url, old_url})
     record.reason = f"{failure.phase}: {failure.reason}"
     raise OperationError(f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
