@@ -12,6 +12,7 @@ from pyinfra.api import OperationError
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.render import engine_bind
 from r1deploy.spec import spec_from_host_data
+from roles.serve import release
 from roles.serve.facts import EngineRelease
 from roles.serve.rollout import ROLLOUT
 from tests.fleetsim import SimGateway, SimNode, World
@@ -144,7 +145,7 @@ def test_issue21_item9_activate_refuses_a_missing_release_before_touching_anythi
     world.node.gone.add("r0")
     with world.use("gpu-01.example"), pytest.raises(OperationError, match="release /etc/r1deploy/releases/r0 is "
                                                                           "missing or incomplete"):
-        rollout.activate("/etc/r1deploy/releases/r0")
+        release.activate("/etc/r1deploy/releases/r0")
     assert (world.node.current, world.node.previous, world.node.running) == ("r1", "r0", "r1")
     start = world.commands("systemctl restart")[0]  # the shell: check, install, then flip, then start
     order = [start.index(w) for w in ("test -f", "install -m 644", "ln -sfn", "systemctl restart")]

@@ -29,7 +29,8 @@ from roles._rollout import track
 from roles._secret import engine_key_files
 from roles._spec import host_spec
 from roles.serve.facts import EngineRelease, RouterWorkers
-from roles.serve.rollout import CURRENT, PREVIOUS, ROLLOUT, UNIT_PATH, roll_node
+from roles.serve.release import CURRENT, PREVIOUS, UNIT_PATH
+from roles.serve.rollout import ROLLOUT, roll_node
 
 # What serve() decided per node, for the batch operations rollout() lays out on every host.
 _TURNS: dict[str, dict] = {}

@@ -24,21 +24,18 @@ from r1deploy.serving.render import CONFIG_DIR, SERVICE
 from r1deploy.spec import Spec
 from roles._fleet import connected
 from roles._rollout import remote
+from roles.serve.release import activate, complete, keep_previous, pointers
 from roles.serve.rollout import (
     ROLLOUT,
     PhaseFailed,
     _engine,
-    _pointers,
     _Timer,
     _unit_state,
     _write_report,
-    activate,
     back_in_rotation,
-    complete,
     drain_from,
     failure_story,
     journal_since,
-    keep_previous,
     listed_workers,
     rejoin,
     serves,
@@ -232,7 +229,7 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
             raise MemberFailed("plan", missing[0], f"{', '.join(missing)} not in this run: a serving group rolls "
                                f"whole; deploy all of {', '.join(group.hosts)} together (--limit)")
         for name, record in records.items():  # what a failure goes back to, per member
-            live, before = _on(group, name, "plan", lambda t: _pointers(t))
+            live, before = _on(group, name, "plan", lambda t: pointers(t))
             record.previous, prior_previous[name] = (before if live == record.release else live) or None, before
         gateways = [(connected(name), admin) for name, admin in head["gateway_admins"]]
         if restart and single_replica and not spec.rollout.allow_outage and _unit_state().active == "active":
