@@ -195,3 +195,25 @@ def test_issue21_item3_a_node_refused_at_the_drain_is_not_kept_out_of_rotation_b
     with pytest.raises(OperationError):
         roll(world)
     assert ROLLOUT.out_of_rotation == {URL}  # stopped, not back: out
+
+
+@pytest.mark.parametrize("previous, complete, refusal", [
+    ("r0", False, "the previous release r0 is missing or incomplete in /etc/r1deploy/releases \\(pruned\\?\\): "
+                  "nothing was changed"),
+    (None, False, "no previous release to roll back to"),
+])
+def test_issue21_item9_a_rollback_to_a_gone_previous_release_is_refused_before_anything(previous, complete, refusal):
+    from pyinfra.api import DeployError, deploy
+
+    from roles.serve import serve
+    from tests.factharness import World as Facts
+    from tests.factharness import plan
+
+    @deploy("Rollback")
+    def rollback():
+        serve(to_previous=True)
+
+    facts = {"live": "r1", "current": "r1", "previous": previous, "previous_complete": complete,
+             "current_dir": "/etc/r1deploy/releases/r1", "active": True, "unit_sha256": "x", "bind": None, "port": None}
+    with pytest.raises(DeployError, match=f"gpu-01.example: {refusal}"):
+        plan(rollback, {"gpu-01.example": (TINY, Facts(facts={EngineRelease: facts}))})
