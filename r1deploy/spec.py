@@ -155,8 +155,9 @@ class InstallSection(_Section):
     router_version: str = "0.1.17"
     agent_version: str | None = None
     apt_proxy: str | None = None
-    # Expert parallel on Hopper: DeepGEMM and DeepEP into the vLLM venv, from the same index or
-    # wheelhouse, on hosts whose plan runs DP + EP there (r1deploy/serving/ep_kernels.py). []: none.
+    # Expert parallel on Hopper: kernels into the vLLM venv, from the same index or wheelhouse, on
+    # hosts whose plan runs DP + EP there (r1deploy/serving/ep_kernels.py). []: none (the default:
+    # DeepGEMM is vendored by vLLM; DeepEP is a wheel the operator builds with vLLM's tools/ep_kernels).
     ep_kernels: list[str] = Field(default_factory=lambda: list(ep.DEFAULT_KERNELS))
 
     _root = _rule("root", check=strings.host_path)
@@ -208,7 +209,7 @@ class VllmSection(_Section):
     allreduce_fusion: bool | None = None
     nccl_ib_hca: str | None = None
     # vLLM's --all2all-backend; None: the plan's (deepep_high_throughput for DP + EP over several
-    # Hopper nodes with install_ep_kernels, else vLLM's default allgather_reducescatter).
+    # Hopper nodes with DeepEP named in install_ep_kernels, else vLLM's default allgather_reducescatter).
     all2all_backend: Literal["allgather_reducescatter", "deepep_high_throughput", "deepep_low_latency"] | None = None
 
     # Secrets never in engine args or vllm.env (world-readable): the _env/_file references carry them.
@@ -250,6 +251,10 @@ class GatewaySection(_Section):
         "consistent_hash", "sticky_least_loaded",
     ] = "cache_aware"
     prometheus_port: int = Field(default=29000, ge=1, le=65535)
+    # How long the router waits for a worker's health when it adds one (at its start and on
+    # add_worker). A gateway setting, never derived from the nodes': a node-side change must not
+    # restart the router (its restart re-admits every node of its start list).
+    worker_startup_timeout_s: int = Field(default=1800, ge=10)
     # Node URLs; None means every host in the inventory whose role is "node".
     workers: list[str] | None = None
 
@@ -342,7 +347,10 @@ class RolloutSection(_Section):
     max_unavailable: int = Field(default=1, ge=1)
     # A model served by a single node cannot restart without an outage: only when asked.
     allow_outage: bool = False
-    drain_timeout_s: int = Field(default=300, ge=0)
+    # How long a drain waits for in-flight requests to finish. None: as long as the edge lets a
+    # client wait (the gateways' gateway_read_timeout_s, r1deploy.fleet.rollout.drain_timeout_s);
+    # a request still running after the drain and vLLM's shutdown timeout is cut (the report says so).
+    drain_timeout_s: int | None = Field(default=None, ge=0)
     # vLLM's --shutdown-timeout: on SIGTERM it refuses new work and lets running requests finish.
     shutdown_timeout_s: int = Field(default=30, ge=0)
     canary: bool = True

@@ -28,6 +28,10 @@ class UnknownCommand(AssertionError):
     pass
 
 
+class Fails(Exception):
+    """A command that exits non-zero on the simulated host, with this output."""
+
+
 @dataclass
 class Output:
     stdout_lines: list[str]
@@ -45,6 +49,9 @@ class SimNode:
     restarts: int = 0
     head_of: list[SimNode] | None = None  # a group head: the members it needs (itself first)
     model: str = "tiny"
+    gone: set[str] = field(default_factory=set)  # releases whose directory is missing or incomplete
+    history: list[str] = field(default_factory=list)  # /etc/r1deploy/history
+    in_flight: int = 0  # requests vLLM runs (the drain waits for 0)
 
     def how(self, release: str | None) -> str:
         return self.behaviour.get(release or "", "serves")
@@ -75,12 +82,21 @@ class SimNode:
             return self.journal()
         if 'echo "c=$(readlink' in command:
             return "\n".join(f"{k}={RELEASES + v if v else ''}" for k, v in (("c", self.current), ("p", self.previous)))
-        if "systemctl restart r1-vllm.service" in command:  # activate: flip current, keep previous, start
+        if "systemctl restart r1-vllm.service" in command:  # activate: check, install, flip, remember, start
             release = shlex.split(command.split("ln -sfn ", 1)[1])[0].rsplit("/", 1)[-1]
+            if release in self.gone:
+                raise Fails(f"release {RELEASES}{release} is missing or incomplete (pruned?): nothing was changed")
             if self.current and self.current != release:
                 self.previous = self.current
+            if ">> /etc/r1deploy/history" in command and self.history[-1:] != [release]:
+                self.history.append(release)
             self.current, self.running, self.restarts = release, release, 0
             return ""
+        if command.startswith("cat /etc/r1deploy/history"):
+            return "\n".join(self.history)
+        if command.startswith("( if ! { test -f "):  # is a release complete?
+            release = shlex.split(command.split("test -f ", 1)[1])[0].rsplit("/", 2)[-2]
+            return "missing" if release in self.gone else "ok"
         if "systemctl stop r1-vllm.service" in command:
             self.running = None
             return ""
@@ -93,7 +109,7 @@ class SimNode:
         if "/health" in command and "/v1/models" in command:
             return json.dumps({"data": [{"id": self.model}]}) if self.answers() else "DOWN"
         if "/metrics" in command:
-            return "vllm:num_requests_running 0\nvllm:num_requests_waiting 0"
+            return f"vllm:num_requests_running {self.in_flight}\nvllm:num_requests_waiting 0"
         if "-m r1deploy.serving.warmup" in command:
             return json.dumps({"ok": True, "requests": 12, "failed": 0, "ttft_ms_max": 40, "ttft_ms_median": 20})
         if "-m r1deploy.serving.smoke" in command:  # the agent's own report shape
@@ -107,8 +123,17 @@ class SimNode:
 class SimGateway:
     name: str
     workers: list[str] = field(default_factory=list)
+    router: str = "up"  # up | down (unit installed, admin API does not answer) | absent (no unit yet)
 
     def run(self, command: str) -> str:
+        if self.router == "absent" and "vllm-router.service ]; then echo router=none" in command:
+            return "router=none"
+        if self.router == "down":  # what roles/serve/rollout._router prints when curl cannot connect
+            return ("\n000\ncurl=7 inactive curl: (7) Failed to connect to 127.0.0.1 port 8081 after 0 ms: "
+                    "Couldn't connect to server ")
+        return self._answer(command) + "\ncurl=0 active "
+
+    def _answer(self, command: str) -> str:
         if "/list_workers" in command:  # vllm-router's shape
             return json.dumps({"urls": self.workers}) + "\n200"
         found = re.search(r"/(remove|add)_worker\?url=([^' ]+)", command)
@@ -139,7 +164,10 @@ class World:
         def run(command, **_kwargs):
             text = command.get_raw_value()
             self.log.append((name, text))
-            return True, Output(self.sims[name].run(text).splitlines())
+            try:
+                return True, Output(self.sims[name].run(text).splitlines())
+            except Fails as failed:
+                return False, Output(str(failed).splitlines())
         return run
 
     def did(self, what: str) -> list[str]:

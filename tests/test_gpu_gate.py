@@ -137,3 +137,32 @@ def test_standalone_gate_needs_only_the_standard_library():
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert {r["check"] for r in json.loads(done.stdout)} >= {"gpu-count", "driver", "memory-health"}
+
+
+def test_issue21_item12_an_nvswitch_probe_that_could_not_run_is_never_no_switch(tmp_path):
+    """The recorded HGX host with fabric manager down, probed where neither lspci nor sysfs could
+    list PCI devices: before, the empty probe read "0 switches" and fabric manager "not required"."""
+    from r1deploy.gpu import nvidia
+
+    for source in (FIX / "hgx8-nvswitch-fm-down-handmade").iterdir():
+        (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / "nvswitch.txt").write_text(nvidia.NO_PCI_LISTING + "\n")
+    obs = gpu_gate.Observation.from_outputs(gpu_gate.outputs_from_dir(tmp_path))
+    assert obs.nvswitches is None
+    fm = next(c for c in gpu_gate.run_gate("hgx", obs, gpu_gate.Expectations()) if c.check == "fabric-manager")
+    assert fm.ok is None and "could not tell whether this host has NVSwitches" in fm.detail
+    # What the probe reads: sysfs and lspci name one chip once; /dev nodes alone count too.
+    assert nvidia.parse_nvswitch_count("0000:05:00.0 0680: sysfs\n05:00.0 0680: 10de:22a3 (rev a1)\n") == 1
+    assert nvidia.parse_nvswitch_count("/dev/nvidia-nvswitch0\n/dev/nvidia-nvswitch1\n" + nvidia.NO_PCI_LISTING) == 2
+    assert nvidia.parse_nvswitch_count("") == 0  # a listing that found none (and the old recordings)
+
+
+def test_issue21_item12_the_probe_says_when_it_had_no_pci_listing():
+    from r1deploy.gpu import nvidia
+
+    probe = nvidia.probe("nvswitch")
+    blind = probe.replace("/sys/bus/pci/devices", "/nonexistent/pci").replace("command -v lspci", "false")
+    out = subprocess.run(["sh", "-c", blind], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and nvidia.parse_nvswitch_count(out.stdout) is None
+    here = subprocess.run(["sh", "-c", probe], capture_output=True, text=True, timeout=30)
+    assert here.returncode == 0 and here.stderr == ""

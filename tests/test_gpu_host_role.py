@@ -65,7 +65,7 @@ def converged(os_key="ubuntu2404", nvswitches=0, base=None):
     kernel = OS[os_key][2]
     packages = {"cuda-keyring": ("1.1-1", False), "nvidia-open-580": (DRIVER, True),
                 "libnccl2": (NCCL, True), "libnccl-dev": (NCCL, True),
-                f"linux-headers-{kernel}": ("1", False), "dkms": ("3", False)}
+                f"linux-headers-{kernel}": ("1", False), "dkms": ("3", False), "pciutils": ("1:3.10", False)}
     services = {"nvidia-persistenced": (True, True)}
     if nvswitches:
         packages["nvidia-fabricmanager-580"] = ("580.159.04-1", True)
@@ -389,3 +389,10 @@ def test_simulation_overrides_only_with_the_lab_flag():
     assert set(seen) == {False, True} and seen[0] is False
     assert gpu.SIM_SWITCH in gpu.probe("proc_version", simulated=True)
     assert gpu.SIM_DIR not in gpu.probe("proc_version") and gpu.SIM_DIR not in gpu.probe("nvswitch")
+
+
+def test_issue21_item12_pciutils_is_installed_and_an_unknown_switch_count_is_refused():
+    assert has(run(world()), "pciutils")  # lspci: the gate's NVSwitch probe
+    with pytest.raises(DeployError, match="cannot tell whether this host has NVSwitches"):
+        run(world(nvswitches=None))
+    assert not has(run(world(nvswitches=None), gpu_fabric_manager="no"), "fabricmanager")

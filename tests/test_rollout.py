@@ -156,3 +156,30 @@ def test_gateways_of_a_node():
     gws = [("gw", spec(fleet_role="gateway")), ("gw-r1", spec(fleet_role="gateway", model_repo_id="deepseek-ai/DeepSeek-R1"))]
     assert core.gateways_of("http://10.0.0.2:8000", gws, nodes) == ["gw"]
     assert core.gateways_of("http://10.0.0.3:8000", gws, nodes) == ["gw-r1"]
+
+
+def test_issue21_item7_the_router_unit_depends_on_no_node_setting():
+    """A node-side change (its startup allowance, its model) must not restart the router: its
+    restart re-admits every node of its start list, those a rollout left out included."""
+    from r1deploy.serving.render import render_router_unit
+
+    gateway = {"fleet_role": "gateway"}
+    base = render_router_unit(spec(**gateway), "gw")
+    assert "--worker-startup-timeout-secs 1800 " in base  # gateway_worker_startup_timeout_s
+    assert render_router_unit(spec(**gateway, vllm_startup_timeout_s=90), "gw") == base
+    assert render_router_unit(spec(**gateway, model_repo_id="deepseek-ai/DeepSeek-R1"), "gw") == base
+    assert "--worker-startup-timeout-secs 600 " in render_router_unit(
+        spec(**gateway, gateway_worker_startup_timeout_s=600), "gw")
+
+
+def test_issue21_item7_the_rotation_is_reconciled_after_any_router_restart():
+    workers = ["http://a:8000", "http://b:8000"]
+    # The router restarted (a new router version, a gateway setting): reconcile even though it
+    # listed exactly the configured nodes before the run.
+    assert core.reconcile_wanted(workers, workers, router_restarted=True, left_out=set())
+    assert core.reconcile_wanted(None, workers, router_restarted=True, left_out=set())  # first start
+    # This run's rollout left a node out: the router may still list it.
+    assert core.reconcile_wanted(workers, workers, router_restarted=False, left_out={"http://b:8000"})
+    assert core.reconcile_wanted(workers[:1], workers, router_restarted=False, left_out=set())
+    assert not core.reconcile_wanted(workers, workers, router_restarted=False, left_out=set())
+    assert not core.reconcile_wanted(None, workers, router_restarted=False, left_out=set())  # no router at all

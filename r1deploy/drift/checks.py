@@ -38,6 +38,17 @@ def files_match(host: str, check: str, want: Mapping[str, str], live: Mapping[st
     return [Finding(host, check, True, f"{where}: {len(want)} file(s) as rendered")]
 
 
+def edge_loaded(host: str, state: str) -> list[Finding]:
+    """nginx runs the edge files on disk ("loaded"), or not since they changed ("stale": a failed
+    `nginx -t` or a converge that died before the reload; a revoked key may still work)."""
+    if state == "loaded":
+        return [Finding(host, "edge-loaded", True, "nginx runs the edge files on disk")]
+    if state == "stale":
+        return [Finding(host, "edge-loaded", False, "the edge files on disk changed since nginx last loaded them "
+                        "(nginx -t failed or the converge stopped before the reload): converge to reload")]
+    return [Finding(host, "edge-loaded", None, "no reload recorded yet (a converge records one)")]
+
+
 def release_link(host: str, live_target: str | None, want_release: str) -> list[Finding]:
     live = (live_target or "").rstrip("/").rsplit("/", 1)[-1]
     return [Finding(host, "release", live == want_release, f"live={live or 'none'} spec={want_release}")]

@@ -23,6 +23,10 @@ from r1deploy.spec import Spec
 # weight loading from local disk (~0.5 GiB/s with the page cache cold, generous on purpose).
 _STARTUP_FLOOR_S = 600
 _STARTUP_S_PER_GIB = 2.0
+# A drain with no edge to size it from waits as long as the edge's default read timeout
+# (gateway_read_timeout_s): what a client behind nginx may wait for a whole answer.
+DEFAULT_DRAIN_S = 1800
+_WILDCARD = ("", "0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,56 @@ class RolloutPlan:
 
 def node_url(spec: Spec, address: str) -> str:
     """How gateways reach a node's vLLM (the router's worker URL)."""
+    return url_of(address, spec.vllm.port)
+
+
+def url_of(address: str, port: int) -> str:
     host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{spec.vllm.port}"
+    return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Served:
+    """Where the running engine serves now, when the spec moved it (a changed vllm_port or
+    vllm_host_ip): the routers still list `url`, and checks on the node reach it at `engine`."""
+
+    url: str
+    engine: str
+
+
+def served_now(spec: Spec, address: str, new_bind: str, live_bind: str | None, live_port: int | None) -> Served | None:
+    """The live release's address (its vllm.yaml `host`/`port`) when it differs from what the spec
+    renders now, else None. `new_bind`: the bind the spec renders (r1deploy.serving.render.engine_bind);
+    a live bind that equals it, or listens everywhere, is reached at the node's fleet address."""
+    if not live_port:
+        return None
+    bind = (live_bind or "").strip()
+    host = address if bind in _WILDCARD or bind == new_bind else bind
+    url = url_of(host, live_port)
+    if url == node_url(spec, address):
+        return None
+    local = "127.0.0.1" if bind in _WILDCARD else bind
+    return Served(url, url_of(local, live_port))
+
+
+def drain_timeout_s(spec: Spec, gateways: Iterable[Spec]) -> int:
+    """How long a drain waits for in-flight requests: the operator's rollout_drain_timeout_s, else
+    as long as the edge lets a client wait for an answer (the longest gateway_read_timeout_s of
+    the gateways that route to the node): a shorter drain would cut answers the edge still allows."""
+    if spec.rollout.drain_timeout_s is not None:
+        return spec.rollout.drain_timeout_s
+    return max((g.gateway.read_timeout_s for g in gateways), default=DEFAULT_DRAIN_S)
+
+
+def previous_in_history(history: Iterable[str], target: str, away_from: str | None) -> str | None:
+    """After a rollback to `target`, what `previous` points at: the release activated before
+    `target`'s last activation in the node's history, never the one rolled away from (a second
+    rollback goes further back instead of returning to it). None: no such release is known."""
+    lines = [h.strip() for h in history if h.strip()]
+    if target not in lines:
+        return None
+    last = len(lines) - 1 - lines[::-1].index(target)
+    return next((r for r in reversed(lines[:last]) if r not in (target, away_from)), None)
 
 
 def replica_units(nodes: Iterable[tuple[str, Spec]]) -> dict[str, list[tuple[str, ...]]]:
@@ -290,6 +342,14 @@ def worker_node(url: str, nodes: Iterable[tuple[str, Spec, str]]) -> tuple[str, 
     found = [(name, spec, address) for name, spec, address in nodes if spec.fleet.role == "node"
              and spec.vllm.port == port and host in {_host_key(address), name.lower()}]
     return found[0] if len(found) == 1 else None
+
+
+def reconcile_wanted(listed: Iterable[str] | None, workers: Iterable[str], router_restarted: bool,
+                     left_out: Iterable[str]) -> bool:
+    """Whether the gateway stage reconciles its router's rotation: after ANY restart of the router
+    (it starts with its whole start list, nodes this rollout left out included), when this run's
+    rollout left a node out, or when the router listed other nodes than configured before the run."""
+    return router_restarted or bool(set(left_out)) or (listed is not None and set(listed) != set(workers))
 
 
 def gateway_workers(gateway: Spec, nodes: Iterable[tuple[str, Spec, str]]) -> list[str]:

@@ -36,6 +36,7 @@ KERNEL_LOG_READ = "R1DEPLOY_KERNEL_LOG_READ"  # printed after a kernel log that 
 PROC_VERSION = "/proc/driver/nvidia/version"
 
 SMI_FAILED = "NVIDIA-SMI has failed"
+NO_PCI_LISTING = f"{MISSING} pci-listing"  # neither lspci nor /sys/bus/pci answered
 NO_DEVICES = "No devices were found"
 
 
@@ -58,10 +59,17 @@ PROBES: dict[str, tuple[str, str]] = {
     "nvlink": ("nvlink-s.txt", _guarded("nvidia-smi", "nvidia-smi nvlink -s")),
     "nvswitch": (
         "nvswitch.txt",
-        # NVSwitch chips are PCI bridges (class 0680) of vendor 10de; /dev nodes appear once
-        # the driver binds them. Either one is evidence of an HGX/DGX baseboard.
-        "{ ls -1 /dev/nvidia-nvswitch* 2>/dev/null; "
-        "lspci -n -d 10de: 2>/dev/null | grep ' 0680: ' || true; } | cat",
+        # NVSwitch chips are PCI bridges (class 0680) of vendor 10de, listed by sysfs and lspci
+        # (pciutils, which the GPU role installs); /dev nodes appear once the driver binds them.
+        # Any one is evidence of an HGX/DGX baseboard. With no PCI listing at all the probe says
+        # so (NO_PCI_LISTING): "no switch" is never read from a probe that could not run.
+        "{ ls -1 /dev/nvidia-nvswitch* 2>/dev/null; listed=; "
+        "if [ -r /sys/bus/pci/devices ] && [ -n \"$(ls /sys/bus/pci/devices 2>/dev/null)\" ]; then listed=1; "
+        "for d in /sys/bus/pci/devices/*; do [ \"$(cat \"$d/vendor\" 2>/dev/null)\" = 0x10de ] && "
+        "case \"$(cat \"$d/class\" 2>/dev/null)\" in 0x0680*) echo \"${d##*/} 0680: sysfs\";; esac; done; fi; "
+        "if command -v lspci >/dev/null 2>&1 && out=$(lspci -n -d 10de: 2>/dev/null); then listed=1; "
+        "printf '%s\\n' \"$out\" | grep ' 0680: '; fi; "
+        f"[ -n \"$listed\" ] || echo '{NO_PCI_LISTING}'; }} | cat",
     ),
     "fabricmanager": (
         "fabricmanager.txt",
@@ -405,9 +413,15 @@ def inactive_links(status: dict[int, dict[int, str]]) -> list[str]:
 # --- NVSwitch, fabric manager, CUDA / NCCL ---------------------------------------------
 
 
-def parse_nvswitch_count(text: str) -> int:
-    return sum(1 for line in text.splitlines()
-               if re.fullmatch(r"/dev/nvidia-nvswitch\d+", line.strip()) or " 0680: " in line)
+def parse_nvswitch_count(text: str) -> int | None:
+    """NVSwitch chips: the larger of the /dev nodes and the distinct PCI bridges (sysfs and lspci
+    name the same chip); None when the probe had no PCI listing and no /dev node (could not check)."""
+    lines = [line.strip() for line in text.splitlines()]
+    nodes = sum(1 for line in lines if re.fullmatch(r"/dev/nvidia-nvswitch\d+", line))
+    bridges = {re.sub(r"^[0-9a-f]{4}:", "", line.split()[0].lower()) for line in lines if " 0680: " in line}
+    if not nodes and not bridges and any(line.startswith(NO_PCI_LISTING) for line in lines):
+        return None
+    return max(nodes, len(bridges))
 
 
 def parse_fabricmanager(text: str) -> str:

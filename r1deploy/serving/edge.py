@@ -25,6 +25,15 @@ KEYS_CONF = f"{NGINX_DIR}/keys.conf"
 TLS_CERT = f"{NGINX_DIR}/tls.crt"
 TLS_KEY = f"{NGINX_DIR}/tls.key"
 ACCESS_LOG = "/var/log/nginx/r1-gateway.access.log"
+# What nginx runs from: after every successful `nginx -t` + reload their digests are written to
+# LOADED_MARK, so a converge (and drift) knows whether the files on disk are the loaded ones.
+EDGE_FILES = (SITE_CONF, KEYS_CONF, TLS_CERT, TLS_KEY)
+LOADED_MARK = f"{NGINX_DIR}/loaded.sha256"
+
+
+def edge_digests_sh() -> str:
+    """Shell printing `sha256  path` of each edge file present (the form LOADED_MARK holds)."""
+    return f"for f in {' '.join(EDGE_FILES)}; do if [ -e \"$f\" ]; then sha256sum -- \"$f\"; fi; done"
 # On nodes (and gateways, for their smoke through the router): root-only, 0600.
 SECRET_ENV = f"{CONFIG_DIR}/secret.env"
 AUTH_HEADER = f"{CONFIG_DIR}/vllm-auth.header"

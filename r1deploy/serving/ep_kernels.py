@@ -8,6 +8,14 @@ takes ``allgather_reducescatter`` (the default), ``deepep_high_throughput`` (pre
 multi-node), ``deepep_low_latency`` (decode, CUDA graphs), and more in later releases (0.32:
 deepep_v2, mori_*, nixl_ep, flashinfer_*; pplx and naive fall back to the default). The names
 rendered here are in 0.26 and 0.32 alike, and tests/test_vllm_parser.py parses them with 0.32.
+
+Where each comes from: vLLM (0.26 at least) vendors DeepGEMM (`vllm.third_party.deep_gemm`, its log
+says "deep_gemm not found in site-packages, trying vendored"), so nothing is installed for it.
+DeepEP has no installable release on the package index (only a placeholder): vLLM's
+tools/ep_kernels/install_python_libraries.sh clones it at a commit and builds it against the
+host's CUDA and an NVSHMEM archive (`--mode wheel` writes the wheel). So nothing is pinned by
+default: a DP + EP plan runs vLLM's default all-to-all (allgather_reducescatter) and says why,
+until the operator serves that wheel (install_find_links) and names it in install_ep_kernels.
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ ALL2ALL_BACKENDS = ("allgather_reducescatter", *DEEPEP_BACKENDS)  # vllm_all2all
 # --all2all-backend), and unlike deepep_high_throughput (prefill-oriented, no CUDA graphs) fit for
 # R1's decode-heavy reasoning output.
 PLAN_BACKEND = "deepep_high_throughput"
-# What vLLM's tooling builds: DeepEP 1.2.1 (+ the commit, a local label: `==1.2.1` matches it),
-# DeepGEMM from vLLM's fork. Wheels from the operator's wheelhouse (install_find_links/index).
-DEFAULT_KERNELS = ["deep_gemm==2.6.1", "deep_ep==1.2.1"]
+# Nothing by default: DeepGEMM is vendored by vLLM, and DeepEP exists only as a wheel the operator
+# builds with vLLM's tools/ep_kernels (e.g. `deep_ep==1.2.1`, which matches its `+<commit>` label).
+DEFAULT_KERNELS: list[str] = []
+DEEPEP = "deep-ep"  # its distribution name, canonical (deep_ep, deep-ep and DeepEP alike)
 PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
 
 
@@ -49,10 +58,15 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
     if spec.vllm.enable_expert_parallel is False:
         return [("vllm_all2all_backend", f"{backend!r} carries expert-parallel traffic, but "
                  "vllm_enable_expert_parallel is False")]
-    if not spec.install.ep_kernels:
+    if not has_deepep(spec.install.ep_kernels):
         return [("vllm_all2all_backend", f"{backend!r} needs DeepEP in the vLLM venv, but "
-                 "install_ep_kernels is empty")]
+                 f"install_ep_kernels is {'empty' if not spec.install.ep_kernels else 'without deep_ep'} "
+                 "(build its wheel with vLLM's tools/ep_kernels/install_python_libraries.sh --mode wheel)")]
     return []
+
+
+def has_deepep(requirements: list[str]) -> bool:
+    return any(re.sub(r"[-_.]+", "-", r.split("==")[0]).lower() == DEEPEP for r in requirements)
 
 
 def _hopper(gpu_name: str | None) -> bool:
@@ -77,12 +91,24 @@ def kernels_for(spec: Any, plan: Any) -> list[str]:
 
 
 def all2all_args(spec: Any, plan: Any) -> dict[str, Any]:
-    """The plan's backend where DP + EP spans nodes and its kernels are installed; an explicit
+    """The plan's backend where DP + EP spans nodes and DeepEP is installed; an explicit
     vllm_all2all_backend wins (rendered as an explicit key), and elsewhere, one node included,
     vLLM's default stands."""
-    if spec.vllm.all2all_backend is None and kernels_for(spec, plan) and plan.nodes > 1:
+    if spec.vllm.all2all_backend is None and has_deepep(kernels_for(spec, plan)) and plan.nodes > 1:
         return {"all2all-backend": PLAN_BACKEND}
     return {}
+
+
+def fallback_note(spec: Any, plan: Any) -> str | None:
+    """What the plan says where it runs DP + EP without DeepEP: which backend runs, which need it."""
+    if spec.vllm.all2all_backend is not None or not plan_uses_ep_kernels(spec, plan) \
+            or has_deepep(spec.install.ep_kernels):
+        return None
+    return ("DP + EP without DeepEP (install_ep_kernels names no deep_ep): all-to-all runs vLLM's default "
+            f"allgather_reducescatter; {' and '.join(DEEPEP_BACKENDS)} need DeepEP, which no package index "
+            "carries: build its wheel against this host's CUDA with vLLM's tools/ep_kernels/"
+            "install_python_libraries.sh --mode wheel, serve it through install_find_links and name it in "
+            "install_ep_kernels. DeepGEMM needs nothing: vLLM vendors it.")
 
 
 def plan_engine_args(spec: Any, plan: Any) -> dict[str, Any]:

@@ -272,11 +272,10 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
 
 
 def render_router_unit(spec: Spec, host: str) -> str:
-    from r1deploy.fleet.rollout import startup_timeout_s
-
+    """The router's unit: from gateway_* settings and the router's version only (no node setting)."""
     return render_template("vllm-router.service.j2", spec=spec, host=host, user=ROUTER_USER,
                            router_bin=f"{router_venv(spec)}/bin/vllm-router", workers_env=ROUTER_WORKERS_ENV,
-                           startup_timeout_s=startup_timeout_s(spec))
+                           startup_timeout_s=spec.gateway.worker_startup_timeout_s)
 
 
 def render_router_workers(host: str, workers: list[str]) -> str:

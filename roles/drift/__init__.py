@@ -157,6 +157,13 @@ def _gateway_files(spec) -> list[Finding]:
     return dc.files_match(host.name, "gateway-files", want, digests, "gateway")
 
 
+def _edge_loaded() -> list[Finding]:
+    """The edge files on disk are the ones nginx loaded (roles/gateway/edge.py records each reload)."""
+    from roles.gateway.facts import EdgeLoaded
+
+    return dc.edge_loaded(host.name, host.get_fact(EdgeLoaded))
+
+
 def node_checks(spec, full: bool) -> list[Check]:
     install = spec.install
     checks: list[Check] = [
@@ -186,6 +193,7 @@ def gateway_checks(spec) -> list[Check]:
     return [
         ("unit", partial(_router_unit, spec)),
         ("gateway-files", partial(_gateway_files, spec)),
+        ("edge-loaded", _edge_loaded),
         ("router-packages", partial(_packages, "router-packages", router_venv(spec),
                                     [f"vllm-router=={spec.install.router_version}"])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),

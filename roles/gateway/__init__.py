@@ -15,8 +15,9 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python, systemd
 
-from r1deploy.fleet.rollout import gateway_workers
+from r1deploy.fleet.rollout import gateway_workers, reconcile_wanted
 from r1deploy.serving.edge import router_admin
+from r1deploy.serving.install_plan import router_pins
 from r1deploy.serving.render import (
     ROUTER_SERVICE,
     ROUTER_WORKERS_ENV,
@@ -31,6 +32,7 @@ from roles._spec import host_spec
 from roles.base import venv_packages
 from roles.gateway.edge import nginx_edge
 from roles.serve.facts import RouterWorkers
+from roles.serve.rollout import ROLLOUT
 
 
 def _workers(spec) -> list[str]:
@@ -50,11 +52,12 @@ def _same_node_key(spec) -> None:
                           "set them where gateways and nodes share data (group_data/all.py)")
 
 
-def _reconcile(admin: str, workers: list[str]) -> None:
-    """Rotation = configured nodes that answer /health, minus those whose rollout failed now."""
-    from roles.serve.rollout import ROLLOUT
-
+def _reconcile(admin: str, workers: list[str], wait_s: int) -> None:
+    """Rotation = configured nodes that answer /health, minus those whose rollout failed now.
+    A router that just restarted may take a while to answer (up to `wait_s`)."""
     failed_urls = ROLLOUT.out_of_rotation
+    remote(f"for i in $(seq {wait_s}); do curl -fsS -m 2 {admin}/list_workers >/dev/null && exit 0; sleep 1; done; "
+           f"journalctl -u {ROUTER_SERVICE} -n 20 --no-pager -o cat; exit 1", "router answers")
     listed = json.loads(remote(f"curl -fsS -m 5 {admin}/list_workers", "router workers"))["urls"]
     for url in listed:
         if url not in workers or url in failed_urls:
@@ -82,7 +85,7 @@ def gateway() -> None:
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
-                                 [f"vllm-router=={spec.install.router_version}"], spec)
+                                 router_pins(spec), spec)
     workers = _workers(spec)
     # The start list apart from the unit: a new node list is a reconcile below, never a restart.
     files.put(name="Router start list", dest=ROUTER_WORKERS_ENV, src=StringIO(render_router_workers(host.name, workers)),
@@ -94,7 +97,8 @@ def gateway() -> None:
     restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
                                 restarted=True, _if=lambda: unit.did_change() or installed.did_change())
     listed = host.get_fact(RouterWorkers, url=router_admin(spec))
+    # After any restart too: the router starts with its whole start list, nodes the rollout left out included.
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
-                admin=router_admin(spec), workers=workers,
-                _if=lambda: listed is not None and not restarted.did_change() and set(listed) != set(workers))
+                admin=router_admin(spec), workers=workers, wait_s=spec.gateway.worker_startup_timeout_s,
+                _if=lambda: reconcile_wanted(listed, workers, restarted.did_change(), ROLLOUT.out_of_rotation))
     nginx_edge(spec)

@@ -16,6 +16,7 @@ from r1deploy.serving import edge
 from r1deploy.serving.render import render_template
 from roles._rollout import track
 from roles._secret import resolved, secret_file
+from roles.gateway.facts import EdgeLoaded
 
 NGINX_GROUP = "www-data"
 SANDBOX = "/etc/systemd/system/nginx.service.d/r1deploy-sandbox.conf"
@@ -57,5 +58,10 @@ def nginx_edge(spec) -> None:
     # The sandbox applies at start: a restart, only when the drop-in changed (first install).
     track(systemd.service(name="nginx: restart into the sandbox", service="nginx", restarted=True,
                           _if=sandbox.did_change))
-    track(server.shell(name="nginx: check and reload (graceful)", commands=["nginx -t -q && systemctl reload nginx"],
-                       _if=lambda: any(op.did_change() for op in changed)))
+    # On state, not only on "changed in this run": files that landed while `nginx -t` failed or the
+    # controller died before the reload are reloaded by the next converge (a revoked key stops working).
+    loaded = host.get_fact(EdgeLoaded) == "loaded"
+    track(server.shell(name="nginx: check and reload (graceful)", commands=[
+        f"nginx -t -q && systemctl reload nginx && {{ {edge.edge_digests_sh()}; }} > {edge.LOADED_MARK}.next "
+        f"&& mv {edge.LOADED_MARK}.next {edge.LOADED_MARK}"],
+        _if=lambda: not loaded or any(op.did_change() for op in changed)))

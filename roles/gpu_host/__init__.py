@@ -63,8 +63,11 @@ def _plan(g, platform: Platform) -> Plan:
     if major is None:
         raise DeployError(f"no known CUDA major for driver branch {g.driver_branch}: set gpu_cuda_toolkit_version")
     driver = platform.driver_packages(g.driver_branch, g.open_kernel_modules)
-    wants_fm = g.fabric_manager == "yes" or (g.fabric_manager == "auto"
-                                             and host.get_fact(facts.NvSwitches, simulated=g.simulation) > 0)
+    switches = host.get_fact(facts.NvSwitches, simulated=g.simulation) if g.fabric_manager == "auto" else 0
+    if switches is None:
+        raise DeployError(f"{host.name}: cannot tell whether this host has NVSwitches (no lspci, no /sys/bus/pci): "
+                          "set gpu_fabric_manager = yes or no")
+    wants_fm = g.fabric_manager == "yes" or switches > 0
     return Plan(platform, driver, Want(driver[0], upstream=g.driver_version, prefix=f"{g.driver_branch}."),
                 major, platform.fabricmanager_package(g.driver_branch) if wants_fm else None,
                 Want(platform.nccl_packages()[0], upstream=g.nccl_version, pattern=rf"\+cuda{major}\.\d+$"))
@@ -130,8 +133,9 @@ def _fm_skew_early(plan: Plan) -> None:
 
 def _packages(plan: Plan, g) -> None:
     installed = host.get_fact(facts.NvidiaPackages)
-    track(apt.packages(name="Kernel headers for the driver's DKMS build",
-                       packages=[f"linux-headers-{host.get_fact(KernelVersion)}", "dkms"]))
+    # pciutils: lspci, one of the GPU gate's NVSwitch probes (r1deploy.gpu.nvidia PROBES).
+    track(apt.packages(name="Kernel headers for the driver's DKMS build; pciutils",
+                       packages=[f"linux-headers-{host.get_fact(KernelVersion)}", "dkms", "pciutils"]))
     stale = [p for p in installed if STALE_DRIVER.match(p) and p not in plan.driver]
     track(pinned_packages(name=f"NVIDIA driver {plan.driver_want.describe()}", packages=plan.driver,
                           want=plan.driver_want, pin_file=f"{PIN_DIR}/r1deploy-nvidia-driver",

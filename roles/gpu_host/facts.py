@@ -95,7 +95,8 @@ class NvLinkStatus(FactBase):
 
 
 class NvSwitches(FactBase):
-    """How many NVSwitch chips this host has (0 on PCIe cards and VMs without them)."""
+    """How many NVSwitch chips this host has (0 on PCIe cards and VMs without them; None: no PCI
+    listing to tell, see r1deploy.gpu.nvidia.parse_nvswitch_count)."""
 
     def command(self, simulated: bool = False) -> str:
         return gpu.probe("nvswitch", simulated)

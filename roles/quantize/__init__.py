@@ -15,6 +15,7 @@ from pyinfra import host, logger
 from pyinfra.api import DeployError, OperationError, deploy
 from pyinfra.operations import python, server
 
+from r1deploy.serving.install_plan import quant_pins
 from r1deploy.serving.quantize import gate
 from r1deploy.serving.render import agent_venv, native_quantization, quant_venv, quantized_dir
 from roles._pip import pinned
@@ -50,10 +51,7 @@ def quantize() -> None:
         return
     out = quantized_dir(spec)
     venv = quant_venv(spec)
-    wanted = [f"llmcompressor=={q.llmcompressor_version}"]
-    if q.torch_version:
-        wanted.append(f"torch=={q.torch_version}")
-    venv_packages(f"Install llmcompressor=={q.llmcompressor_version}", venv, wanted, spec)
+    venv_packages(f"Install llmcompressor=={q.llmcompressor_version}", venv, quant_pins(spec), spec)
     track(pinned(name="Remove conflicting packages (llm-compressor venv)", venv=venv, requirements=WITHOUT,
                  present=False))
     manifest = host.get_fact(QuantManifest, path=f"{out}/.r1deploy-quant.json")

@@ -21,7 +21,7 @@ from pyinfra.operations import files, python
 
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.edge import router_admin
-from r1deploy.serving.render import CONFIG_DIR, SERVICE, compile_cache_dir
+from r1deploy.serving.render import CONFIG_DIR, SERVICE, compile_cache_dir, engine_bind
 from roles._fleet import address, connected, fleet_view
 from roles._group import host_group, render_host
 from roles._plan import host_plan
@@ -29,7 +29,8 @@ from roles._rollout import track
 from roles._secret import engine_key_files
 from roles._spec import host_spec
 from roles.serve.facts import EngineRelease, RouterWorkers
-from roles.serve.rollout import CURRENT, PREVIOUS, ROLLOUT, UNIT_PATH, roll_node
+from roles.serve.release import CURRENT, PREVIOUS, UNIT_PATH
+from roles.serve.rollout import ROLLOUT, roll_node
 
 # What serve() decided per node, for the batch operations rollout() lays out on every host.
 _TURNS: dict[str, dict] = {}
@@ -64,9 +65,13 @@ def serve(to_previous: bool = False) -> None:
     """Roll out what the spec renders; `to_previous`: roll back to the release before the live one."""
     spec = host_spec()
     facts = host.get_fact(EngineRelease, current=CURRENT, previous=PREVIOUS, unit_path=UNIT_PATH, service=SERVICE)
-    if to_previous:
+    if to_previous:  # refused before anything is touched: a gone release would cost two cold starts
         if not facts["previous"]:
-            raise DeployError(f"{host.name}: no previous release to roll back to")
+            raise DeployError(f"{host.name}: no previous release to roll back to (a rollback goes back "
+                              "one release per run, never to the release it left)")
+        if not facts["previous_complete"]:
+            raise DeployError(f"{host.name}: the previous release {facts['previous']} is missing or incomplete "
+                              f"in {CONFIG_DIR}/releases (pruned?): nothing was changed")
         release, unit_text, written = facts["previous"], None, []
     else:
         plan = host_plan(spec)  # real GPU facts where the driver answers, else the spec's hardware
@@ -77,8 +82,9 @@ def serve(to_previous: bool = False) -> None:
     deploying, gateways, nodes = fleet_view()
     batches = core.plan_batches(deploying)
     url = core.node_url(spec, address(host))
-    gateway_admins = [(name, router_admin(s)) for name, s in gateways
-                      if name in core.gateways_of(url, gateways, nodes)]
+    mine = [(name, s) for name, s in gateways if name in core.gateways_of(url, gateways, nodes)]
+    gateway_admins = [(name, router_admin(s)) for name, s in mine]
+    now = core.served_now(spec, address(host), engine_bind(spec, address(host)), facts.get("bind"), facts.get("port"))
     state = core.NodeState(
         live_release=facts["live"] if facts["active"] else None, current_release=facts["current"],
         unit_matches=unit_text is None or facts["unit_sha256"] == hashlib.sha256(unit_text.encode()).hexdigest(),
@@ -89,7 +95,8 @@ def serve(to_previous: bool = False) -> None:
     single = core.replicas(spec.model.name, [(name, s) for name, s, _ in nodes]) == 1
     _TURNS[host.name] = dict(
         spec=spec, release=release, url=url, gateway_admins=gateway_admins, state=state, written=written,
-        restart=restart, single_node_model=single, batch=batches.batch_of(host.name), group=host_group(spec))
+        restart=restart, single_node_model=single, batch=batches.batch_of(host.name), group=host_group(spec),
+        now=now, drain_s=core.drain_timeout_s(spec, [s for _, s in mine]), rolling_back=to_previous)
 
 
 @deploy("Rollout")
@@ -145,7 +152,8 @@ def _turn(batch: int, canary: bool) -> None:
         return
     try:
         roll_node(t["spec"], t["release"], batch, canary and t["spec"].rollout.canary, _restart_wanted(t), t["url"],
-                  t["gateway_admins"], t["single_node_model"])
+                  t["gateway_admins"], t["single_node_model"], now=t.get("now"), drain_s=t.get("drain_s"),
+                  rolling_back=t.get("rolling_back", False))
     except Exception as exc:  # whatever broke, the batches after this one must not move
         ROLLOUT.stop(host.name, f"{type(exc).__name__}: {exc}")
         raise

@@ -25,22 +25,34 @@ class ServingHealth(FactBase):
 
 class EngineRelease(FactBase):
     """The engine unit as the rollout needs it: the release the running process started from,
-    where `current` points, whether it is active, and the installed unit's digest."""
+    where `current` points, whether it is active, the installed unit's digest, where `previous`
+    points (even at a release that is gone: `previous_complete` says whether it can start) and
+    the address the running engine listens on (`bind`, `port`)."""
 
-    def command(self, current, previous, unit_path, service):
+    def command(self, current, previous, unit_path, service, release_files=("vllm.yaml", "vllm.env", "r1-vllm.service")):
+        complete = " && ".join(f'test -f "$p/{name}"' for name in release_files)
+        # Where the running engine listens (its release's vllm.yaml; the current one's when stopped):
+        # a changed vllm_port/vllm_host_ip is drained at the address the routers still list.
         return (f"echo live=$(cat /run/r1-vllm/release 2>/dev/null); "
                 f"echo current=$(readlink -f {current} 2>/dev/null); "
-                f"echo previous=$(readlink -f {previous} 2>/dev/null); "
+                f"p=$(readlink {previous} 2>/dev/null); echo previous=$p; "
+                f"echo previous_complete=$([ -n \"$p\" ] && {complete} && echo yes); "
                 f"echo active=$(systemctl is-active {service} 2>/dev/null); "
-                f"echo unit=$(sha256sum {unit_path} 2>/dev/null | cut -d' ' -f1)")
+                f"echo unit=$(sha256sum {unit_path} 2>/dev/null | cut -d' ' -f1); "
+                f"d=$(cat /run/r1-vllm/release 2>/dev/null || readlink -f {current} 2>/dev/null); "
+                f"echo bind=$(sed -n 's/^host: *//p' \"$d/vllm.yaml\" 2>/dev/null | tr -d '\"'); "
+                f"echo port=$(sed -n 's/^port: *//p' \"$d/vllm.yaml\" 2>/dev/null)")
 
     def process(self, output):
         values = dict(line.split("=", 1) for line in output if "=" in line)
         name = lambda path: path.rstrip("/").rsplit("/", 1)[-1] if path else None  # noqa: E731
+        port = values.get("port", "").strip()
         return {"live": name(values.get("live")), "current": name(values.get("current")),
                 "previous": name(values.get("previous")),
+                "previous_complete": values.get("previous_complete") == "yes",
                 "current_dir": values.get("current") or None,
-                "active": values.get("active") == "active", "unit_sha256": values.get("unit") or None}
+                "active": values.get("active") == "active", "unit_sha256": values.get("unit") or None,
+                "bind": values.get("bind", "").strip() or None, "port": int(port) if port.isdigit() else None}
 
 
 class RouterWorkers(FactBase):

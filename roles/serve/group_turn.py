@@ -24,20 +24,18 @@ from r1deploy.serving.render import CONFIG_DIR, SERVICE
 from r1deploy.spec import Spec
 from roles._fleet import connected
 from roles._rollout import remote
+from roles.serve.release import activate, complete, keep_previous, pointers
 from roles.serve.rollout import (
     ROLLOUT,
     PhaseFailed,
     _engine,
-    _pointers,
     _Timer,
     _unit_state,
     _write_report,
-    activate,
     back_in_rotation,
     drain_from,
     failure_story,
     journal_since,
-    keep_previous,
     listed_workers,
     rejoin,
     serves,
@@ -75,9 +73,11 @@ def _stop_all(group: ServingGroup, phase: str) -> None:
 
 
 def _start_all(group: ServingGroup, releases: dict[str, str], phase: str) -> dict[str, float]:
-    """Activate each member's release and start it, workers first; returns when each started."""
+    """Activate each member's release and start it, workers first; returns when each started.
+    A rollback's start is no step forward: the members' histories do not record it."""
     return {name: _on(group, name, phase, lambda t, name=name: activate(
-        f"{CONFIG_DIR}/releases/{releases[name]}", target=t)) for name in grp.start_order(group)}
+        f"{CONFIG_DIR}/releases/{releases[name]}", target=t, remember=phase != "rollback"))
+        for name in grp.start_order(group)}
 
 
 def _blame(group: ServingGroup, started: dict[str, float]) -> tuple[str, str]:
@@ -129,24 +129,27 @@ def _prove(spec: Spec, group: ServingGroup, records: list, started: dict[str, fl
         t.detail = smoke(spec, canary)
 
 
-def _drain(spec: Spec, group: ServingGroup, gateways: list, url: str, members: dict[str, str]) -> str:
-    """Out of rotation: the head's URL, and a member's own URL where a router still lists it (a node
-    that served alone and now joins the group as a worker); then until each of those is idle."""
+def _drain(spec: Spec, group: ServingGroup, gateways: list, url: str, members: dict[str, str],
+           head: dict) -> str:
+    """Out of rotation: the head's URL (and the one it serves at now, when the spec moved it), and
+    a member's own URL where a router still lists it (a node that served alone and now joins the
+    group as a worker); then until each of those is idle."""
     listed = set().union(*(listed_workers(gw, admin) for gw, admin in gateways))
     alone = {n: u for n, u in members.items() if n != group.head and u in listed}
-    notes = drain_from(gateways, url, tuple(alone.values()))
-    waits = [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)]
-    waits += [f"{n}: " + wait_drained(u, spec.rollout.drain_timeout_s, _target(group, n)) for n, u in alone.items()]
+    now, drain_s, grace = head.get("now"), head.get("drain_s"), spec.rollout.shutdown_timeout_s
+    notes = drain_from(gateways, url, tuple(alone.values()) + ((now.url,) if now else ()))
+    waits = [wait_drained(now.engine if now else _engine(spec), drain_s, shutdown_s=grace)]
+    waits += [f"{n}: " + wait_drained(u, drain_s, _target(group, n), grace) for n, u in alone.items()]
     return "; ".join(notes + waits)
 
 
 def _restart(spec: Spec, group: ServingGroup, records: list, releases: dict[str, str], gateways: list,
-             urls: tuple[str, dict[str, str]], canary: bool) -> None:
-    """urls: the head's, and every member's own as a router may list it."""
+             urls: tuple[str, dict[str, str]], canary: bool, head: dict) -> None:
+    """urls: the head's, and every member's own as a router may list it. `head`: the head's turn."""
     url, members = urls
     if gateways:
         with _Timer(records, "drain") as t:
-            t.detail = _drain(spec, group, gateways, url, members)
+            t.detail = _drain(spec, group, gateways, url, members, head)
     with _Timer(records, "stop") as t:
         _stop_all(group, "stop")
         t.detail = "stopped " + ", then ".join(grp.stop_order(group))
@@ -160,13 +163,14 @@ def _roll_back(spec: Spec, group: ServingGroup, records: dict, gateways: list, u
                prior_previous: dict[str, str | None]) -> str:
     """Every member back to its previous release, the group restarted whole and proven, the head
     rejoined. `previous` keeps pointing where it did before (the bad release is never a target)."""
-    lacking = [n for n, r in records.items() if not r.previous]
+    lacking = [n for n, r in records.items()  # none, or one that is gone (pruned): never a cold start into it
+               if not r.previous or not _on(group, n, "rollback", lambda t, r=r: complete(r.previous, t))]
     if lacking:
         try:
             _stop_all(group, "rollback")
         except MemberFailed as exc:
-            return f"no previous release on {', '.join(lacking)}, and stopping failed ({exc}); out of rotation"
-        return f"no previous release on {', '.join(lacking)}: the group is stopped and out of rotation"
+            return f"no complete previous release on {', '.join(lacking)}, and stopping failed ({exc}); out of rotation"
+        return f"no complete previous release on {', '.join(lacking)}: the group is stopped and out of rotation"
     try:
         _stop_all(group, "rollback")
         started = _start_all(group, {n: r.previous for n, r in records.items()}, "rollback")
@@ -185,14 +189,15 @@ def _fail(spec: Spec, group: ServingGroup, records: dict, failure: PhaseFailed, 
     member = getattr(failure, "member", group.head)
     role = group.member(member).role
     ROLLOUT.stop(f"{member} (group {group.name})", f"{failure.phase}: {failure.reason}")
+    stopped = False
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not records[group.head].phases):
-        back = back_in_rotation(gateways, url, "the head")
+        back = back_in_rotation(gateways, url, "the head")  # never stopped: it serves as before
     else:
-        back = _roll_back(spec, group, records, gateways, url, prior_previous)
+        back, stopped = _roll_back(spec, group, records, gateways, url, prior_previous), True
     outcome = "rolled back" if back.startswith("every member rolled back") else "failed"
-    if outcome == "failed" and failure.phase != "plan":
+    if outcome == "failed" and stopped:  # (the gateway stage keeps it out; one never stopped stays in)
         ROLLOUT.out_of_rotation.add(url)
     for record in records.values():
         record.outcome, record.reason = outcome, f"{failure.phase} on {member} ({role}): {failure.reason}"
@@ -224,7 +229,7 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
             raise MemberFailed("plan", missing[0], f"{', '.join(missing)} not in this run: a serving group rolls "
                                f"whole; deploy all of {', '.join(group.hosts)} together (--limit)")
         for name, record in records.items():  # what a failure goes back to, per member
-            live, before = _on(group, name, "plan", lambda t: _pointers(t))
+            live, before = _on(group, name, "plan", lambda t: pointers(t))
             record.previous, prior_previous[name] = (before if live == record.release else live) or None, before
         gateways = [(connected(name), admin) for name, admin in head["gateway_admins"]]
         if restart and single_replica and not spec.rollout.allow_outage and _unit_state().active == "active":
@@ -234,7 +239,7 @@ def roll_group(group: ServingGroup, turns: dict[str, dict], batch: int, canary: 
         if restart:
             members = {n: turns[n]["url"] for n in group.hosts if n in turns}
             _restart(spec, group, list(records.values()), {n: r.release for n, r in records.items()}, gateways,
-                     (url, members), canary)
+                     (url, members), canary, head)
         else:
             _prove(spec, group, list(records.values()), {n: time.time() for n in group.hosts}, canary=False)
         if gateways:

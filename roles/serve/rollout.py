@@ -18,14 +18,13 @@ from pyinfra.api import OperationError
 
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.edge import AUTH_HEADER, curl_auth, engine_local_url
-from r1deploy.serving.render import CONFIG_DIR, SERVICE, agent_venv
+from r1deploy.serving.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv
 from r1deploy.spec import Spec
 from roles._fleet import address, connected
 from roles._rollout import remote
+from roles.serve.release import activate, before_in_history, complete, keep_previous, pointers
 
-CURRENT = f"{CONFIG_DIR}/current"
-PREVIOUS = f"{CONFIG_DIR}/previous"
-UNIT_PATH = f"/etc/systemd/system/{SERVICE}"
+ROUTER_UNIT = f"/etc/systemd/system/{ROUTER_SERVICE}"
 ROLLOUT = core.Rollout()  # one rolling update per controller process
 
 
@@ -65,20 +64,36 @@ class _Timer:
         detail = getattr(self, "detail", "")
         for record in self.records:
             record.add(self.phase, time.monotonic() - self.t0, detail if kind is None else f"failed: {exc}")
-        if kind is OperationError:
+        if kind is not None and issubclass(kind, OperationError):  # (RouterUnreachable too)
             raise PhaseFailed(self.phase, str(exc)) from exc
         return False
 
 
 # --- gateways -----------------------------------------------------------------------------
 
+class RouterUnreachable(OperationError):
+    """A gateway whose router is installed does not answer its admin API: whether it still routes
+    to the node is unknown, so nothing may be stopped."""
+
+
 def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 30) -> tuple[str, str]:
     """(HTTP status, body) from a gateway's router admin API, on its loopback (r1deploy.serving.edge.router_admin)
-    over SSH; status "000": no router answers."""
-    out = remote(f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' "
-                 f"{shlex.quote(admin + path)} 2>/dev/null || true", f"router {path}", target=gateway)
-    body, _, code = out.rpartition("\n")
-    return code.strip() or "000", body
+    over SSH; status "none": no router is installed there yet (a first deploy: the gateway stage,
+    which installs it, runs after the rollout; nothing routes through it). A router that is
+    installed but does not answer raises RouterUnreachable, naming the gateway and curl's reason."""
+    out = remote(f"if [ ! -e {ROUTER_UNIT} ]; then echo router=none; exit 0; fi; err=$(mktemp); "
+                 f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' {shlex.quote(admin + path)} 2>\"$err\"; "
+                 f"rc=$?; echo; echo \"curl=$rc $(systemctl is-active {ROUTER_SERVICE}) "
+                 f"$(head -c 300 \"$err\" | tr '\\n' ' ')\"; rm -f \"$err\"", f"router {path}", target=gateway)
+    if out.strip() == "router=none":
+        return "none", ""
+    reply, _, status = out.rpartition("\n")
+    rc, state, reason = (status.removeprefix("curl=").split(" ", 2) + ["", ""])[:3]
+    if rc != "0":
+        raise RouterUnreachable(f"{gateway.name}: its router's admin API ({admin}) does not answer "
+                                f"(curl exit {rc}: {reason.strip() or 'no detail'}; {ROUTER_SERVICE} is {state})")
+    body, _, code = reply.rpartition("\n")
+    return code.strip(), body
 
 
 def drain_from(gateways: list, url: str, also: tuple[str, ...] = ()) -> list[str]:
@@ -88,8 +103,11 @@ def drain_from(gateways: list, url: str, also: tuple[str, ...] = ()) -> list[str
     notes = []
     for gw, admin in gateways:
         for each in [url, *also]:
-            code, body = _router(gw, f"/remove_worker?url={each}", admin, "POST")
-            if code == "000":
+            try:
+                code, body = _router(gw, f"/remove_worker?url={each}", admin, "POST")
+            except RouterUnreachable as exc:
+                raise RouterUnreachable(f"cannot take {each} out of rotation, so it is not stopped: {exc}") from exc
+            if code == "none":
                 notes.append(f"{gw.name}: no router yet")
                 break
             if code != "200":
@@ -103,7 +121,7 @@ def listed_workers(gateway, admin: str) -> set[str]:
     """The URLs a gateway's router routes to now (none where no router answers)."""
     from r1deploy.drift.checks import router_workers  # what /list_workers answers, every shape of it
 
-    code, body = _router(gateway, "/list_workers", admin)
+    code, body = _router(gateway, "/list_workers", admin)  # (an installed router that does not answer raises)
     return set(router_workers(json.loads(body)) or ()) if code == "200" else set()
 
 
@@ -113,7 +131,7 @@ def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
     notes = []
     for gw, admin in gateways:
         code, body = _router(gw, f"/add_worker?url={url}", admin, "POST", timeout=timeout_s)
-        if code == "000":
+        if code == "none":
             notes.append(f"{gw.name}: no router yet")
         elif code != "200" and "already exists" not in body:
             raise OperationError(f"{gw.name} did not admit {url}: {code} {body.strip()[:200]}")
@@ -132,11 +150,13 @@ def _in_flight(engine: str, target=None) -> int | None:
     return core.in_flight(out)
 
 
-def wait_drained(engine: str, timeout_s: int, target=None) -> str:
+def wait_drained(engine: str, timeout_s: int | None, target=None, shutdown_s: int | None = None) -> str:
     """Until vLLM runs and queues nothing, twice in a row (a request the router picked just
-    before the removal may still be connecting). `target`: the host it runs on (default: this one)."""
+    before the removal may still be connecting). `target`: the host it runs on (default: this one).
+    `timeout_s` None: r1deploy.fleet.rollout.DEFAULT_DRAIN_S. What it returns says what is cut."""
+    timeout_s = core.DEFAULT_DRAIN_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
-    zeros = 0
+    zeros, count = 0, None
     time.sleep(1)
     while time.monotonic() < deadline:
         count = _in_flight(engine, target)
@@ -146,7 +166,9 @@ def wait_drained(engine: str, timeout_s: int, target=None) -> str:
         if zeros >= 2:
             return "no request in flight"
         time.sleep(1)
-    return f"still busy after {timeout_s}s: vLLM's shutdown timeout finishes the rest"
+    grace = f"{shutdown_s}s" if shutdown_s is not None else "rollout_shutdown_timeout_s"
+    return (f"{'some' if count is None else count} request(s) still in flight after {timeout_s}s of drain: vLLM's shutdown timeout "
+            f"gives them {grace} more, then CUTS what still runs")
 
 
 def _unit_state(target=None) -> core.UnitState:
@@ -158,19 +180,6 @@ def journal_since(since: float, lines: int = 400, target=None) -> str:
     # Enough lines to hold vLLM's own complaint: a rejected flag prints ~300 lines of usage.
     return remote(f"journalctl -u {SERVICE} --since @{int(since)} -n {lines} --no-pager -o cat || true", "journal",
                   target=target)
-
-
-def activate(release_dir: str, target=None) -> float:
-    """Point current (and the installed unit) at a release and start it; returns when it started.
-    `target`: another member of this host's serving group (default: this host)."""
-    started = float(remote("date +%s", "clock", target=target))
-    remote(f"old=$(readlink -f {CURRENT} || true); "
-           f"ln -sfn {shlex.quote(release_dir)} {CURRENT}.next && mv -T {CURRENT}.next {CURRENT} && "
-           f"if [ -n \"$old\" ] && [ \"$old\" != {shlex.quote(release_dir)} ]; then "
-           f"ln -sfn \"$old\" {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}; fi && "
-           f"install -m 644 {shlex.quote(release_dir)}/{SERVICE} {UNIT_PATH} && systemctl daemon-reload && "
-           f"systemctl enable {SERVICE} >/dev/null 2>&1; systemctl restart {SERVICE}", "start", target=target)
-    return started
 
 
 def wait_healthy(spec: Spec, started: float) -> str:
@@ -271,44 +280,35 @@ def _prove(spec: Spec, record: core.NodeRollout, started: float, canary: bool) -
 
 
 def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: list, url: str,
-             canary: bool) -> None:
+             canary: bool, now: core.Served | None = None, drain_s: int | None = None, remember: bool = True) -> None:
+    """`now`: where the running engine serves, when not at `url` (a changed vllm_port/vllm_host_ip):
+    that URL is the one routers list, and the one whose requests the drain waits on."""
     if gateways:
         with _Timer(record, "drain") as t:
-            notes = drain_from(gateways, url)
-            t.detail = "; ".join(notes + [wait_drained(_engine(spec), spec.rollout.drain_timeout_s)])
+            notes = drain_from(gateways, now.url, (url,)) if now else drain_from(gateways, url)
+            drained = wait_drained(now.engine if now else _engine(spec), drain_s, shutdown_s=spec.rollout.shutdown_timeout_s)
+            t.detail = "; ".join(notes + [drained])
     with _Timer(record, "stop"):  # (a first deploy has nothing to stop)
         remote(f"if systemctl is-active --quiet {SERVICE}; then systemctl stop {SERVICE}; fi", "stop")
     with _Timer(record, "start"):
-        started = activate(release_dir)
+        started = activate(release_dir, remember=remember)
     _prove(spec, record, started, canary)
-
-
-def _pointers(target=None) -> tuple[str | None, str | None]:
-    """(current, previous) release ids as the node's pointers say (None where a pointer is missing)."""
-    out = remote(f'echo "c=$(readlink {CURRENT})"; echo "p=$(readlink {PREVIOUS})"', "release pointers",
-                 target=target)
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    name = lambda key: values.get(key, "").rstrip("/").rsplit("/", 1)[-1] or None  # noqa: E731
-    return name("c"), name("p")
-
-
-def keep_previous(rolled_back_to: str, prior_previous: str | None, target=None) -> None:
-    """After a rollback, `previous` points where it did before the failed turn (never at the bad release)."""
-    keep = (f"ln -sfn {CONFIG_DIR}/releases/{prior_previous} {PREVIOUS}.next && mv -T {PREVIOUS}.next {PREVIOUS}"
-            if prior_previous and prior_previous != rolled_back_to else f"rm -f {PREVIOUS}")
-    remote(keep, "previous pointer", target=target)
 
 
 def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str,
                prior_previous: str | None) -> str:
-    """Back to the previous release, proven like a new one, rejoined. Returns what happened.
-    `previous` keeps pointing where it did before the failed turn: the bad release is never a
-    rollback target."""
+    """Back to the previous release, proven like a new one, rejoined (at `url`: where that release
+    serves). Returns what happened. `previous` keeps pointing where it did before the failed turn:
+    the bad release is never a rollback target."""
     if not record.previous:
         remote(f"systemctl stop {SERVICE} || true", "stop")
         return "no previous release to go back to: the node is stopped and out of rotation"
+    if not complete(record.previous):  # never a second cold start into a release that is not there
+        remote(f"systemctl stop {SERVICE} || true", "stop")
+        return (f"the previous release {record.previous} is missing or incomplete (pruned?): not started; "
+                "the node is stopped and out of rotation")
     try:
-        started = activate(f"{CONFIG_DIR}/releases/{record.previous}")
+        started = activate(f"{CONFIG_DIR}/releases/{record.previous}", remember=False)
         keep_previous(record.previous, prior_previous)
         _prove(spec, record, started, canary=False)
         if gateways:
@@ -320,15 +320,19 @@ def _roll_back(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gatew
 
 def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool, url: str,
               gateway_admins: list[tuple[str, str]],
-              single_node_model: bool) -> None:
-    """This node's turn: restart into `release` (drained, proven, rejoined) or only rejoin."""
+              single_node_model: bool, now: core.Served | None = None, drain_s: int | None = None,
+              rolling_back: bool = False) -> None:
+    """This node's turn: restart into `release` (drained, proven, rejoined) or only rejoin.
+    `now`: where the engine serves before the turn when that is not `url` (r1deploy.fleet.rollout.served_now);
+    `drain_s`: the drain's limit (r1deploy.fleet.rollout.drain_timeout_s); `rolling_back`: `release`
+    is the node's previous one (r1deploy rollback): afterwards `previous` goes one further back."""
     record = core.NodeRollout(host.name, batch, release, None)
     if ROLLOUT.stopped_by:
         record.outcome, record.reason = "held", ROLLOUT.held_message()
         _write_report(record)
         host.log(record.reason)
         return
-    live, before = _pointers()
+    live, before = pointers()
     record.previous = (before if live == release else live) or None  # what a failure goes back to
     prior_previous = before
     try:
@@ -337,7 +341,10 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
             raise PhaseFailed("plan", f"only {host.name} serves {spec.model.name}: this restart is an "
                               "outage; set rollout_allow_outage = True to accept it")
         if restart:
-            _restart(spec, record, f"{CONFIG_DIR}/releases/{release}", gateways, url, canary)
+            _restart(spec, record, f"{CONFIG_DIR}/releases/{release}", gateways, url, canary, now, drain_s,
+                     remember=not rolling_back)
+            if rolling_back:
+                keep_previous(release, before_in_history(release, live))
         else:
             _prove(spec, record, time.time(), canary=False)
         if gateways:
@@ -347,24 +354,26 @@ def roll_node(spec: Spec, release: str, batch: int, canary: bool, restart: bool,
         record.outcome = "rolled out" if restart else "rejoined"
     except (PhaseFailed, OperationError) as exc:
         failure = exc if isinstance(exc, PhaseFailed) else PhaseFailed("rollout", str(exc))
-        _fail(spec, record, failure, gateways if "gateways" in locals() else [], url, prior_previous)
+        _fail(spec, record, failure, gateways if "gateways" in locals() else [], url, prior_previous, now)
     finally:
         _write_report(record)
     host.log(f"rollout: {record.outcome} " + "  ".join(f"{p.name} {p.seconds:.1f}s" for p in record.phases))
 
 
 def _fail(spec: Spec, record: core.NodeRollout, failure: PhaseFailed, gateways: list, url: str,
-          prior_previous: str | None) -> None:
+          prior_previous: str | None, now: core.Served | None = None) -> None:
     ROLLOUT.stop(host.name, f"{failure.phase}: {failure.reason}")
+    old_url = now.url if now else url  # where the release it goes back to serves
+    stopped = False
     if failure.phase == "plan":  # nothing was touched
         back = "nothing was changed"
     elif failure.phase == "drain" or (failure.phase == "rollout" and not record.phases):
-        back = back_in_rotation(gateways, url, "it")
+        back = back_in_rotation(gateways, old_url, "it")  # never stopped: it serves as before
     else:
-        back = _roll_back(spec, record, failure, gateways, url, prior_previous)
+        back, stopped = _roll_back(spec, record, failure, gateways, old_url, prior_previous), True
     record.outcome = "rolled back" if "rolled back to" in back and "NOT" not in back else "failed"
-    if record.outcome == "failed" and failure.phase != "plan":
-        ROLLOUT.out_of_rotation.add(url)
+    if record.outcome == "failed" and stopped:  # (the gateway stage keeps it out; one never stopped stays in)
+        ROLLOUT.out_of_rotation.update({url, old_url})
     record.reason = f"{failure.phase}: {failure.reason}"
     raise OperationError(f"release {record.release} failed on {host.name} at {failure.phase}: {failure.reason}"
                          + failure_story(failure, back))

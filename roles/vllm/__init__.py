@@ -1,9 +1,11 @@
 """vLLM: a versioned virtualenv per release of the engine, from the spec's index or wheelhouse."""
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from r1deploy.serving.ep_kernels import import_check, kernels_for
+from r1deploy.serving.ep_kernels import fallback_note, import_check, kernels_for
+from r1deploy.serving.install_plan import engine_pins
 from r1deploy.serving.render import vllm_venv
 from roles._pip import pinned
 from roles._plan import host_plan
@@ -16,7 +18,7 @@ from roles.base import pip_source_args, venv_packages
 def vllm() -> None:
     spec = host_spec()
     venv = vllm_venv(spec)  # side by side per version: an upgrade never breaks the running one
-    wanted = [f"{spec.install.vllm_package}=={spec.install.vllm_version}", *spec.install.vllm_with]
+    wanted = engine_pins(spec)
     venv_packages(f"Install {wanted[0]}", venv, wanted, spec)
     if spec.install.vllm_without:
         # PyPI's CUDA torchvision next to the CPU torch breaks `import transformers`.
@@ -29,7 +31,11 @@ def _ep_kernels(spec, venv: str) -> None:
     """DeepGEMM and DeepEP where the plan runs DP + EP on Hopper (r1deploy/serving/ep_kernels.py),
     after vLLM (they build against its torch), from the same index or wheelhouse; the import check
     fails the deploy here, before the serve stage restarts anything."""
-    kernels = kernels_for(spec, host_plan(spec))
+    plan = host_plan(spec)
+    note = fallback_note(spec, plan)
+    if note:
+        host.log(note)
+    kernels = kernels_for(spec, plan)
     if not kernels:
         return
     track(pinned(name="Install expert-parallel kernels", venv=venv, requirements=kernels,

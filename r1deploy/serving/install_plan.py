@@ -1,0 +1,37 @@
+"""What a host's stages pip-install, as exact pins: one list the roles install from and CI resolves
+against the package index (tests/test_index_pins.py), so a pin that cannot install fails CI. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r1deploy.spec import Spec
+
+
+def engine_pins(spec: Spec) -> list[str]:
+    """The vLLM venv: vLLM and what is pinned next to it (roles/vllm)."""
+    return [f"{spec.install.vllm_package}=={spec.install.vllm_version}", *spec.install.vllm_with]
+
+
+def router_pins(spec: Spec) -> list[str]:
+    """The gateway's router venv (roles/gateway)."""
+    return [f"vllm-router=={spec.install.router_version}"]
+
+
+def quant_pins(spec: Spec) -> list[str]:
+    """The llm-compressor venv (roles/quantize), where the model is quantized at all."""
+    q = spec.quant
+    return [f"llmcompressor=={q.llmcompressor_version}", *([f"torch=={q.torch_version}"] if q.torch_version else [])]
+
+
+def install_plan(spec: Spec, plan: Any) -> list[str]:
+    """Every pin the host's stages install (the agent, its role's venvs, the plan's EP kernels)."""
+    from r1deploy import AGENT_REQUIREMENTS
+    from r1deploy.serving.ep_kernels import kernels_for
+    from r1deploy.serving.render import quantized_dir
+
+    pins = list(AGENT_REQUIREMENTS)
+    if spec.fleet.role == "gateway":
+        return pins + router_pins(spec)
+    pins += engine_pins(spec) + kernels_for(spec, plan)
+    return pins + (quant_pins(spec) if quantized_dir(spec) else [])
