@@ -35,6 +35,7 @@ from roles.serve.rollout import (
     activate,
     back_in_rotation,
     drain_from,
+    ensure_another_serves,
     failure_story,
     journal_since,
     keep_previous,
@@ -145,6 +146,7 @@ def _restart(spec: Spec, group: ServingGroup, records: list, releases: dict[str,
     """urls: the head's, and every member's own as a router may list it."""
     url, members = urls
     if gateways:
+        ensure_another_serves(spec, gateways, url)
         with _Timer(records, "drain") as t:
             t.detail = _drain(spec, group, gateways, url, members)
     with _Timer(records, "stop") as t:
