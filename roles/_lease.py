@@ -24,6 +24,7 @@ from r1deploy.fleet import lease as core
 from roles._rollout import remote
 
 TOKEN = uuid.uuid4().hex  # this run
+PATH = core.LEASE_DIR
 HELD: dict[str, object] = {}  # gateway name -> its host, leases this run holds
 _GUARD = Semaphore()  # hosts take leases in parallel greenlets: one at a time here
 
@@ -38,7 +39,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def take(gateway, wait_s: int, stale_s: int, sleep=time.sleep) -> str | None:
+def take(gateway, wait_s: int, stale_s: int) -> str | None:
     """Take `gateway`'s lease (a pyinfra host) for this run; None, or why not (naming the holder)."""
     with _GUARD:
         if gateway.name in HELD:
@@ -46,25 +47,28 @@ def take(gateway, wait_s: int, stale_s: int, sleep=time.sleep) -> str | None:
         controller, start = socket.gethostname(), time.monotonic()
         while True:
             taken, holder, now = core.parse_answer(remote(
-                core.acquire_command(controller, getpass.getuser(), os.getpid(), TOKEN), "converge lease",
+                core.acquire_command(controller, getpass.getuser(), os.getpid(), TOKEN, PATH), "converge lease",
                 target=gateway))
             if taken:
                 HELD[gateway.name] = gateway
                 return None
             if core.is_stale(holder, now, stale_s, controller, _alive):
-                remote(core.take_over_command(holder.token if holder else ""), "stale lease", target=gateway)
+                remote(core.take_over_command(holder.token if holder else "", PATH), "stale lease", target=gateway)
                 gateway.log(f"took over a stale converge lease ({holder.describe(now) if holder else 'unreadable'})")
                 continue
             waited = int(time.monotonic() - start)
             if waited >= wait_s:
-                return core.refusal(gateway.name, holder, now, waited)
-            sleep(min(5, max(1, wait_s - waited)))
+                return core.refusal(gateway.name, holder, now, waited, PATH)
+            if waited == 0:
+                gateway.log(f"waiting up to {wait_s}s for the converge lease: "
+                            f"{holder.describe(now) if holder else 'held'}")
+            time.sleep(min(5, max(1, wait_s - waited)))
 
 
 def release_all() -> None:
     for name, gateway in list(HELD.items()):
         try:
-            remote(core.release_command(TOKEN), "release the converge lease", target=gateway)
+            remote(core.release_command(TOKEN, PATH), "release the converge lease", target=gateway)
         except Exception as exc:  # (at exit: the stale rules free it on the next run)
             print(f"{name}: could not release the converge lease: {exc}")
         HELD.pop(name, None)
