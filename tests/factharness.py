@@ -46,6 +46,8 @@ class World:
         if cls is file_facts.Directory:
             return {"mode": 755, "user": "root", "group": "root"} \
                 if any(p.startswith(path.rstrip("/") + "/") for p in self.files) else None
+        if cls is file_facts.Sha256File:
+            return hashlib.sha256(self.files[path].encode()).hexdigest() if path in self.files else None
         if cls is file_facts.Sha1File:
             return hashlib.sha1(self.files[path].encode()).hexdigest() if path in self.files else None
         if cls in (SystemdStatus, SystemdEnabled):

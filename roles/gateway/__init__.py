@@ -50,6 +50,17 @@ def _same_node_key(spec) -> None:
                           "set them where gateways and nodes share data (group_data/all.py)")
 
 
+def _smoke_client_key(spec) -> None:
+    """A client's key (the first by name) for the smoke through nginx, root-only on the gateway."""
+    from r1deploy.serving.edge import EDGE_SMOKE_HEADER, auth_header, client_keys
+    from roles._secret import resolved, secret_file
+
+    clients = resolved(lambda: client_keys(spec))
+    first = clients[sorted(clients)[0]] if clients else None
+    secret_file(name="A client key for the smoke through nginx (0600 root)", path=EDGE_SMOKE_HEADER,
+                content=auth_header(first) if first else "", present=first is not None)
+
+
 def _reconcile(admin: str, workers: list[str]) -> None:
     """Rotation = configured nodes that answer /health, minus those whose rollout failed now."""
     from roles.serve.rollout import ROLLOUT
@@ -80,6 +91,7 @@ def gateway() -> None:
     spec = host_spec()
     _same_node_key(spec)
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
+    _smoke_client_key(spec)
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
                                  [f"vllm-router=={spec.install.router_version}"], spec)
@@ -97,4 +109,4 @@ def gateway() -> None:
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
                 admin=router_admin(spec), workers=workers,
                 _if=lambda: listed is not None and not restarted.did_change() and set(listed) != set(workers))
-    nginx_edge(spec)
+    nginx_edge(spec, workers)
