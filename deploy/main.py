@@ -8,10 +8,11 @@ Gateways: preflight, base, then — after the last batch — gateway and smoke t
 before the first operation of the first host, so a bad inventory touches no host.
 """
 
-from pyinfra import inventory
+from pyinfra import host, inventory
 from pyinfra.api import DeployError
 
 from r1deploy.spec import SpecError, validate_inventory
+from roles._lease import hold, let_go, my_gateways
 from roles._spec import host_spec
 from roles.base import base
 from roles.gateway import gateway
@@ -31,6 +32,9 @@ except SpecError as exc:
     raise DeployError(str(exc)) from None
 
 spec = host_spec()
+# One converge at a time per gateway (issue 21 item 6): before anything else, given back at the end.
+hold(name="Converge lease on the gateways", gateways=my_gateways(spec, host.name),
+     wait_s=spec.rollout.lock_wait_s, stale_s=spec.rollout.lock_stale_s)
 preflight()
 base()
 if spec.fleet.role == "node":
@@ -48,3 +52,4 @@ if spec.fleet.role == "gateway":
     gateway()
 smoke()
 monitor()
+let_go(name="Give the converge lease back")

@@ -194,6 +194,11 @@ class VllmSection(_Section):
     # controller: an env var there, or a file there. Neither: the engine answers without a key.
     api_key_env: str | None = None
     api_key_file: str | None = None
+    # Rotating that key (issue 21 item 2): the key being retired, from the controller likewise.
+    # While set, nodes accept both (vLLM's --api-key takes several) and nginx moves to the new key
+    # only once every node it routes to accepts it; drop it in a later converge to retire the old.
+    api_key_previous_env: str | None = None
+    api_key_previous_file: str | None = None
     cpu_kvcache_space_gib: int = Field(default=1, ge=1)
     cpu_omp_threads_bind: str | None = None
     # None: sized per model from the weights to load (minutes for 671B), see rollout.startup_timeout.
@@ -216,7 +221,7 @@ class VllmSection(_Section):
     _no_secret_args = _rule("extra_args", check=strings.no_secrets("vllm_extra_args"))
     _no_secret_env = _rule("env", check=strings.no_secrets("vllm_env", env_names=True))
     _user = _rule("user", check=strings.pattern(strings.UNIX_USER, "user name"))
-    _env_name = _rule("api_key_env", check=strings.pattern(strings.ENV_NAME, "environment variable name"))
+    _env_name = _rule("api_key_env", "api_key_previous_env", check=strings.pattern(strings.ENV_NAME, "environment variable name"))
     _address = _rule("host", "host_ip", check=strings.ip_address)
     _ifname = _rule("nccl_socket_ifname", check=strings.pattern(strings.IFNAME, "interface name"))
     _dtype = _rule("dtype", check=strings.one_of(strings.VLLM_DTYPES))
@@ -225,6 +230,10 @@ class VllmSection(_Section):
     def _one_key_source(self) -> VllmSection:
         if self.api_key_env and self.api_key_file:
             raise ValueError("set vllm_api_key_env or vllm_api_key_file, not both")
+        if self.api_key_previous_env and self.api_key_previous_file:
+            raise ValueError("set vllm_api_key_previous_env or vllm_api_key_previous_file, not both")
+        if (self.api_key_previous_env or self.api_key_previous_file) and not (self.api_key_env or self.api_key_file):
+            raise ValueError("vllm_api_key_previous_* rotates a key: set the new one in vllm_api_key_env/_file")
         return self
 
 
@@ -371,6 +380,10 @@ class RolloutSection(_Section):
     )
     # A unit that restarts this often after our start is crash-looping: fail in seconds.
     crashloop_restarts: int = Field(default=2, ge=1)
+    # One converge at a time per gateway (issue 21 item 6): another run waits this long for the
+    # gateway's lease, then refuses naming its holder; a lease this old is stale (its run died).
+    lock_wait_s: int = Field(default=0, ge=0)
+    lock_stale_s: int = Field(default=6 * 3600, ge=60)
 
 
 class PlanSection(_Section):

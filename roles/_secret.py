@@ -58,14 +58,44 @@ def resolved(what):
 def engine_key_files(spec, engine: bool) -> list:
     """The nodes' vLLM key where this host needs it, root-only: the curl header file every check on
     the host reads (-H @file, so never argv), and on nodes the engine's secret.env."""
-    from r1deploy.serving.edge import AUTH_HEADER, SECRET_ENV, auth_header, secret_env, vllm_api_key
+    from r1deploy.serving.edge import (
+        AUTH_HEADER,
+        SECRET_ENV,
+        auth_header,
+        secret_env,
+        vllm_api_key,
+        vllm_api_key_previous,
+    )
 
     key = resolved(lambda: vllm_api_key(spec))
+    previous = resolved(lambda: vllm_api_key_previous(spec))
     if key is None:
         return [secret_file(name="vLLM API key: none (absent)", path=path, content="", present=False)
                 for path in ([AUTH_HEADER, SECRET_ENV] if engine else [AUTH_HEADER])]
+    if engine:
+        announced_rotation(key, previous)
     ops = [secret_file(name="vLLM API key for checks on this host (0600 root)", path=AUTH_HEADER,
                        content=auth_header(key))]
     if engine:
-        ops.append(secret_file(name="vLLM API key: secret.env (0600 root)", path=SECRET_ENV, content=secret_env(key)))
+        ops.append(secret_file(name="vLLM API key: secret.env (0600 root)" + (" with the previous key (rotation)"
+                                                                               if previous else ""),
+                               path=SECRET_ENV, content=secret_env(key, previous)))
     return ops
+
+
+def announced_rotation(key: str, previous: str | None) -> None:
+    """Issue 21 item 2: a node whose key changes to one nginx does not send yet answers the
+    gateway 401 from its restart until the gateway stage. Its key (the header file's hash, never
+    the key) must be the new one or the previous one being retired; else stop before any change."""
+    from r1deploy.serving.edge import AUTH_HEADER, auth_header
+
+    if not host.get_fact(File, path=AUTH_HEADER):
+        return  # a first key: no engine requires one yet
+    accepted = {get_file_sha256(BytesIO(auth_header(k).encode())) for k in (key, previous) if k}
+    if host.get_fact(Sha256File, path=AUTH_HEADER) not in accepted:
+        from pyinfra.api import DeployError
+
+        raise DeployError(f"{host.name}: the nodes' vLLM key changes (vllm_api_key_*), and the node's current key "
+                          "is not vllm_api_key_previous_*: restarted nodes would refuse what nginx sends until the "
+                          "gateway stage. Set vllm_api_key_previous_file (or _env) to the key being retired and "
+                          "converge (nodes accept both, nginx moves once all do); then remove it and converge again")

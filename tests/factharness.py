@@ -13,7 +13,7 @@ from typing import Any
 
 from pyinfra.api import Config, FileUploadCommand, FunctionCommand, Inventory, State, StringCommand
 from pyinfra.api.deploy import add_deploy
-from pyinfra.context import ctx_host, ctx_state
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from pyinfra.facts import files as file_facts
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import TmpDir
@@ -46,6 +46,8 @@ class World:
         if cls is file_facts.Directory:
             return {"mode": 755, "user": "root", "group": "root"} \
                 if any(p.startswith(path.rstrip("/") + "/") for p in self.files) else None
+        if cls is file_facts.Sha256File:
+            return hashlib.sha256(self.files[path].encode()).hexdigest() if path in self.files else None
         if cls is file_facts.Sha1File:
             return hashlib.sha1(self.files[path].encode()).hexdigest() if path in self.files else None
         if cls in (SystemdStatus, SystemdEnabled):
@@ -80,7 +82,8 @@ def plan(deploy_func, worlds: dict[str, tuple[dict, World]]) -> tuple[State, dic
     for h in inventory:
         _seed(h, worlds[h.name][1])
         state.activate_host(h)  # what connecting would do
-    add_deploy(state, deploy_func)
+    with ctx_inventory.use(inventory):  # roles read the fleet (roles/_fleet.fleet_view)
+        add_deploy(state, deploy_func)
     return state, {h.name: planned_commands(state, h) for h in inventory}
 
 

@@ -37,6 +37,9 @@ class Output:
     stdout_lines: list[str]
     stderr_lines: list[str] = field(default_factory=list)
 
+    def __iter__(self):  # pyinfra's executor collects a command's output lines
+        return iter(())
+
 
 @dataclass
 class SimNode:
@@ -52,6 +55,12 @@ class SimNode:
     gone: set[str] = field(default_factory=set)  # releases whose directory is missing or incomplete
     history: list[str] = field(default_factory=list)  # /etc/r1deploy/history
     in_flight: int = 0  # requests vLLM runs (the drain waits for 0)
+    # A driver reboot (issue 21 item 1): the boot, the driver loaded vs installed, the GPU gate's verdict.
+    boot: int = 1
+    loaded: str = "580.126.09"
+    installed: str = "580.126.09"
+    gate_ok: bool = True
+    enabled: bool = True  # the engine unit starts on boot
 
     def how(self, release: str | None) -> str:
         return self.behaviour.get(release or "", "serves")
@@ -73,7 +82,23 @@ class SimNode:
             return f"INFO starting vLLM\n{self.error_line}\nr1-vllm.service: Main process exited, code=exited"
         return "INFO starting vLLM"
 
+    def reboot(self) -> None:
+        """Down and up again: the new driver loads, the enabled engine unit starts on its release."""
+        self.boot += 1
+        self.loaded = self.installed
+        self.running = self.current if self.enabled else None
+        self.restarts = 0
+
     def run(self, command: str) -> str:
+        if command.startswith("# "):  # a comment an operation shows (pyinfra runs it: a no-op)
+            return ""
+        if command == "cat /proc/sys/kernel/random/boot_id":
+            return f"boot-{self.boot}"
+        if "&& reboot )" in command:
+            self.reboot()
+            return ""
+        if command.startswith("systemctl start nvidia-"):
+            return ""
         if command == "date +%s":
             return str(int(time.time()))
         if command.startswith("systemctl show -p ActiveState"):
@@ -124,6 +149,12 @@ class SimGateway:
     name: str
     workers: list[str] = field(default_factory=list)
     router: str = "up"  # up | down (unit installed, admin API does not answer) | absent (no unit yet)
+    nodes: dict[str, SimNode] = field(default_factory=dict)  # worker URL -> node (others answer /health)
+    history: list[list[str]] = field(default_factory=list)  # the worker list after every change
+
+    def health(self, url: str) -> bool:
+        node = self.nodes.get(url)
+        return node.answers() if node else True
 
     def run(self, command: str) -> str:
         if self.router == "absent" and "vllm-router.service ]; then echo router=none" in command:
@@ -136,6 +167,9 @@ class SimGateway:
     def _answer(self, command: str) -> str:
         if "/list_workers" in command:  # vllm-router's shape
             return json.dumps({"urls": self.workers}) + "\n200"
+        probes = re.findall(r"curl -fsS -m 5 -o /dev/null (\S+)/health", command)
+        if probes:  # roles/serve/rollout.worker_health, from the gateway
+            return "\n".join(f"{'up' if self.health(u) else 'down'} {u}" for u in probes)
         found = re.search(r"/(remove|add)_worker\?url=([^' ]+)", command)
         if not found:
             raise UnknownCommand(f"{self.name}: {command}")
@@ -144,6 +178,7 @@ class SimGateway:
             self.workers = [w for w in self.workers if w != url]
         elif url not in self.workers:
             self.workers.append(url)
+        self.history.append(list(self.workers))
         return "ok\n200"
 
 
@@ -159,6 +194,10 @@ class World:
             self.state.activate_host(target)
             target.connected = True
             target.run_shell_command = self._shell(target.name)
+            # A reboot disconnects and reconnects; facts read the node model (its boot id).
+            target.disconnect = lambda: None
+            target.connect = lambda *a, **kw: None
+            target.get_fact = self._fact(target.name)
 
     def _shell(self, name: str):
         def run(command, **_kwargs):
@@ -169,6 +208,21 @@ class World:
             except Fails as failed:
                 return False, Output(str(failed).splitlines())
         return run
+
+    def _fact(self, name: str):
+        def get(cls, *args, **kwargs):
+            sim = self.sims[name]
+            if cls.__name__ == "BootId":
+                return sim.run("cat /proc/sys/kernel/random/boot_id")
+            if cls.__name__ == "LoadedDriver":  # the GPU role's reboot decision
+                from r1deploy.gpu.nvidia import LoadedDriver
+                return LoadedDriver(sim.loaded, True)
+            if cls.__name__ == "NvidiaPackages":
+                return {"nvidia-open-580": (f"{sim.installed}-0ubuntu1", True)}
+            if cls.__name__ == "AptVersions":
+                return {"nvidia-open-580": [f"{sim.installed}-0ubuntu1"]}
+            raise UnknownCommand(f"{name}: fact {cls.__name__}")
+        return get
 
     def did(self, what: str) -> list[str]:
         """The hosts that ran a command containing `what`, in order."""

@@ -138,6 +138,6 @@ def test_no_gpu_and_mixed_vendors_need_gpu_vendor():
 
 def test_reboot_calls_the_drain_hook(monkeypatch):
     calls = []
-    monkeypatch.setattr(ops.drain, "drain_before_reboot", lambda host, why: calls.append(why) or iter(()))
+    monkeypatch.setattr(ops.drain, "before_reboot", lambda host, why: calls.append(why) or iter(()))
     run(world())
     assert calls and calls[0].startswith("running amdgpu none")

@@ -198,11 +198,22 @@ def test_reboot_forbidden_stops_the_host_with_reason():
     assert "gpu_allow_reboot is False" in cmds[0]
 
 
-def test_reboot_batches_come_from_the_spec():
-    w = world()
-    state, _ = plan(gpu_host, {"gpu-1": ({**MODEL, "gpu_reboot_batch_size": 2}, w)})
-    (op_hash,) = [h for h in state.get_op_order() if any("Reboot" in n for n in state.op_meta[h].names)]
-    assert state.op_meta[op_hash].global_arguments["_parallel"] == 2
+def test_reboot_batches_are_rollout_turns_per_model_issue_21_item_1():
+    """Issue 21 item 1: one reboot operation per batch of each model (gpu_reboot_batch_size replicas,
+    the first a canary, never the whole model), each node's reboot only in its own batch; models side by side."""
+    other = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "b" * 40}
+    hosts = {f"gpu-{i}": ({**MODEL, "gpu_reboot_batch_size": 2}, world()) for i in (1, 2, 3, 4)}
+    hosts["gpu-9"] = ({**other}, world())
+    state, cmds = plan(gpu_host, hosts)
+    reboots = [h for h in state.get_op_order() if any("Reboot" in n for n in state.op_meta[h].names)]
+    assert [sorted(state.op_meta[h].names)[0].rsplit(", ", 1)[1] for h in reboots] == ["batch 1/3", "batch 2/3",
+                                                                                       "batch 3/3"]
+
+    def batch_of(name):  # which batch's operation runs on the host (its _if)
+        ops_of = state.ops[state.inventory.get_host(name)]
+        return [i for i, h in enumerate(reboots) if ops_of[h].global_arguments["_if"]()]
+    # R1: canary gpu-1, then gpu-2 + gpu-3, then gpu-4 (capped: one replica keeps serving); the distill alone.
+    assert {n: batch_of(n) for n in hosts} == {"gpu-1": [0], "gpu-2": [1], "gpu-3": [1], "gpu-4": [2], "gpu-9": [0]}
 
 
 def test_fabric_manager_skew_is_a_deploy_error_naming_both_versions():

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.lab
 SECRET_FILES = {  # path on the host -> (mode, owner, group) it must have
     "/etc/r1deploy/vllm-auth.header": ("600", "root", "root"),
     "/etc/r1deploy/secret.env": ("600", "root", "root"),
+    "/etc/r1deploy/edge-smoke.header": ("600", "root", "root"),  # the gateway's smoke through nginx (issue 21)
     "/etc/nginx/r1deploy/keys.conf": ("640", "root", "www-data"),
     "/etc/nginx/r1deploy/tls.key": ("640", "root", "www-data"),
 }

@@ -130,20 +130,21 @@ def _unit_name(unit: tuple[str, ...], spec: Spec) -> str:
     return f"one serving group ({spec.fleet.group}: {', '.join(unit)})" if spec.fleet.group else f"one node ({unit[0]})"
 
 
-def plan_batches(nodes: Iterable[tuple[str, Spec]]) -> RolloutPlan:
+def plan_batches(nodes: Iterable[tuple[str, Spec]], size_of=None) -> RolloutPlan:
     """Cut the nodes (in inventory order) into batches per model; batch i of every model together.
 
     Batches count replicas, not nodes: a serving group restarts whole, in one batch, and counts as
     one unavailable replica. A model served by one replica (a node or a group) is an outage
     whatever the batch size: the plan says so (the role refuses to restart a serving replica like
-    that unless rollout_allow_outage is set).
+    that unless rollout_allow_outage is set). `size_of(spec)`: the batch size where it is not
+    rollout_max_unavailable (a driver reboot's is gpu_reboot_batch_size).
     """
     specs = dict(nodes)
     batches: dict[int, list[tuple[str, ...]]] = defaultdict(list)
     notes = []
     for model, units in replica_units(specs.items()).items():
         first_spec = specs[units[0][0]]
-        size = first_spec.rollout.max_unavailable
+        size = size_of(first_spec) if size_of else first_spec.rollout.max_unavailable
         if len(units) == 1:
             notes.append(f"{model}: {_unit_name(units[0], first_spec)} serves it; a restart is an outage "
                          "(needs rollout_allow_outage = True)")
@@ -375,3 +376,21 @@ def gateways_of(node_url_: str, gateways: Iterable[tuple[str, Spec]],
     """Names of the gateways that route to this node: the ones to drain it from."""
     nodes = list(nodes)
     return [name for name, spec in gateways if node_url_ in gateway_workers(spec, nodes)]
+
+
+def another_serves(url: str, listed: Iterable[str], healthy: dict[str, bool], gateway: str,
+                   model: str) -> str | None:
+    """Issue 21 item 6: the live check before a drain. Why draining `url` from a gateway whose router
+    lists `listed` would leave `model` with nobody in rotation there (None: another listed worker
+    answers /health, or `url` is not in rotation there, so its drain takes nothing away). Counts
+    what the router routes to now, not the inventory: a second controller's drain shows here."""
+    listed = set(listed)
+    if url not in listed:
+        return None
+    others = sorted(listed - {url})
+    if any(healthy.get(other) for other in others):
+        return None
+    why = (f"the others listed there ({', '.join(others)}) do not answer /health" if others
+           else "it is the only worker in rotation there")
+    return (f"draining {url} from {gateway} would leave {model} with no serving replica: {why}; "
+            "set rollout_allow_outage = True to accept the outage")

@@ -37,6 +37,8 @@ def edge_digests_sh() -> str:
 # On nodes (and gateways, for their smoke through the router): root-only, 0600.
 SECRET_ENV = f"{CONFIG_DIR}/secret.env"
 AUTH_HEADER = f"{CONFIG_DIR}/vllm-auth.header"
+# On gateways: one client's key (the first by name), for the smoke through nginx (issue 21 item 2).
+EDGE_SMOKE_HEADER = f"{CONFIG_DIR}/edge-smoke.header"
 # Characters a key may have: it goes into nginx config and HTTP headers, quoted.
 _KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{8,512}$")
 
@@ -76,6 +78,16 @@ def vllm_api_key(spec: Spec) -> str | None:
     return None
 
 
+def vllm_api_key_previous(spec: Spec) -> str | None:
+    """The key a rotation retires (issue 21 item 2): nodes accept it too while it is set."""
+    v = spec.vllm
+    if v.api_key_previous_env:
+        return resolve(f"env:{v.api_key_previous_env}", "vllm_api_key_previous_env")
+    if v.api_key_previous_file:
+        return resolve(f"file:{v.api_key_previous_file}", "vllm_api_key_previous_file")
+    return None
+
+
 def client_keys(spec: Spec) -> dict[str, str]:
     """Client key name -> key, for the gateway's nginx."""
     keys = {name: resolve(ref, f"gateway_api_keys[{name!r}]") for name, ref in spec.gateway.api_keys.items()}
@@ -85,6 +97,13 @@ def client_keys(spec: Spec) -> dict[str, str]:
             raise SecretError(f"gateway_api_keys: {seen[key]!r} and {name!r} are the same key")
         seen[key] = name
     return keys
+
+
+def edge_local_url(spec: Spec) -> str:
+    """nginx's edge as the gateway itself reaches it (loopback where it listens everywhere)."""
+    g = spec.gateway
+    bind = "127.0.0.1" if g.host in ("0.0.0.0", "::") else g.host
+    return f"{'https' if g.tls_cert_file else 'http'}://{f'[{bind}]' if ':' in bind else bind}:{g.port}"
 
 
 def router_admin(spec: Spec) -> str:
@@ -109,8 +128,16 @@ def auth_header(key: str) -> str:
     return f"Authorization: Bearer {key}\n"
 
 
-def secret_env(key: str) -> str:
-    return f"# Rendered by r1deploy: secrets of r1-vllm.service (root only).\nVLLM_API_KEY={key}\n"
+def secret_env(key: str, previous: str | None = None) -> str:
+    """During a rotation the engine accepts both keys (r1deploy.serving.vllm_keys reads them)."""
+    both = f'R1DEPLOY_VLLM_API_KEYS="{key} {previous}"\n' if previous and previous != key else ""
+    return f"# Rendered by r1deploy: secrets of r1-vllm.service (root only).\nVLLM_API_KEY={key}\n{both}"
+
+
+def node_key_for_nginx(new: str | None, previous: str | None, refusing: list[str]) -> str | None:
+    """What nginx sends the nodes: the new key once every worker it routes to accepts it, the
+    previous one while any refuses it (held by a stopped rollout, or outside this run's --limit)."""
+    return previous if previous and refusing else new
 
 
 def render_site(spec: Spec, host: str, tls: bool) -> str:

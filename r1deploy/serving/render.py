@@ -81,11 +81,22 @@ def exec_start(spec: Spec, grouped: bool = False) -> str:
     venv = vllm_venv(spec)
     if spec.vllm.device == "cpu" and grouped:
         # `vllm serve` (multi-node, --headless) through r1deploy.serving.vllm_cli; PYTHONPATH in vllm.env.
-        return f"{venv}/bin/python -m r1deploy.serving.vllm_cli serve"
-    if spec.vllm.device == "cpu":
+        module = "r1deploy.serving.vllm_cli serve"
+    elif spec.vllm.device == "cpu":
         # The CPU build's `vllm` console script looks up a dist named "vllm" and fails.
-        return f"{venv}/bin/python -m vllm.entrypoints.openai.api_server"
-    return f"{venv}/bin/vllm serve"
+        module = "vllm.entrypoints.openai.api_server"
+    else:
+        module = "vllm.entrypoints.cli.main serve"  # what the `vllm` console script runs
+    if rotating_key(spec):  # old + new key accepted, given inside the process (r1deploy.serving.vllm_keys)
+        return f"{venv}/bin/python -m r1deploy.serving.vllm_keys {module}"
+    if module.startswith("vllm.entrypoints.cli"):
+        return f"{venv}/bin/vllm serve"
+    return f"{venv}/bin/python -m {module}"
+
+
+def rotating_key(spec: Spec) -> bool:
+    """A vLLM key rotation window is open: nodes accept the previous key too (issue 21 item 2)."""
+    return bool(spec.vllm.api_key_previous_env or spec.vllm.api_key_previous_file)
 
 
 def engine_bind(spec: Spec, host_ip: str | None) -> str:
@@ -215,6 +226,8 @@ def render_node(spec: Spec, host: str, host_ip: str | None = None,
         args.update(extra)
         if spec.vllm.device == "cpu":
             env["PYTHONPATH"] = f"{agent_venv(spec)}/src"  # r1deploy.serving.vllm_cli, from the host agent
+    if rotating_key(spec):
+        env["PYTHONPATH"] = f"{agent_venv(spec)}/src"  # r1deploy.serving.vllm_keys, from the host agent
     ctx = dict(spec=spec, host=host, engine_args=args, env=env,
                exec_start=exec_start(spec, group is not None), config_dir=CONFIG_DIR, state_dir=STATE_DIR,
                cache_dir=CACHE_DIR,

@@ -52,6 +52,17 @@ def _same_node_key(spec) -> None:
                           "set them where gateways and nodes share data (group_data/all.py)")
 
 
+def _smoke_client_key(spec) -> None:
+    """A client's key (the first by name) for the smoke through nginx, root-only on the gateway."""
+    from r1deploy.serving.edge import EDGE_SMOKE_HEADER, auth_header, client_keys
+    from roles._secret import resolved, secret_file
+
+    clients = resolved(lambda: client_keys(spec))
+    first = clients[sorted(clients)[0]] if clients else None
+    secret_file(name="A client key for the smoke through nginx (0600 root)", path=EDGE_SMOKE_HEADER,
+                content=auth_header(first) if first else "", present=first is not None)
+
+
 def _reconcile(admin: str, workers: list[str], wait_s: int) -> None:
     """Rotation = configured nodes that answer /health, minus those whose rollout failed now.
     A router that just restarted may take a while to answer (up to `wait_s`)."""
@@ -83,6 +94,7 @@ def gateway() -> None:
     spec = host_spec()
     _same_node_key(spec)
     engine_key_files(spec, engine=False)  # the smoke through the router sends the nodes' key
+    _smoke_client_key(spec)
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
                                  router_pins(spec), spec)
@@ -101,4 +113,4 @@ def gateway() -> None:
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
                 admin=router_admin(spec), workers=workers, wait_s=spec.gateway.worker_startup_timeout_s,
                 _if=lambda: reconcile_wanted(listed, workers, restarted.did_change(), ROLLOUT.out_of_rotation))
-    nginx_edge(spec)
+    nginx_edge(spec, workers)

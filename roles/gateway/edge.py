@@ -6,11 +6,12 @@ an `nginx -t` and a reload, which is graceful: old workers finish their requests
 while new ones take new connections, so a key rotation refuses nothing in between.
 """
 
+import shlex
 from io import StringIO
 
-from pyinfra import host
-from pyinfra.api import DeployError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra import host, state
+from pyinfra.api import DeployError, FactBase, OperationError, operation
+from pyinfra.operations import apt, files, python, server, systemd
 
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_template
@@ -30,7 +31,44 @@ def _read(path: str, what: str) -> str:
         raise DeployError(f"{host.name}: {what}: cannot read {path} on the controller: {exc.strerror}") from None
 
 
-def nginx_edge(spec) -> None:
+# Per gateway: the workers that refused the new vLLM key when nginx's key was chosen.
+ROTATION: dict[str, list[str]] = {}
+
+
+class KeyRefusedBy(FactBase):
+    """Worker URLs whose vLLM refuses the key in `header` (a root-only file: the key is never in argv)."""
+
+    def command(self, urls: list[str], header: str) -> str:
+        probes = [f"c=$(curl -s -o /dev/null -m 10 -w '%{{http_code}}' -H @{header} {shlex.quote(u + '/v1/models')}); "
+                  f"[ \"$c\" = 200 ] || echo {shlex.quote(u)} \"$c\"" for u in urls]
+        return "; ".join(probes + ["true"])
+
+    def process(self, output):
+        return [line.split()[0] for line in output if line.strip()]
+
+
+@operation()
+def nginx_keys(clients: dict[str, str], new: str | None, previous: str | None, workers: list[str]):
+    """keys.conf with the nodes' key nginx sends: during a rotation (issue 21 item 2) the new key
+    only once every worker accepts it (asked when executing, after the rollout), else the previous."""
+    refusing: list[str] = []
+    if previous:
+        refusing = host.get_fact(KeyRefusedBy, urls=workers, header=edge.AUTH_HEADER) \
+            if state.is_executing else ["(asked when executing)"]
+    ROTATION[host.name] = refusing
+    yield from secret_file._inner(path=edge.KEYS_CONF, content=edge.render_keys(
+        clients, edge.node_key_for_nginx(new, previous, refusing)), group=NGINX_GROUP, mode="640")
+
+
+def _rotation_done(previous_set: bool) -> None:
+    refusing = ROTATION.get(host.name, [])
+    if previous_set and refusing:
+        raise OperationError(f"{host.name}: the vLLM key rotation is not complete: {', '.join(refusing)} refuse the "
+                             "new key, so nginx keeps sending the previous one. Converge them with "
+                             "vllm_api_key_previous_* still set; remove it only once this passes")
+
+
+def nginx_edge(spec, workers: list[str] | None = None) -> None:
     g = spec.gateway
     track(apt.packages(name="nginx (the public edge)", packages=["nginx"]))
     # Debian's default site listens on :80 for everyone: the edge is the only listener.
@@ -39,9 +77,9 @@ def nginx_edge(spec) -> None:
                           group=NGINX_GROUP, mode="750"))
     clients = resolved(lambda: edge.client_keys(spec))
     node_key = resolved(lambda: edge.vllm_api_key(spec))
-    changed = [track(secret_file(name=f"nginx: API keys ({len(clients)}: {', '.join(sorted(clients)) or 'none'})",
-                                 path=edge.KEYS_CONF, content=edge.render_keys(clients, node_key),
-                                 group=NGINX_GROUP, mode="640")), default]
+    previous = resolved(lambda: edge.vllm_api_key_previous(spec))
+    changed = [track(nginx_keys(name=f"nginx: API keys ({len(clients)}: {', '.join(sorted(clients)) or 'none'})",
+                                clients=clients, new=node_key, previous=previous, workers=workers or [])), default]
     tls = bool(g.tls_cert_file)
     if tls:
         changed.append(track(files.put(name="nginx: TLS certificate", dest=edge.TLS_CERT, mode="644",
@@ -65,3 +103,5 @@ def nginx_edge(spec) -> None:
         f"nginx -t -q && systemctl reload nginx && {{ {edge.edge_digests_sh()}; }} > {edge.LOADED_MARK}.next "
         f"&& mv {edge.LOADED_MARK}.next {edge.LOADED_MARK}"],
         _if=lambda: not loaded or any(op.did_change() for op in changed)))
+    if previous:
+        python.call(name="nginx: the nodes' key rotation is complete", function=_rotation_done, previous_set=True)

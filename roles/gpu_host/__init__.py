@@ -30,7 +30,7 @@ from r1deploy.planner.catalog import find_gpu
 from r1deploy.spec import GpuSection, split_host_data
 from roles._rollout import track
 from roles._spec import host_spec
-from roles.gpu_host import facts, nvidia_names
+from roles.gpu_host import drain, facts, nvidia_names
 from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_driver, verify_gpus
 from roles.gpu_host.platforms import BRANCH_CUDA_MAJOR, KEYRING_DEB, KEYRING_PACKAGE, Platform, platform_for
 from roles.gpu_host.versions import VersionSkew, Want, follow
@@ -201,17 +201,18 @@ def gpu_host() -> None:
         return
     vendor = _vendor(g)
     expectations = _expectations(g, spec.plan.gpu)
+    gate = (expectations, vendor, g.simulation, _allreduce_python(spec))  # also after a reboot turn
     if vendor == "amd":
         from roles.gpu_host.amd import amd_host
 
-        amd_host(spec)
+        amd_host(spec, gate)
     else:
-        _nvidia_host(g)
+        _nvidia_host(g, gate)
     verify_gpus(name="GPU verification gate", expectations=expectations, vendor=vendor,
                 simulated=g.simulation, allreduce_python=_allreduce_python(spec))
 
 
-def _nvidia_host(g) -> None:
+def _nvidia_host(g, gate: tuple) -> None:
     platform: Platform = host_platform(platform_for, "GPU hosts", "Ubuntu 22.04/24.04 or Debian 12")
     plan = _plan(g, platform)
     if plan.fabric_manager:
@@ -219,10 +220,11 @@ def _nvidia_host(g) -> None:
     _repository(platform, g, refresh=not _resolvable(plan))
     _nouveau(platform)
     _packages(plan, g)
-    # Batches: the first host's gpu_reboot_batch_size applies to the whole run.
-    reboot_into_driver(name="Reboot into the installed driver if needed", driver_package=plan.driver[0],
-                       expected=plan.driver_want, allow_reboot=g.allow_reboot, simulated=g.simulation,
-                       _parallel=g.reboot_batch_size)
+    # A rollout turn per batch of each model (roles/gpu_host/drain.py), gpu_reboot_batch_size replicas.
+    services = ("nvidia-persistenced", *(["nvidia-fabricmanager"] if plan.fabric_manager else []))
+    drain.in_batches(reboot_into_driver, "Reboot into the installed driver if needed", driver_package=plan.driver[0],
+                     expected=plan.driver_want, allow_reboot=g.allow_reboot, simulated=g.simulation,
+                     services=services, gate=gate)
     _services(plan, g)
 
 

@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files
 
 from r1deploy.gpu import amd
 from roles._rollout import track
-from roles.gpu_host import facts
+from roles.gpu_host import drain, facts
 from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_amdgpu, user_in_groups
 from roles.gpu_host.rocm_platforms import (
     DRIVER,
@@ -61,7 +61,7 @@ def _repository(platform: RocmPlatform, g) -> None:
     track(*changed[1:])
 
 
-def amd_host(spec) -> None:
+def amd_host(spec, gate: tuple | None = None) -> None:
     g = spec.gpu
     platform: RocmPlatform = host_platform(rocm_platform_for, "AMD GPU hosts", "Ubuntu 22.04/24.04")
     _repository(platform, g)
@@ -76,5 +76,5 @@ def amd_host(spec) -> None:
                               want=Want(tool, pattern=rf"\.{code}-"), pin_file=f"{PIN_DIR}/r1deploy-{tool}",
                               why=f"the management tools of ROCm {g.rocm_version}", installed_fact=facts.AmdPackages))
     track(user_in_groups(name=f"{spec.vllm.user} in {', '.join(GROUPS)}", user=spec.vllm.user, groups=GROUPS))
-    reboot_into_amdgpu(name="Reboot into the installed amdgpu if needed", want=driver_want(g),
-                       allow_reboot=g.allow_reboot, simulated=g.simulation, _parallel=g.reboot_batch_size)
+    drain.in_batches(reboot_into_amdgpu, "Reboot into the installed amdgpu if needed", want=driver_want(g),
+                     allow_reboot=g.allow_reboot, simulated=g.simulation, gate=gate)

@@ -107,9 +107,12 @@ def pinned_packages(packages: list[str], want: Want, pin_file: str, why: str,
 
 @operation(is_idempotent=False)
 def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
-                       delay: int = 30, reboot_timeout: int = 900, simulated: bool = False):
+                       delay: int = 30, reboot_timeout: int = 900, simulated: bool = False,
+                       services: tuple[str, ...] = (), gate: tuple | None = None):
     """Reboot when the loaded kernel module is not the installed driver; with allow_reboot
-    False, report "reboot required" and stop this host instead."""
+    False, report "reboot required" and stop this host instead. The reboot is the node's
+    rollout turn (roles/gpu_host/drain.py): `services` start and `gate` (the gate's arguments)
+    must pass after it, before the node rejoins."""
     loaded = host.get_fact(facts.LoadedDriver, simulated=simulated).version
     installed = _installed(driver_package)
     if state.is_executing:
@@ -120,11 +123,12 @@ def reboot_into_driver(driver_package: str, expected: Want, allow_reboot: bool,
         target = dpkg.upstream_version(picked) if picked else None
     why = f"running kernel module {loaded or 'none'}, installed driver {target or expected.describe()}"
     yield from _reboot_unless_loaded(loaded, target, f"{driver_package} is not installed; cannot load a driver",
-                                     why, allow_reboot, delay, reboot_timeout)
+                                     why, allow_reboot, delay, reboot_timeout, services, gate)
 
 
 def _reboot_unless_loaded(loaded: str | None, target: str | None, missing: str, why: str,
-                          allow_reboot: bool, delay: int, reboot_timeout: int):
+                          allow_reboot: bool, delay: int, reboot_timeout: int,
+                          services: tuple[str, ...] = (), gate: tuple | None = None):
     """Nothing when the loaded module is the target; stop the host (`missing`) when executing
     with no driver installed; else reboot into it (or stop: reboot required)."""
     if target is not None and loaded == target:
@@ -132,25 +136,29 @@ def _reboot_unless_loaded(loaded: str | None, target: str | None, missing: str, 
     if state.is_executing and target is None:
         yield stop_host(missing)
         return
-    yield from _reboot(why, allow_reboot, delay, reboot_timeout)
+    yield from _reboot(why, allow_reboot, delay, reboot_timeout, services, gate)
 
 
-def _reboot(why: str, allow_reboot: bool, delay: int, reboot_timeout: int):
+def _reboot(why: str, allow_reboot: bool, delay: int, reboot_timeout: int,
+            services: tuple[str, ...] = (), gate: tuple | None = None):
     if not allow_reboot:
         yield stop_host(f"reboot required ({why}); gpu_allow_reboot is False, stopping this host")
         return
     yield StringCommand(f"# reboot: {why}")
-    # Item 6 of issue 14 (the lead's): take the node out of the gateways' rotation first.
-    yield from drain.drain_before_reboot(host, why)
+    # The node's rollout turn (issue 21 item 1): refuse an outage, drain, reboot, then gate,
+    # healthy and rejoin before the next batch's operation.
+    yield from drain.before_reboot(host, why)
     boot: list[str] = []
     yield FunctionCommand(_remember_boot, (boot,), {})
     yield StringCommand("( sleep 1 && reboot ) </dev/null >/dev/null 2>&1 &")
     yield FunctionCommand(_wait_for_new_boot, (boot, delay, reboot_timeout), {})
+    if gate is not None:
+        yield from drain.after_reboot(host, list(services), gate)
 
 
 @operation(is_idempotent=False)
 def reboot_into_amdgpu(want: Want, allow_reboot: bool, simulated: bool = False,
-                       delay: int = 30, reboot_timeout: int = 900):
+                       delay: int = 30, reboot_timeout: int = 900, gate: tuple | None = None):
     """Reboot when the loaded amdgpu module is not the one the installed amdgpu-dkms builds
     (or is the kernel's own); with allow_reboot False, stop this host instead."""
     loaded = amd.parse_module(host.get_fact(facts.AmdSmi, probe="module", simulated=simulated))
@@ -161,7 +169,7 @@ def reboot_into_amdgpu(want: Want, allow_reboot: bool, simulated: bool = False,
     target = amd.dkms_module_version(installed)
     why = f"running amdgpu {loaded or 'none'}, installed {want.package} builds {target or want.describe()}"
     yield from _reboot_unless_loaded(loaded, target, f"{want.package} is not installed; cannot load amdgpu",
-                                     why, allow_reboot, delay, reboot_timeout)
+                                     why, allow_reboot, delay, reboot_timeout, (), gate)
 
 
 @operation()

@@ -34,6 +34,7 @@ from roles.serve.rollout import (
     _write_report,
     back_in_rotation,
     drain_from,
+    ensure_another_serves,
     failure_story,
     journal_since,
     listed_workers,
@@ -148,6 +149,7 @@ def _restart(spec: Spec, group: ServingGroup, records: list, releases: dict[str,
     """urls: the head's, and every member's own as a router may list it. `head`: the head's turn."""
     url, members = urls
     if gateways:
+        ensure_another_serves(spec, gateways, url)
         with _Timer(records, "drain") as t:
             t.detail = _drain(spec, group, gateways, url, members, head)
     with _Timer(records, "stop") as t:

@@ -125,6 +125,33 @@ def listed_workers(gateway, admin: str) -> set[str]:
     return set(router_workers(json.loads(body)) or ()) if code == "200" else set()
 
 
+def worker_health(gateway, urls: list[str]) -> dict[str, bool]:
+    """Which of `urls` answer /health, asked from the gateway (where the router reaches them)."""
+    if not urls:
+        return {}
+    probe = "; ".join(f"curl -fsS -m 5 -o /dev/null {shlex.quote(u + '/health')} && echo 'up {u}' || echo 'down {u}'"
+                      for u in urls)
+    out = remote(probe, "worker health", target=gateway)
+    return {u: f"up {u}" in out.splitlines() for u in urls}
+
+
+def ensure_another_serves(spec: Spec, gateways: list, url: str) -> None:
+    """Issue 21 item 6: before a drain, another replica of the model must be in rotation and
+    healthy on every gateway, as its router says now (not the inventory: two controllers, or a
+    node left drained, show here). rollout_allow_outage accepts the outage instead."""
+    if spec.rollout.allow_outage:
+        return
+    for gw, admin in gateways:
+        try:
+            listed = listed_workers(gw, admin)
+        except RouterUnreachable as exc:  # a drain failure (item 3): nothing was touched yet
+            raise PhaseFailed("drain", f"cannot take {url} out of rotation, so it is not stopped: {exc}") from exc
+        others = sorted(listed - {url}) if url in listed else []
+        why = core.another_serves(url, listed, worker_health(gw, others), gw.name, spec.model.name)
+        if why:
+            raise PhaseFailed("plan", why)
+
+
 def rejoin(gateways: list, url: str, timeout_s: int) -> list[str]:
     """add_worker polls the node's health before admitting it; 'already exists' is fine. A gateway
     without a router yet gets the node when its router starts (its worker list names it)."""
@@ -284,6 +311,7 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
     """`now`: where the running engine serves, when not at `url` (a changed vllm_port/vllm_host_ip):
     that URL is the one routers list, and the one whose requests the drain waits on."""
     if gateways:
+        ensure_another_serves(spec, gateways, now.url if now else url)  # the URL routers list now
         with _Timer(record, "drain") as t:
             notes = drain_from(gateways, now.url, (url,)) if now else drain_from(gateways, url)
             drained = wait_drained(now.engine if now else _engine(spec), drain_s, shutdown_s=spec.rollout.shutdown_timeout_s)

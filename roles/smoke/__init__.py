@@ -52,11 +52,33 @@ def run_smoke(spec, url: str) -> tuple[bool, dict]:
 
 def _smoke(admin: str, startup_timeout_s: int) -> None:
     # Ordered after every node's rollout, so the router's workers are up by now. Through the
-    # router on loopback with the nodes' key (the edge's keys are the clients', not ours).
+    # router on loopback with the nodes' key, then as a client would: through nginx.
     wait_router(admin, startup_timeout_s)
-    ok, _ = run_smoke(host_spec(), admin)
+    spec = host_spec()
+    ok, _ = run_smoke(spec, admin)
     if not ok:
         raise OperationError(f"smoke test through the gateway failed on {host.name}; report in reports/")
+    host.log(f"through nginx: {edge_smoke(spec)}")
+
+
+def edge_smoke(spec) -> str:
+    """Issue 21 item 2: a completion through nginx with a client's key, as users send it, so a node
+    that refuses the key nginx sends shows (a 401 from the edge). -k: on loopback the certificate's
+    name is the public one; the edge's TLS is the lab's own test."""
+    from r1deploy.serving.edge import EDGE_SMOKE_HEADER, edge_local_url
+
+    if not spec.gateway.api_keys:
+        return "no client key configured (gateway_api_keys): nginx refuses every client; not checked"
+    body = json.dumps({"model": spec.model.name, "max_tokens": 4,
+                       "messages": [{"role": "user", "content": "Say hi"}]})
+    out = remote(f"curl -sS -k -m {spec.smoke.timeout_s} -o /dev/null -w '%{{http_code}}' -H @{EDGE_SMOKE_HEADER} "
+                 f"-H 'Content-Type: application/json' -d {shlex.quote(body)} "
+                 f"{edge_local_url(spec)}/v1/chat/completions", "smoke through nginx")
+    code = out.strip()[-3:]
+    if code != "200":
+        raise OperationError(f"smoke through nginx on {host.name} with a client key: HTTP {code} "
+                             f"({'the nodes refuse the key nginx sends' if code == '401' else 'see the access log'})")
+    return f"a client's completion answered {code}"
 
 
 @deploy("Smoke")
