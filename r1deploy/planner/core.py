@@ -18,6 +18,7 @@ from r1deploy.planner.layout import (
     choose,
 )
 from r1deploy.planner.layout_rules import layout_problems
+from r1deploy.planner.recipe import Slo
 from r1deploy.planner.memory import (
     kv_tokens,
     stage_weights_bytes,
@@ -118,18 +119,22 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          enable_expert_parallel: bool | None = None, prefer: str = "throughput", engine: EngineProfile = V1,
          cuda_graphs: bool = True, device: str = "cuda", cpu_kvcache_space_gib: float = 4.0,
          costs: dict[str, float | None] | None = None, overrides: dict[str, Any] | None = None,
-         target_concurrency: int | None = None, suggest: bool = True) -> Plan:
-    """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``."""
+         target_concurrency: int | None = None, suggest: bool = True, fp8: bool = False,
+         slo: Slo | None = None) -> Plan:
+    """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``.
+    ``fp8``: the operator's opt-in to FP8 weights/KV (plan_fp8); ``slo``: what the batching budget
+    and the FP8 KV choice are sized for (monitor_slo_*)."""
     quant = None if quantization in (None, "none") else quantization
     req = Request(model, gpu, gpus_per_node, nodes, max_model_len, gpu_memory_utilization, kv_cache_dtype,
                   quant, engine, cuda_graphs, device, cpu_kvcache_space_gib, prefer)
     if device == "cpu":
         result = _plan_cpu(req)
     else:
+        from r1deploy.planner.speed import plan_for_speed
+
         fixed = _fixed_layout(req, tensor_parallel_size, pipeline_parallel_size, data_parallel_size,
                               enable_expert_parallel)
-        ev, context, why = choose(req, fixed)
-        result = _to_plan(req, ev, context, why)
+        result = plan_for_speed(req, fixed, fp8, slo or Slo())
     result.overrides = dict(overrides or {})
     if costs:
         result.cost = payback(**costs)

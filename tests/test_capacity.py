@@ -1,0 +1,129 @@
+"""Issue 22 item 1: the R1-like workload, the SLO capacity search and the load generator."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+
+from r1deploy.observe import capacity, loadgen, workload
+from r1deploy.observe.capacity import RepeatResult, SloTarget
+
+
+def _rep(rate, ttft, tpot, failed=0):
+    return RepeatResult(rate, 30, failed, ttft / 2, ttft, tpot / 2, tpot)
+
+
+def synthetic(true_capacity, noise=(1.0, 1.0, 1.0)):
+    """A server whose p99s cross the SLO at true_capacity (TPOT binds), with repeat-to-repeat noise."""
+    def measure(rate):
+        load = rate / true_capacity
+        return [_rep(rate, 300 * load * n, 40 * load * n) for n in noise]
+    return measure
+
+
+def test_issue22_item2_search_brackets_and_bisects_within_bounded_points():
+    s = capacity.search(synthetic(6.0), start=2.0, slo=SloTarget(1000, 50), max_points=6, tolerance=0.1)
+    rates = [p.rate for p in s.points]
+    assert rates[:3] == [2.0, 4.0, 8.0]  # doubling while it passes
+    assert not s.points[2].passed
+    assert len(s.points) <= 6
+    lo, hi = s.bracket()
+    assert lo <= 7.5 < hi and s.capacity() == lo
+    assert lo >= 6.0  # within a bisection or two of the truth
+
+
+def test_issue22_item2_search_halves_when_the_start_fails_and_reports_zero_when_nothing_passes():
+    s = capacity.search(synthetic(0.9), start=4.0, max_points=4)
+    assert [p.rate for p in s.points][:3] == [4.0, 2.0, 1.0]
+    assert s.capacity() == pytest.approx(s.bracket()[0])
+    never = capacity.search(lambda r: [_rep(r, 5000, 200)] * 3, start=1.0, max_points=3)
+    assert never.capacity() == 0.0 and len(never.points) == 3
+
+
+def test_issue22_item2_a_point_passes_on_its_median_repeat_and_fails_on_any_failed_request():
+    slo = SloTarget(1000, 50)
+    assert capacity.judge([_rep(1, 900, 45), _rep(1, 2000, 45), _rep(1, 800, 40)], slo)  # one noisy repeat
+    assert not capacity.judge([_rep(1, 900, 55), _rep(1, 2000, 60), _rep(1, 800, 40)], slo)
+    assert not capacity.judge([_rep(1, 100, 10), _rep(1, 100, 10, failed=1), _rep(1, 100, 10)], slo)
+
+
+def test_issue22_item2_summary_and_ratio_carry_the_spread():
+    a = capacity.search(synthetic(8.0, (0.9, 1.0, 1.1)), start=2.0, max_points=5)
+    b = capacity.search(synthetic(2.0, (0.9, 1.0, 1.1)), start=2.0, max_points=5)
+    sa, sb = capacity.summary(a, "a"), capacity.summary(b, "b")
+    point = sa["points"][0]
+    assert point["repeats"] == 3 and point["ttft_p99_ms"]["min"] < point["ttft_p99_ms"]["max"]
+    r = capacity.ratio(sa, sb)
+    assert r["low"] <= r["ratio"] <= r["high"] and r["ratio"] > 2
+    json.dumps(sa)
+
+
+def test_issue22_item2_multi_turn_chats_share_the_system_prompt_and_grow_their_history():
+    wl = workload.multi_turn(3, turns=3, system_len=64, user_len=8, answer_len=16, seed=7)
+    assert len(wl.requests) == 9
+    first, later = wl.requests[0], wl.requests[3]  # chat 0, turns 0 and 1
+    assert first.session == later.session and later.turn == 1
+    assert later.prompt[:len(first.prompt)] == first.prompt  # the history is resent
+    assert len(later.prompt) == len(first.prompt) + 16 + 8
+    assert all(r.prompt[:64] == first.prompt[:64] for r in wl.requests)  # one shared system prompt
+    assert workload.multi_turn(3, turns=3, system_len=64, seed=7) == workload.multi_turn(3, turns=3, system_len=64, seed=7)
+    rnd = workload.random_workload(5, 1024, 256, seed=1)
+    assert {len(r.prompt) for r in rnd.requests} == {1024} and rnd.requests[0].max_tokens == 256
+
+
+class _SseServer:
+    """A real HTTP server on loopback that streams `tokens` SSE chunks, one every `gap_s`."""
+
+    def __init__(self, tokens=5, gap_s=0.01):
+        self.tokens, self.gap_s, self.bodies = tokens, gap_s, []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self.ready.wait(5)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader, writer):
+        length = 0
+        while (line := (await reader.readline()).decode().strip()):
+            if line.lower().startswith("content-length"):
+                length = int(line.split(":")[1])
+        self.bodies.append(json.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        events = [{"choices": [{"text": "x"}]} for _ in range(self.tokens)]
+        events.append({"choices": [], "usage": {"completion_tokens": self.tokens}})
+        for ev in events:
+            await asyncio.sleep(self.gap_s)
+            data = f"data: {json.dumps(ev)}\n\n".encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+def test_issue22_item2_loadgen_measures_ttft_and_tpot_over_a_real_stream():
+    srv = _SseServer(tokens=5, gap_s=0.02)
+    wl = workload.multi_turn(2, turns=2, system_len=16, user_len=4, answer_len=4, output_len=5)
+    t = time.monotonic()
+    reps = loadgen.measure_point(f"http://127.0.0.1:{srv.port}", "m", wl, rate=40, repeats=2, window_s=0.5,
+                                 lead_s=0.2, slo=SloTarget(1000, 50))
+    assert time.monotonic() - t < 5
+    assert len(reps) == 2 and all(r.failed == 0 and r.requests > 0 for r in reps)
+    assert all(15 <= r.ttft_p50_ms < 500 and 15 <= r.tpot_p50_ms < 100 for r in reps)
+    body = srv.bodies[0]
+    assert body["stream"] and body["ignore_eos"] and body["max_tokens"] == 5 and isinstance(body["prompt"][0], int)
+
+
+def test_issue22_item2_loadgen_counts_refused_requests_as_failed():
+    reps = loadgen.measure_point("http://127.0.0.1:9", "m", workload.random_workload(4, 8, 4), rate=50,
+                                 repeats=1, window_s=0.3, lead_s=0.0)
+    assert reps[0].failed == reps[0].requests > 0
+    assert not capacity.judge(reps, SloTarget())
