@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import contextlib
+
 from bench.h200.run_unit import parse_env_file  # noqa: E402
 from r1deploy.observe import capacity, loadgen, workload  # noqa: E402
 from r1deploy.spec import RolloutSection  # noqa: E402
@@ -57,10 +59,8 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(40)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for _ in range(40):  # the GPU's memory back before the next server
         used = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                               capture_output=True, text=True).stdout.split()

@@ -15,10 +15,8 @@ from r1deploy.planner.layout import (
     Evaluation,
     Request,
     _fits,
-    choose,
 )
 from r1deploy.planner.layout_rules import layout_problems
-from r1deploy.planner.recipe import Slo
 from r1deploy.planner.memory import (
     kv_tokens,
     stage_weights_bytes,
@@ -30,6 +28,7 @@ from r1deploy.planner.profiles import (
     Layout,
     ModelSpec,
 )
+from r1deploy.planner.recipe import Slo
 
 # --------------------------------------------------------------------------- the plan
 
@@ -123,7 +122,8 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          slo: Slo | None = None) -> Plan:
     """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``.
     ``fp8``: the operator's opt-in to FP8 weights/KV (plan_fp8); ``slo``: what the batching budget
-    and the FP8 KV choice are sized for (monitor_slo_*)."""
+    and the FP8 KV choice are sized for (monitor_slo_*); without it vLLM's own batching defaults stand
+    (the agreement tables compare with vLLM runs at its defaults)."""
     quant = None if quantization in (None, "none") else quantization
     req = Request(model, gpu, gpus_per_node, nodes, max_model_len, gpu_memory_utilization, kv_cache_dtype,
                   quant, engine, cuda_graphs, device, cpu_kvcache_space_gib, prefer)
@@ -134,7 +134,7 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
 
         fixed = _fixed_layout(req, tensor_parallel_size, pipeline_parallel_size, data_parallel_size,
                               enable_expert_parallel)
-        result = plan_for_speed(req, fixed, fp8, slo or Slo())
+        result = plan_for_speed(req, fixed, fp8, slo or Slo(), batching=slo is not None)
     result.overrides = dict(overrides or {})
     if costs:
         result.cost = payback(**costs)

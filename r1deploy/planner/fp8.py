@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from r1deploy.planner.layout import Evaluation, Request, choose
 from r1deploy.planner.profiles import Layout
-from r1deploy.planner.recipe import Slo, slo_batch, slo_concurrency
+from r1deploy.planner.recipe import TYPICAL_TOKENS, Slo, slo_batch, slo_concurrency
 
 # FP8 KV must raise the SLO concurrency by at least this much to be worth its accuracy cost.
 KV_GAIN = 1.05
@@ -72,8 +72,11 @@ def choose_fp8(req: Request, fixed: Layout | None, opt_in: bool, slo: Slo) -> Fp
                      f"{_weights(base_ev):.1f} → {_weights(w_ev):.1f} GiB per GPU; SLO concurrency {c0:.0f} → {c1:.0f} "
                      f"(decode batch within the TPOT SLO {b0} → {b1})")
     if kv_pays:
+        kv_bound = w_ev.tokens / TYPICAL_TOKENS < b1
+        why = ("the KV cache bound it" if kv_bound else
+               f"each decode step reads half the KV bytes: the TPOT SLO's batch {b1} → {b2}")
         lines.append(f"FP8 KV cache: {w_ev.tokens:,} → {kv_ev.tokens:,} tokens per replica; SLO concurrency "
-                     f"{c1:.0f} → {c2:.0f} (the KV cache bound it, not the TPOT SLO's batch of {b2})")
+                     f"{c1:.0f} → {c2:.0f} ({why})")
     elif kv_ok and b1 == 0:
         lines.append(f"FP8 KV cache not chosen: one decode step of this layout exceeds the TPOT SLO "
                      f"({slo.tpot_ms:g} ms), so more KV tokens raise no concurrency within it")

@@ -16,11 +16,11 @@ from r1deploy.planner.core import (
     Plan,
     plan,
 )
-from r1deploy.planner.recipe import Slo
 from r1deploy.planner.profiles import (
     V1,
     ModelSpec,
 )
+from r1deploy.planner.recipe import Slo
 
 # --------------------------------------------------------------------------- from a deployment spec
 

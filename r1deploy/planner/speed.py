@@ -12,7 +12,7 @@ from r1deploy.planner.profiles import Layout
 from r1deploy.planner.recipe import Slo, batching_budget, r1_recipe, slo_batch
 
 
-def plan_for_speed(req: Request, fixed: Layout | None, fp8: bool, slo: Slo) -> Plan:
+def plan_for_speed(req: Request, fixed: Layout | None, fp8: bool, slo: Slo, batching: bool = True) -> Plan:
     chosen = choose_fp8(req, fixed, fp8, slo)
     req = chosen.request
     ev, context, why = choose(req, fixed)
@@ -21,10 +21,12 @@ def plan_for_speed(req: Request, fixed: Layout | None, fp8: bool, slo: Slo) -> P
                       slo, lay.tp, lay.pp, fp8_compute(req))
     budget, budget_why = batching_budget(req.model.arch, req.gpu, slo, batch, lay.tp, lay.pp, fp8_compute(req))
     # The spec's own values stand (vllm_max_num_seqs, extra_args): only the unset ones are planned.
+    if not batching:
+        budget, budget_why = {}, []
     if req.engine.max_num_batched_tokens:
-        budget.pop("max-num-batched-tokens")
+        budget.pop("max-num-batched-tokens", None)
     if req.engine.max_num_seqs:
-        budget.pop("max-num-seqs")
+        budget.pop("max-num-seqs", None)
     if budget:
         # vLLM sizes its activation peak and the sampler's profile from these: plan memory with them.
         req = replace(req, engine=replace(req.engine,

@@ -76,12 +76,26 @@ def all2all_args(spec: Any, plan: Any) -> dict[str, Any]:
     """The plan's backend where its kernels are installed; an explicit vllm_all2all_backend wins
     (rendered as an explicit key), and elsewhere vLLM's default stands."""
     if spec.vllm.all2all_backend is None and kernels_for(spec, plan):
-        return {"all2all-backend": PLAN_BACKEND}
+        return {"all2all-backend": plan.engine_args().get("all2all-backend", PLAN_BACKEND)}
     return {}
 
 
 def plan_engine_args(spec: Any, plan: Any) -> dict[str, Any]:
-    return {**plan.engine_args(), **all2all_args(spec, plan)}
+    """The plan's args; its DeepEP-only choices (all2all backend, dual-batch overlap) only where
+    the kernels are installed (install_ep_kernels), else vLLM's default all-to-all stands."""
+    from r1deploy.planner.recipe import DEEPEP_KEYS
+
+    args = plan.engine_args()
+    if not kernels_for(spec, plan):
+        for key in DEEPEP_KEYS:
+            if key not in spec_explicit(spec):
+                args.pop(key, None)
+    return {**args, **all2all_args(spec, plan)}
+
+
+def spec_explicit(spec: Any) -> set[str]:
+    """Engine keys the operator set in vllm_extra_args (kept whatever the plan says)."""
+    return set(spec.vllm.extra_args)
 
 
 def import_check(venv: str, requirements: list[str]) -> str:
