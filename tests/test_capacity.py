@@ -127,3 +127,16 @@ def test_issue22_item2_loadgen_counts_refused_requests_as_failed():
                                  repeats=1, window_s=0.3, lead_s=0.0)
     assert reps[0].failed == reps[0].requests > 0
     assert not capacity.judge(reps, SloTarget())
+
+
+def test_issue22_item2_bench_capacity_cli_writes_the_search_and_its_spread(tmp_path):
+    from r1deploy.cli import main
+
+    srv = _SseServer(tokens=4, gap_s=0.005)
+    rc = main(["bench", "--capacity", "--no-warmup", "--base-url", f"http://127.0.0.1:{srv.port}", "--model", "m",
+               "--release", "r1", "--out", str(tmp_path), "--start-rate", "20", "--max-points", "2",
+               "--window-s", "0.3", "--lead-s", "0.1", "--slo-ttft-ms", "1000", "--slo-tpot-ms", "50",
+               "--output-len", "4", "--workload", "random"])
+    result = json.loads((tmp_path / "r1" / "capacity.json").read_text())
+    assert rc == 0 and result["capacity_req_s"] == 40 and [p["rate"] for p in result["points"]] == [20, 40]
+    assert all(p["repeats"] == 3 for p in result["points"])

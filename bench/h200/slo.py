@@ -12,6 +12,7 @@ spec's defaults), then r1deploy.observe.capacity.search over r1deploy.observe.lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -24,8 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-import contextlib
 
 from bench.h200.run_unit import parse_env_file  # noqa: E402
 from r1deploy.observe import capacity, loadgen, workload  # noqa: E402
@@ -118,7 +117,6 @@ def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: 
         log(f"{config}: healthy after {result['start_s']} s")
         warm_up(name, d)
         log(f"{config}: warmed up")
-        wl = workload.make(args.workload, 4000, seed=args.seed)
         slo = capacity.SloTarget(args.slo_ttft_ms, args.slo_tpot_ms)
         point_s = args.lead + args.repeats * args.window + 15
         deadline = t_start + budget_s - 20
@@ -126,7 +124,8 @@ def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: 
         def measure(rate: float) -> list[capacity.RepeatResult]:
             if time.monotonic() + point_s > deadline:
                 raise TimeoutError
-            seeded = workload.make(args.workload, 4000, seed=args.seed + int(rate * 1000))
+            n = loadgen.arrivals_needed(rate, args.repeats, args.window, args.lead)
+            seeded = workload.make(args.workload, n, seed=args.seed + int(rate * 1000))
             return loadgen.measure_point("http://127.0.0.1:8000", name, seeded, rate, repeats=args.repeats,
                                          window_s=args.window, lead_s=args.lead, seed=args.seed, slo=slo)
 
@@ -137,7 +136,6 @@ def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: 
                 f"{p.spread('tpot_p99_ms')[1]:.1f}) out {p.median('output_tok_s'):.0f} tok/s failed "
                 f"{sum(r.failed for r in p.repeats)}")
 
-        del wl
         s = capacity.Search(args.starts[config], slo, args.points, args.tolerance)
         try:
             while (rate := s.next_rate()) is not None:

@@ -158,11 +158,16 @@ def split_windows(samples: list[Sample], rate: float, lead_s: float, window_s: f
     return out
 
 
+def arrivals_needed(rate: float, repeats: int, window_s: float, lead_s: float) -> int:
+    """Requests enough for a Poisson stream of ``rate`` to cover the lead-in and every window."""
+    return int(rate * (lead_s + repeats * window_s) * 1.25) + 8
+
+
 def measure_point(url: str, model: str, workload: Workload, rate: float, *, repeats: int = 3,
                   window_s: float = 15.0, lead_s: float = 5.0, seed: int = 0, slo: SloTarget | None = None,
                   headers: dict[str, str] | None = None, ca_file: str | None = None) -> list[RepeatResult]:
     """One point: a stream long enough for the lead-in and every window, cut into repeats."""
-    n = int(rate * (lead_s + repeats * window_s) * 1.25) + 8  # Poisson: enough arrivals to cover the windows
+    n = arrivals_needed(rate, repeats, window_s, lead_s)
     last = lead_s + repeats * window_s
     samples = asyncio.run(stream(url, model, workload.take(n), rate, seed, headers, ca_file, stop_s=last))
     return split_windows(samples, rate, lead_s, window_s, repeats, slo or SloTarget())
