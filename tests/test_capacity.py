@@ -1,9 +1,10 @@
 """Issue 22 item 1: the R1-like workload, the SLO capacity search and the load generator."""
 
-import asyncio
 import json
-import threading
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,43 +75,34 @@ def test_issue22_item2_multi_turn_chats_share_the_system_prompt_and_grow_their_h
 
 
 class _SseServer:
-    """A real HTTP server on loopback that streams `tokens` SSE chunks, one every `gap_s`."""
+    """tests/sse_server.py in its own process: a real HTTP server streaming `tokens` SSE chunks."""
 
-    def __init__(self, tokens=5, gap_s=0.01):
-        self.tokens, self.gap_s, self.bodies = tokens, gap_s, []
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        self.ready.wait(5)
+    def __init__(self, tmp_path, tokens=5, gap_s=0.01):
+        self.file = tmp_path / "bodies.jsonl"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("sse_server.py")), str(tokens),
+                                      str(gap_s), str(self.file)], stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
 
-    def _run(self):
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _handle(self, reader, writer):
-        length = 0
-        while (line := (await reader.readline()).decode().strip()):
-            if line.lower().startswith("content-length"):
-                length = int(line.split(":")[1])
-        self.bodies.append(json.loads(await reader.readexactly(length)))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        events = [{"choices": [{"text": "x"}]} for _ in range(self.tokens)]
-        events.append({"choices": [], "usage": {"completion_tokens": self.tokens}})
-        for ev in events:
-            await asyncio.sleep(self.gap_s)
-            data = f"data: {json.dumps(ev)}\n\n".encode()
-            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            await writer.drain()
-        writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
-        await writer.drain()
-        writer.close()
+    @property
+    def bodies(self):
+        return [json.loads(x) for x in self.file.read_text().splitlines()]
 
 
-def test_issue22_item2_loadgen_measures_ttft_and_tpot_over_a_real_stream():
-    srv = _SseServer(tokens=5, gap_s=0.02)
+@pytest.fixture
+def sse(tmp_path):
+    servers = []
+
+    def make(**kw):
+        servers.append(_SseServer(tmp_path, **kw))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.proc.kill()
+        s.proc.wait()
+
+
+def test_issue22_item2_loadgen_measures_ttft_and_tpot_over_a_real_stream(sse):
+    srv = sse(tokens=5, gap_s=0.02)
     wl = workload.multi_turn(2, turns=2, system_len=16, user_len=4, answer_len=4, output_len=5)
     t = time.monotonic()
     reps = loadgen.measure_point(f"http://127.0.0.1:{srv.port}", "m", wl, rate=40, repeats=2, window_s=0.5,
@@ -129,10 +121,10 @@ def test_issue22_item2_loadgen_counts_refused_requests_as_failed():
     assert not capacity.judge(reps, SloTarget())
 
 
-def test_issue22_item2_bench_capacity_cli_writes_the_search_and_its_spread(tmp_path):
+def test_issue22_item2_bench_capacity_cli_writes_the_search_and_its_spread(tmp_path, sse):
     from r1deploy.cli import main
 
-    srv = _SseServer(tokens=4, gap_s=0.005)
+    srv = sse(tokens=4, gap_s=0.005)
     rc = main(["bench", "--capacity", "--no-warmup", "--base-url", f"http://127.0.0.1:{srv.port}", "--model", "m",
                "--release", "r1", "--out", str(tmp_path), "--start-rate", "20", "--max-points", "2",
                "--window-s", "0.3", "--lead-s", "0.1", "--slo-ttft-ms", "1000", "--slo-tpot-ms", "50",

@@ -14,8 +14,11 @@ import asyncio
 import json
 import random
 import ssl
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from r1deploy.observe.capacity import RepeatResult, SloTarget
@@ -130,6 +133,33 @@ async def stream(url: str, model: str, requests: list[Request], rate: float, see
     return samples
 
 
+def run_stream(url: str, model: str, requests: list[Request], rate: float, seed: int,
+               headers: dict[str, str] | None = None, ca_file: str | None = None,
+               stop_s: float = float("inf"), timeout_s: float = 600) -> list[Sample]:
+    """``stream`` in a process of its own: the caller may run an event loop already or have threads
+    patched (pyinfra imports gevent), and the sender's timing should not share a GIL with it."""
+    job = {"url": url, "model": model, "rate": rate, "seed": seed, "headers": headers or {}, "ca_file": ca_file,
+           "stop_s": stop_s if stop_s != float("inf") else None, "timeout_s": timeout_s,
+           "requests": [asdict(r) for r in requests]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(job, f)
+        f.flush()
+        done = subprocess.run([sys.executable, "-m", "r1deploy.observe.loadgen", f.name], capture_output=True,
+                              text=True, timeout=(stop_s if stop_s != float("inf") else 0) + timeout_s + 60)
+    if done.returncode:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    return [Sample(**x) for x in json.loads(done.stdout)]
+
+
+def _main(path: str) -> None:
+    with open(path) as f:
+        job = json.load(f)
+    reqs = [Request(**r) for r in job["requests"]]
+    samples = asyncio.run(stream(job["url"], job["model"], reqs, job["rate"], job["seed"], job["headers"],
+                                 job["ca_file"], job["timeout_s"], job["stop_s"] or float("inf")))
+    print(json.dumps([asdict(s) for s in samples]))
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("inf")
@@ -169,5 +199,9 @@ def measure_point(url: str, model: str, workload: Workload, rate: float, *, repe
     """One point: a stream long enough for the lead-in and every window, cut into repeats."""
     n = arrivals_needed(rate, repeats, window_s, lead_s)
     last = lead_s + repeats * window_s
-    samples = asyncio.run(stream(url, model, workload.take(n), rate, seed, headers, ca_file, stop_s=last))
+    samples = run_stream(url, model, workload.take(n), rate, seed, headers, ca_file, stop_s=last)
     return split_windows(samples, rate, lead_s, window_s, repeats, slo or SloTarget())
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
