@@ -82,10 +82,21 @@ def wait_health(proc: subprocess.Popen, limit_s: float) -> bool:
 def server_argv(config: str, ckpt: str, rendered: Path) -> tuple[list[str], dict[str, str], str]:
     env = parse_env_file((rendered / "vllm.env").read_text())  # the same env for all: cache dirs, no FlashInfer
     if config == "rendered":
+        # The unit reads its files where the vllm stage puts them (/etc/r1deploy/current -> the release).
+        current = Path("/etc/r1deploy/current")
+        current.parent.mkdir(parents=True, exist_ok=True)
+        if current.is_symlink() or current.exists():
+            current.unlink()
+        current.symlink_to(rendered)
+        for d in ("/var/lib/r1deploy", "/var/cache/r1deploy"):
+            Path(d).mkdir(parents=True, exist_ok=True)
         return [sys.executable, str(ROOT / "bench/h200/run_unit.py"), str(rendered / "r1-vllm.service")], env, \
             json.loads(re.search(r"^served-model-name: (.*)$", (rendered / "vllm.yaml").read_text(), re.M)[1])
+    # vLLM's defaults but the context: the model's 131,072 tokens do not fit a 32B's BF16 KV cache on
+    # an H100 (vLLM refuses to start: "estimated maximum model length is 40704"), so a hand-run server
+    # needs --max-model-len; it gets the plan's 32,768.
     argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", ckpt, "--load-format", "dummy",
-            "--port", "8000", "--served-model-name", config]
+            "--port", "8000", "--served-model-name", config, "--max-model-len", "32768"]
     if config == "fp8-flags":
         argv += ["--quantization", "fp8", "--kv-cache-dtype", "fp8"]
     return argv, env, config
