@@ -393,6 +393,9 @@ class PlanSection(_Section):
     gpus_per_node: int | None = Field(default=None, ge=1)
     nodes: int = Field(default=1, ge=1)
     target_concurrency: int | None = Field(default=None, ge=1)
+    # FP8 where the GPU has it: weights of BF16 models (vLLM's online --quantization fp8) and the
+    # KV cache where that raises the concurrency the SLO allows. Off: the plan only suggests it.
+    fp8: bool = False
     capex_usd: float | None = Field(default=None, ge=0)
     power_kw: float | None = Field(default=None, ge=0)
     power_usd_per_kwh: float | None = Field(default=None, ge=0)

@@ -42,6 +42,10 @@ def _plan(obs: dict, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("R1_H200_GPU_UTIL", str(obs["gpu_memory_utilization"]))
     monkeypatch.setenv("R1_H200_MAX_MODEL_LEN", str(obs["max_model_len"]))
     data = runpy.run_path(str(ROOT / "bench" / "h200" / "h200_node.py"))["h200"][0][1]
+    # These runs were rendered before the plan chose a batching budget (issue 22): vLLM ran with its
+    # H200 defaults, 8,192 batched tokens and 1,024 sequences, which size its activation peak.
+    data = {**data, "vllm_max_num_seqs": 1024,
+            "vllm_extra_args": {**data["vllm_extra_args"], "max-num-batched-tokens": 8192}}
     spec = spec_from_host_data("@local", data)
     return plan_for_spec(spec, gpu_name=obs["gpu"], gpu_count=obs["gpus_per_node"],
                          gpu_memory_mib=obs["gpu_memory_mib"])

@@ -113,6 +113,18 @@ def test_lab_group_and_multicast_off_configs_are_accepted(parsed):
     assert off["engine"]["fuse_allreduce_rms"] is False
 
 
+def test_issue22_r1_recipe_and_fp8_plans_reach_vllms_engine_args(parsed):
+    """Issue 22 item 3: MTP, EPLB, DBO and the all2all backend on R1 DP+EP; FP8 on the distill and 2×8×H100."""
+    r1 = parsed["gpu-h200-01"]["engine"]
+    assert "'method': 'mtp'" in str(r1["speculative_config"]) and r1["enable_eplb"] is True
+    assert r1["enable_dbo"] is True and r1["all2all_backend"] == "deepep_high_throughput"
+    assert "num_redundant_experts=8" in str(r1["eplb_config"]) or "'num_redundant_experts': 8" in str(r1["eplb_config"])
+    distill = parsed["gpu-h100-01"]["engine"]
+    assert (distill["quantization"], distill["kv_cache_dtype"]) == ("fp8", "fp8")
+    assert distill["max_num_batched_tokens"] and distill["max_num_seqs"]
+    assert parsed["gpu-h100-11"]["engine"]["kv_cache_dtype"] == "fp8"
+
+
 def test_a_key_vllm_does_not_know_fails(parsed):
     assert not parsed["typo"]["ok"]
 

@@ -30,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${R1_WHL_WORK:-/tmp/r1whl}
-PIECE=${R1_PIECE_MIB:-20}
+PIECE=${R1_PIECE_MIB:-10}  # 10 MiB pieces: three calls of <= 58 MiB each leave room for the ~4 MiB working tree
 mkdir -p "$W"/{stubs,all,sel,vllm}
 PL=()
 for p in manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1 manylinux_2_31 manylinux_2_34 \
@@ -127,7 +127,7 @@ folder, size, n = None, 0, 0
 for name in sorted(os.listdir(src), key=lambda s: (not s.startswith("deps"), s)):
     f = os.path.join(src, name)
     sz = os.path.getsize(f)
-    if folder is None or size + sz > 60 * 2**20:
+    if folder is None or size + sz > 58 * 2**20:
         n += 1
         folder, size = f".whl/p{n}", 0
         os.makedirs(folder, exist_ok=True)

@@ -231,6 +231,15 @@ bench_one() {  # $1 label; server must be up on :8000 serving $2 (served model n
     done
 }
 
+# SLO capacity (issue 22): R1_SLO_ARGS are bench/h200/slo.py's arguments (model, configs, start rates).
+stage_slo() {
+    local tag=${R1_SLO_TAG:-slo}
+    mkdir -p "$RES/slo"
+    log "slo: $tag: python3 bench/h200/slo.py ${R1_SLO_ARGS:-}"
+    # shellcheck disable=SC2086
+    python3 bench/h200/slo.py --out "$RES/slo/$tag" --budget "$(($(left) - 15))" ${R1_SLO_ARGS:-}
+}
+
 stage_bench() {
     local d="$RES/bench"
     mkdir -p "$d"

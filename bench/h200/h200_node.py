@@ -11,12 +11,16 @@ the R1 reasoning parser, NVLink multicast off (the device host is shared), the G
     r1deploy gpu-check --inventory bench/h200/h200_node.py --host @local
 
 Environment overrides (used by bench/h200/*.sh): R1_H200_MODEL (catalog repo id),
-R1_H200_MODEL_ROOT, R1_H200_MAX_MODEL_LEN, R1_H200_GPU_UTIL.
+R1_H200_MODEL_ROOT, R1_H200_MAX_MODEL_LEN, R1_H200_GPU_UTIL, R1_H200_FP8 (1: plan_fp8),
+R1_H200_SLO ("TTFT_MS,TPOT_MS", the monitor SLO the plan is sized for).
 """
 
 import os
 
 _model = os.environ.get("R1_H200_MODEL", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+# bench/h200/slo.py: the FP8 plan (plan_fp8) and the SLO it is sized for ("TTFT_MS,TPOT_MS").
+_fp8 = os.environ.get("R1_H200_FP8", "") == "1"
+_slo = [float(x) for x in os.environ.get("R1_H200_SLO", "2000,100").split(",")]
 
 h200 = [
     ("@local", {
@@ -39,6 +43,9 @@ h200 = [
         "vllm_env": {"VLLM_USE_FLASHINFER_SAMPLER": "0"},
         "vllm_startup_timeout_s": 600,
         "plan_gpu": "H200",
+        "plan_fp8": _fp8,
+        "monitor_slo_ttft_p99_s": _slo[0] / 1000,
+        "monitor_slo_tpot_p99_ms": _slo[1],
         "plan_gpus_per_node": 1,
         "gpu_expected_model": "H200",
         "gpu_expected_count": 1,

@@ -145,6 +145,8 @@ def _cmd(args: argparse.Namespace) -> int:
             require_observe("the plots", "matplotlib", instead="or pass --no-plots")
         _defaults_from_inventory(args)
         out = Path(args.out) / args.release
+        if args.capacity:
+            return _capacity(args, out)
         if args.from_results:
             runs = read_runs(Path(args.from_results).glob(args.glob))
         else:
@@ -185,6 +187,19 @@ def _cmd(args: argparse.Namespace) -> int:
     return 1 if failed or any(d.regression for d in deltas) else 0
 
 
+def _capacity(args: argparse.Namespace, out: Path) -> int:
+    from r1deploy.observe.capacity_cli import run
+
+    if args.repeats < MIN_REPEATS:
+        raise BenchError(f"--repeats {args.repeats}: at least {MIN_REPEATS}, so a noisy window shows as spread")
+    if not args.base_url or not args.model:
+        raise BenchError("--base-url and --model are required for --capacity")
+    result = run(args, out)
+    print(f"SLO capacity {result['capacity_req_s']:g} req/s (TTFT p99 <= {args.slo_ttft_ms:g} ms, TPOT p99 <= "
+          f"{args.slo_tpot_ms:g} ms, {args.workload}); bracket {result['bracket']}; {out / 'capacity.json'}")
+    return 0 if result["capacity_req_s"] else 1
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help="concurrency sweep with vllm bench serve; JSON + PNG per release; "
                                      "exit 1 on a regression against the previous release")
@@ -221,4 +236,7 @@ def register(sub) -> None:
     p.add_argument("--from-results", metavar="DIR", help="summarise saved vllm bench serve JSONs instead of running")
     p.add_argument("--glob", default="*.json", help="with --from-results: which files")
     p.add_argument("--no-plots", action="store_true")
+    from r1deploy.observe.capacity_cli import add_args
+
+    add_args(p)
     p.set_defaults(func=_cmd)

@@ -15,7 +15,6 @@ from r1deploy.planner.layout import (
     Evaluation,
     Request,
     _fits,
-    choose,
 )
 from r1deploy.planner.layout_rules import layout_problems
 from r1deploy.planner.memory import (
@@ -29,6 +28,7 @@ from r1deploy.planner.profiles import (
     Layout,
     ModelSpec,
 )
+from r1deploy.planner.recipe import Slo
 
 # --------------------------------------------------------------------------- the plan
 
@@ -118,8 +118,12 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          enable_expert_parallel: bool | None = None, prefer: str = "throughput", engine: EngineProfile = V1,
          cuda_graphs: bool = True, device: str = "cuda", cpu_kvcache_space_gib: float = 4.0,
          costs: dict[str, float | None] | None = None, overrides: dict[str, Any] | None = None,
-         target_concurrency: int | None = None, suggest: bool = True) -> Plan:
-    """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``."""
+         target_concurrency: int | None = None, suggest: bool = True, fp8: bool = False,
+         slo: Slo | None = None) -> Plan:
+    """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``.
+    ``fp8``: the operator's opt-in to FP8 weights/KV (plan_fp8); ``slo``: what the batching budget
+    and the FP8 KV choice are sized for (monitor_slo_*); without it vLLM's own batching defaults stand
+    (the agreement tables compare with vLLM runs at its defaults)."""
     _check_inputs(gpus_per_node=gpus_per_node, nodes=nodes, max_model_len=max_model_len,
                   tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                   data_parallel_size=data_parallel_size, target_concurrency=target_concurrency,
@@ -131,10 +135,11 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
     if device == "cpu":
         result = _plan_cpu(req)
     else:
+        from r1deploy.planner.speed import plan_for_speed
+
         fixed = _fixed_layout(req, tensor_parallel_size, pipeline_parallel_size, data_parallel_size,
                               enable_expert_parallel)
-        ev, context, why = choose(req, fixed)
-        result = _to_plan(req, ev, context, why)
+        result = plan_for_speed(req, fixed, fp8, slo or Slo(), batching=slo is not None)
     result.overrides = dict(overrides or {})
     if costs:
         result.cost = payback(**costs)

@@ -20,6 +20,7 @@ from r1deploy.planner.profiles import (
     V1,
     ModelSpec,
 )
+from r1deploy.planner.recipe import Slo
 
 # --------------------------------------------------------------------------- from a deployment spec
 
@@ -45,7 +46,8 @@ def plan_for_spec(spec: Any, gpu_name: str | None = None, gpu_count: int | None 
                   target_concurrency=spec.plan.target_concurrency,
                   kv_cache_dtype=v.kv_cache_dtype, quantization=spec.quant.scheme,
                   costs=costs if any(x is not None for x in costs.values()) else None,
-                  overrides=spec_overrides(spec))
+                  overrides=spec_overrides(spec), fp8=spec.plan.fp8,
+                  slo=Slo(spec.monitor.slo_ttft_p99_s, spec.monitor.slo_tpot_p99_ms))
     engine = replace(V1, max_num_seqs=v.max_num_seqs,
                      max_num_batched_tokens=v.extra_args.get("max-num-batched-tokens")
                      or v.extra_args.get("max_num_batched_tokens"))

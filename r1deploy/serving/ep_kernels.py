@@ -95,7 +95,7 @@ def all2all_args(spec: Any, plan: Any) -> dict[str, Any]:
     vllm_all2all_backend wins (rendered as an explicit key), and elsewhere, one node included,
     vLLM's default stands."""
     if spec.vllm.all2all_backend is None and has_deepep(kernels_for(spec, plan)) and plan.nodes > 1:
-        return {"all2all-backend": PLAN_BACKEND}
+        return {"all2all-backend": plan.engine_args().get("all2all-backend", PLAN_BACKEND)}
     return {}
 
 
@@ -112,7 +112,22 @@ def fallback_note(spec: Any, plan: Any) -> str | None:
 
 
 def plan_engine_args(spec: Any, plan: Any) -> dict[str, Any]:
-    return {**plan.engine_args(), **all2all_args(spec, plan)}
+    """The plan's args; its all-to-all backend only where all2all_args keeps it (DP + EP over
+    nodes with DeepEP installed), and dual-batch overlap only beside a DeepEP backend (vLLM's
+    DBO runs on DeepEP's all-to-all). What the operator set in vllm_extra_args stays."""
+    from r1deploy.planner.recipe import DEEPEP_KEYS
+
+    explicit = spec_explicit(spec)
+    args = {k: v for k, v in plan.engine_args().items() if k not in DEEPEP_KEYS or k in explicit}
+    args.update(all2all_args(spec, plan))
+    if args.get("all2all-backend") in DEEPEP_BACKENDS or spec.vllm.all2all_backend in DEEPEP_BACKENDS:
+        args.update({k: v for k, v in plan.engine_args().items() if k in DEEPEP_KEYS and k != "all2all-backend"})
+    return args
+
+
+def spec_explicit(spec: Any) -> set[str]:
+    """Engine keys the operator set in vllm_extra_args (kept whatever the plan says)."""
+    return set(spec.vllm.extra_args)
 
 
 def import_check(venv: str, requirements: list[str]) -> str:
