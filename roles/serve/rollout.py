@@ -142,10 +142,7 @@ def ensure_another_serves(spec: Spec, gateways: list, url: str) -> None:
     if spec.rollout.allow_outage:
         return
     for gw, admin in gateways:
-        try:
-            listed = listed_workers(gw, admin)
-        except RouterUnreachable as exc:  # a drain failure (item 3): nothing was touched yet
-            raise PhaseFailed("drain", f"cannot take {url} out of rotation, so it is not stopped: {exc}") from exc
+        listed = listed_workers(gw, admin)
         others = sorted(listed - {url}) if url in listed else []
         why = core.another_serves(url, listed, worker_health(gw, others), gw.name, spec.model.name)
         if why:
@@ -311,7 +308,11 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
     """`now`: where the running engine serves, when not at `url` (a changed vllm_port/vllm_host_ip):
     that URL is the one routers list, and the one whose requests the drain waits on."""
     if gateways:
-        ensure_another_serves(spec, gateways, now.url if now else url)  # the URL routers list now
+        try:
+            ensure_another_serves(spec, gateways, now.url if now else url)  # the URL routers list now
+        except RouterUnreachable as exc:  # item 3: a failed drain, before anything was touched
+            with _Timer(record, "drain"):
+                raise RouterUnreachable(f"cannot take {url} out of rotation, so it is not stopped: {exc}") from exc
         with _Timer(record, "drain") as t:
             notes = drain_from(gateways, now.url, (url,)) if now else drain_from(gateways, url)
             drained = wait_drained(now.engine if now else _engine(spec), drain_s, shutdown_s=spec.rollout.shutdown_timeout_s)
