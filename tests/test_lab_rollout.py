@@ -33,8 +33,9 @@ from labharness import (
     under_load,
 )
 
-pytestmark = pytest.mark.lab  # in CI's `make test`: about 40 minutes on 2 cores (the lab's hosts
-# each get an equal share of the CPU, lab/cpu.py; a node's turn under load is ~2.5 min, ~35 s idle)
+pytestmark = pytest.mark.lab  # in CI's `make test` (the lab's hosts each get an equal share of the
+# CPU, lab/cpu.py, and run their engine in one process: a node's turn under load ~45 s, a 3-node
+# rolling change ~2.5 min; bench/results/ci-time.md)
 # Load: tests/labharness.py under_load (RATE requests per second through the edge, mixed).
 
 
