@@ -240,3 +240,22 @@ class World:
         stack.enter_context(ctx_inventory.use(self.inventory))
         stack.enter_context(ctx_host.use(self.inventory.get_host(name)))
         return stack
+
+
+class Clock:
+    """Monotonic time that moves only when the code under test sleeps: waits end at once, deadlines
+    still hold (monkeypatched over a module's `time`)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def time(self):
+        import time
+
+        return time.time()

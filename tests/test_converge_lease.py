@@ -16,6 +16,7 @@ import pytest
 
 from r1deploy.fleet import lease as core
 from roles import _lease
+from tests.fleetsim import Clock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,16 +55,6 @@ def gateway(tmp_path, monkeypatch):
 def other_run(path: str, pid: int, controller="elsewhere", token="t-other") -> None:
     subprocess.run(["bash", "-c", core.acquire_command(controller, "alice", pid, token, path)], check=True)
 
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def test_a_second_run_waits_then_refuses_naming_the_holder_issue_21_item_6(gateway, monkeypatch):

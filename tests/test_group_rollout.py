@@ -4,7 +4,6 @@ in which order members stop and start, what a failure rolls back and how it is n
 
 import json
 import sys
-import time as real_time
 
 import pytest
 from pyinfra.api import OperationError
@@ -14,7 +13,7 @@ from r1deploy.fleet.groups import serving_groups
 from r1deploy.spec import validate_inventory
 from roles.serve import group_turn
 from roles.serve.rollout import ROLLOUT
-from tests.fleetsim import SimGateway, SimNode, World
+from tests.fleetsim import Clock, SimGateway, SimNode, World
 
 R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",
       "plan_gpu": "H100 SXM", "plan_gpus_per_node": 8, "plan_nodes": 2, "vllm_startup_timeout_s": 60,
@@ -22,21 +21,6 @@ R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d2
 IPS = {"gpu-01.example": "127.0.0.11", "gpu-02.example": "127.0.0.12"}
 HEAD_URL, SINGLE_URL = "http://127.0.0.11:8000", "http://127.0.0.13:8000"
 
-
-class Clock:
-    """Monotonic time that moves only when the rollout sleeps: waits end at once, deadlines still hold."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-    def time(self):
-        return real_time.time()
 
 
 @pytest.fixture

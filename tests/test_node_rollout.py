@@ -4,7 +4,6 @@ refused before a stop, which URL is drained, what a drain that runs out says, wh
 
 import json
 import sys
-import time as real_time
 
 import pytest
 from pyinfra.api import OperationError
@@ -15,7 +14,7 @@ from r1deploy.spec import spec_from_host_data
 from roles.serve import release
 from roles.serve.facts import EngineRelease
 from roles.serve.rollout import ROLLOUT
-from tests.fleetsim import SimGateway, SimNode, World
+from tests.fleetsim import Clock, SimGateway, SimNode, World
 
 rollout = sys.modules["roles.serve.rollout"]  # (the name roles.serve.rollout is a function there)
 
@@ -24,21 +23,6 @@ TINY = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revis
 URL, OTHER = "http://127.0.0.11:8000", "http://127.0.0.12:8000"
 ADMIN = [("gw.example", "http://127.0.0.1:8081")]
 
-
-class Clock:
-    """Monotonic time that moves only when the rollout sleeps: waits end at once, deadlines still hold."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-    def time(self):
-        return real_time.time()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ nobody. A lone replica is refused; a failed gate stops the rollout with the node
 """
 
 import sys
-import time as real_time
 
 from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
@@ -17,28 +16,13 @@ from pyinfra.context import ctx_inventory, ctx_state
 from roles.gpu_host import drain, ops
 from roles.gpu_host.versions import Want
 from roles.serve.rollout import ROLLOUT
-from tests.fleetsim import SimGateway, SimNode, World
+from tests.fleetsim import Clock, SimGateway, SimNode, World
 
 MODEL = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40,
          "vllm_startup_timeout_s": 60, "rollout_drain_timeout_s": 5}
 IPS = {"gpu-1": "127.0.0.21", "gpu-2": "127.0.0.22"}
 URLS = {name: f"http://{ip}:8000" for name, ip in IPS.items()}
 
-
-class Clock:
-    """Time moves only when the turn sleeps: waits end at once, deadlines still hold."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-    def time(self):
-        return real_time.time()
 
 
 def fleet(monkeypatch, tmp_path, nodes=("gpu-1", "gpu-2"), **data):
