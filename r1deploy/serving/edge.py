@@ -68,24 +68,24 @@ def resolve(ref: str, what: str) -> str:
     return value
 
 
+def _key_ref(spec: Spec, prefix: str) -> str | None:
+    """The key named by vllm_<prefix>_env or vllm_<prefix>_file (env first); None when neither is set."""
+    env, path = getattr(spec.vllm, f"{prefix}_env"), getattr(spec.vllm, f"{prefix}_file")
+    if env:
+        return resolve(f"env:{env}", f"vllm_{prefix}_env")
+    if path:
+        return resolve(f"file:{path}", f"vllm_{prefix}_file")
+    return None
+
+
 def vllm_api_key(spec: Spec) -> str | None:
     """The key every node's vLLM requires; None when the spec names none."""
-    v = spec.vllm
-    if v.api_key_env:
-        return resolve(f"env:{v.api_key_env}", "vllm_api_key_env")
-    if v.api_key_file:
-        return resolve(f"file:{v.api_key_file}", "vllm_api_key_file")
-    return None
+    return _key_ref(spec, "api_key")
 
 
 def vllm_api_key_previous(spec: Spec) -> str | None:
     """The key a rotation retires (issue 21 item 2): nodes accept it too while it is set."""
-    v = spec.vllm
-    if v.api_key_previous_env:
-        return resolve(f"env:{v.api_key_previous_env}", "vllm_api_key_previous_env")
-    if v.api_key_previous_file:
-        return resolve(f"file:{v.api_key_previous_file}", "vllm_api_key_previous_file")
-    return None
+    return _key_ref(spec, "api_key_previous")
 
 
 def client_keys(spec: Spec) -> dict[str, str]:
