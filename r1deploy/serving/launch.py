@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1deploy.fleet.groups import Member, ServingGroup
 from r1deploy.planner.launch import MULTI_NODE, Launch, choose_launch, layout_of
+from r1deploy.serving.group import Member, ServingGroup
 from r1deploy.spec import Spec
 
 

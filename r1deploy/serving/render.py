@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from r1deploy.fleet.groups import ServingGroup
+from r1deploy.serving.group import ServingGroup
 from r1deploy.serving.launch import Launch, group_engine_args, group_env, multi_gpu_args
 from r1deploy.spec import Spec
 
