@@ -131,8 +131,8 @@ def _prometheus_url(inventory: str | None) -> str:
     if not inventory:
         return "http://localhost:9090"
     from r1deploy.fleet.inventory import load_host_data
+    from r1deploy.fleet.validate import validate_inventory
     from r1deploy.observe.monitor import FleetHost, monitor_host
-    from r1deploy.spec import validate_inventory
 
     rows = load_host_data(inventory)
     specs = validate_inventory(rows)
