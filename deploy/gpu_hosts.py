@@ -9,7 +9,7 @@ a node with gpu_manage left on; the inventory is validated before any operation 
 
 from pyinfra import inventory
 
-from r1deploy.spec import validate_inventory
+from r1deploy.fleet.validate import validate_inventory
 from roles._spec import host_spec
 from roles.gpu_host import gpu_host
 from roles.preflight import preflight

@@ -11,7 +11,8 @@ before the first operation of the first host, so a bad inventory touches no host
 from pyinfra import host, inventory
 from pyinfra.api import DeployError
 
-from r1deploy.spec import SpecError, validate_inventory
+from r1deploy.fleet.validate import validate_inventory
+from r1deploy.spec import SpecError
 from roles._lease import hold, let_go, my_gateways
 from roles._spec import host_spec
 from roles.base import base

@@ -10,15 +10,15 @@ import sys
 COMMANDS = [
     "r1deploy.fleet.inventory",
     "r1deploy.mirror",
-    "r1deploy.serving.render",
+    "r1deploy.commands.render",
     "r1deploy.serving.smoke",
     "r1deploy.drift.runs",
     "r1deploy.gpu.gate",
-    "r1deploy.planner.cli",
+    "r1deploy.commands.plan",
     "r1deploy.fleet.rollback",
     "r1deploy.fleet.hostkeys",
-    "r1deploy.observe.dashboard",
-    "r1deploy.observe.bench_cli",
+    "r1deploy.commands.dashboard",
+    "r1deploy.commands.bench",
 ]
 
 

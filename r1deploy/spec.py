@@ -554,21 +554,3 @@ def spec_from_host_data(host: str, data: Mapping[str, Any]) -> Spec:
     if errors:
         raise SpecError(errors) from None
     return spec
-
-
-def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Spec]:
-    """Validate every host; raise one SpecError naming all bad hosts and fields."""
-    specs: dict[str, Spec] = {}
-    errors: list[FieldError] = []
-    for name, data in hosts:
-        try:
-            specs[name] = spec_from_host_data(name, data)
-        except SpecError as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise SpecError(errors)
-    from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
-
-    if errors := group_errors(specs):
-        raise SpecError(errors)
-    return specs

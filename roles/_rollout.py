@@ -14,7 +14,12 @@ from pyinfra import host
 from pyinfra.api import OperationError, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 
+from r1deploy.serving.render import ROUTER_SERVICE
+
 _changes: dict[str, list] = defaultdict(list)
+# Nodes drained for a driver reboot (roles/gpu_host/drain.py) and not put back by it (not serving
+# before): the serve stage's turn proves and rejoins them.
+DRAINED: set[str] = set()
 
 
 def track(*ops):
@@ -54,3 +59,10 @@ def remote(command: str, what: str, sudo_user: str | None = None, target=None) -
         err = "\n".join(getattr(output, "stderr_lines", []))
         raise OperationError(f"{what} failed on {target.name}:\n{text}\n{err}".strip())
     return text
+
+
+def wait_router(admin: str, timeout_s: int) -> None:
+    """The router answers /health once its workers do (it waits for them at start)."""
+    remote(f"for i in $(seq {timeout_s}); do curl -fsS -m 2 {admin}/health >/dev/null "
+           f"&& exit 0; sleep 1; done; journalctl -u {ROUTER_SERVICE} -n 20 --no-pager -o cat; exit 1",
+           "gateway health")

@@ -99,3 +99,10 @@ def announced_rotation(key: str, previous: str | None) -> None:
                           "is not vllm_api_key_previous_*: restarted nodes would refuse what nginx sends until the "
                           "gateway stage. Set vllm_api_key_previous_file (or _env) to the key being retired and "
                           "converge (nodes accept both, nginx moves once all do); then remove it and converge again")
+
+
+def key_args(spec) -> list[str]:
+    """The agent reads the nodes' key from the root-only header file: a path in argv, not the key."""
+    from r1deploy.serving.edge import AUTH_HEADER
+
+    return ["--api-key-file", AUTH_HEADER] if spec.vllm.api_key_env or spec.vllm.api_key_file else []

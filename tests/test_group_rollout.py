@@ -10,7 +10,7 @@ from pyinfra.api import OperationError
 
 from r1deploy.fleet import rollout as core
 from r1deploy.fleet.groups import serving_groups
-from r1deploy.spec import validate_inventory
+from r1deploy.fleet.validate import validate_inventory
 from roles.serve import group_turn
 from roles.serve.rollout import ROLLOUT
 from tests.fleetsim import Clock, SimGateway, SimNode, World

@@ -5,8 +5,9 @@ import pytest
 from r1deploy.drift.groups import group_findings, member_tag
 from r1deploy.drift.runs import Finding
 from r1deploy.fleet.groups import gateway_targets, group_health, rollout_units, serving_groups
-from r1deploy.serving.launch import DATA_PARALLEL, MULTI_NODE, choose_launch
-from r1deploy.spec import SpecError, validate_inventory
+from r1deploy.fleet.validate import validate_inventory
+from r1deploy.planner.launch import DATA_PARALLEL, MULTI_NODE, choose_launch
+from r1deploy.spec import SpecError
 
 R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",
       "plan_gpu": "H100 SXM", "plan_gpus_per_node": 8, "plan_nodes": 2,

@@ -1,6 +1,7 @@
 import pytest
 
-from r1deploy.spec import SpecError, spec_from_host_data, validate_inventory
+from r1deploy.fleet.validate import validate_inventory
+from r1deploy.spec import SpecError, spec_from_host_data
 
 GOOD = {
     "model_repo_id": "deepseek-ai/DeepSeek-R1",

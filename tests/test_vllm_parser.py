@@ -15,8 +15,8 @@ import pytest
 from test_render import GOLDEN, render_prod
 
 from r1deploy.fleet.groups import serving_groups
+from r1deploy.fleet.validate import validate_inventory
 from r1deploy.serving.render import CONFIG_DIR, SERVICE, render_node
-from r1deploy.spec import validate_inventory
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parent.parent

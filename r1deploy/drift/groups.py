@@ -4,7 +4,8 @@ the member that is down. Pure (reads Findings); `r1deploy drift` adds these rows
 from __future__ import annotations
 
 from r1deploy.drift.runs import Finding
-from r1deploy.fleet.groups import Member, ServingGroup, group_health
+from r1deploy.fleet.groups import group_health
+from r1deploy.serving.group import Member, ServingGroup
 
 
 def member_tag(group: ServingGroup, host: str) -> str:

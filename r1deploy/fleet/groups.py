@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from r1deploy.serving.group import Member, ServingGroup
 from r1deploy.spec import FieldError, Spec
 
 # What every member must agree on, as (inventory key, how to read it from a spec).
@@ -30,39 +31,6 @@ _SAME = [
     ("fleet_group_master_port", lambda s: s.fleet.group_master_port),
     ("fleet_group_dp_rpc_port", lambda s: s.fleet.group_dp_rpc_port),
 ]
-
-
-@dataclass(frozen=True)
-class Member:
-    host: str
-    rank: int  # node rank: 0 is the head
-    ip: str | None  # the member's fleet address (vllm_host_ip)
-
-    @property
-    def role(self) -> str:
-        return "head" if self.rank == 0 else f"worker rank {self.rank}"
-
-
-@dataclass(frozen=True)
-class ServingGroup:
-    name: str
-    head: str
-    members: tuple[Member, ...]  # ordered by rank
-
-    @property
-    def size(self) -> int:
-        return len(self.members)
-
-    @property
-    def hosts(self) -> list[str]:
-        return [m.host for m in self.members]
-
-    @property
-    def head_ip(self) -> str | None:
-        return self.members[0].ip
-
-    def member(self, host: str) -> Member:
-        return next(m for m in self.members if m.host == host)
 
 
 def serving_groups(specs: Mapping[str, Spec]) -> dict[str, ServingGroup]:

@@ -296,6 +296,24 @@ CROSS_HOST_RULES = (port_problems, machine_problems, address_problems, gateway_p
 # --------------------------------------------------------------------------- the whole inventory
 
 
+def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Spec]:
+    """Validate every host; raise one SpecError naming all bad hosts and fields."""
+    specs: dict[str, Spec] = {}
+    errors: list[FieldError] = []
+    for name, data in hosts:
+        try:
+            specs[name] = spec_from_host_data(name, data)
+        except SpecError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise SpecError(errors)
+    from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
+
+    if errors := group_errors(specs):
+        raise SpecError(errors)
+    return specs
+
+
 def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | None = None,
                    check_secrets: bool = True) -> dict[str, Spec]:
     """Every host's spec and every fleet rule; one SpecError listing all problems, or the specs."""

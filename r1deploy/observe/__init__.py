@@ -1,6 +1,7 @@
 """Watching the fleet: what Prometheus scrapes and pages on (monitor.py), the Grafana dashboard
 (dashboard.py), `r1deploy bench` sweeps, their results and plots (bench_cli.py, bench.py,
-bench_plot.py), and the operator's progress lines (progress.py)."""
+bench_plot.py), and the operator's progress lines (progress.py). The commands that load an
+inventory for them live in r1deploy/commands/."""
 
 from __future__ import annotations
 

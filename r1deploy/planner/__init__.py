@@ -15,8 +15,8 @@ Entry points: ``plan()`` (pure), ``plan_for_spec()`` (a host's Spec plus real GP
 ``Plan.engine_args()`` / ``Plan.engine_env()`` for rendering the vLLM config.
 
 Also in this room: the model/GPU catalog (catalog.py), the hardware and layout rules the fleet
-check shares (hardware.py, layout_rules.py), `r1deploy plan` (cli.py) and the agreement with
-vLLM's own KV-cache figures (agreement.py).
+check shares (hardware.py, layout_rules.py), how a layout launches over nodes (launch.py) and the
+agreement with vLLM's own KV-cache figures (agreement.py). `r1deploy plan` is r1deploy/commands/plan.py.
 """
 
 from r1deploy.planner.advice import (  # noqa: F401

@@ -226,7 +226,7 @@ def _launch(req: Request, layout: Layout):
     """vLLM's multi-node launch for a layout over several nodes (None on one node)."""
     if req.nodes == 1:
         return None
-    from r1deploy.serving.launch import choose_launch
+    from r1deploy.planner.launch import choose_launch
 
     args = {"tensor-parallel-size": layout.tp, "pipeline-parallel-size": layout.pp,
             "data-parallel-size": layout.dp, "enable-expert-parallel": layout.ep}

@@ -17,45 +17,11 @@ by vLLM 0.32's own parser in tests/test_vllm_parser.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from r1deploy.fleet.groups import Member, ServingGroup
+from r1deploy.planner.launch import MULTI_NODE, Launch, choose_launch, layout_of
+from r1deploy.serving.group import Member, ServingGroup
 from r1deploy.spec import Spec
-
-MULTI_NODE = "multi-node"
-DATA_PARALLEL = "data-parallel"
-
-
-@dataclass(frozen=True)
-class Launch:
-    mode: str
-    why: str
-
-
-def layout_of(args: dict[str, Any]) -> tuple[int, int, int]:
-    return (int(args.get("tensor-parallel-size") or 1), int(args.get("pipeline-parallel-size") or 1),
-            int(args.get("data-parallel-size") or 1))
-
-
-def choose_launch(args: dict[str, Any], gpus_per_node: int, nodes: int) -> Launch:
-    """How vLLM starts this layout over ``nodes`` members of ``gpus_per_node`` devices each."""
-    tp, pp, dp = layout_of(args)
-    world, total = tp * pp, gpus_per_node * nodes
-    shape = f"TP{tp} × PP{pp} × DP{dp}"
-    if dp == 1 and world == total:
-        # vLLM fills ranks TP-first: a node holds whole TP groups when TP fits in it.
-        split = ("tensor parallel inside a node, pipeline stages across nodes" if tp <= gpus_per_node
-                 else f"tensor parallel across nodes ({gpus_per_node} of TP{tp} per node)")
-        return Launch(MULTI_NODE, f"{shape}: one replica over {nodes} nodes; vLLM's multi-node mode "
-                      f"(--nnodes {nodes}, ranks 1.. headless), {split} (NCCL; Gloo on CPU)")
-    if dp > 1 and world * dp == total and gpus_per_node % world == 0:
-        return Launch(DATA_PARALLEL, f"{shape}: {gpus_per_node // world} DP rank(s) per node over {nodes} "
-                      "nodes; vLLM's multi-node data parallel (the head serves the API and balances, "
-                      "workers headless)" + ("; experts sharded over all DP ranks" if args.get(
-                          "enable-expert-parallel") else ""))
-    raise ValueError(f"layout {shape} does not split over {nodes} node(s) of {gpus_per_node} GPU(s): "
-                     f"TP × PP × DP must be {total} with whole replicas or whole DP ranks per node")
 
 
 def group_engine_args(spec: Spec, args: dict[str, Any], group: ServingGroup, member: Member,

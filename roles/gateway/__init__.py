@@ -82,13 +82,6 @@ def _reconcile(admin: str, workers: list[str], wait_s: int) -> None:
             host.log(f"rotation: added {url}")
 
 
-def wait_router(admin: str, timeout_s: int) -> None:
-    """The router answers /health once its workers do (it waits for them at start)."""
-    remote(f"for i in $(seq {timeout_s}); do curl -fsS -m 2 {admin}/health >/dev/null "
-           f"&& exit 0; sleep 1; done; journalctl -u {ROUTER_SERVICE} -n 20 --no-pager -o cat; exit 1",
-           "gateway health")
-
-
 @deploy("Gateway")
 def gateway() -> None:
     spec = host_spec()

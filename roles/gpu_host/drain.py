@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from pyinfra.api import FunctionCommand, OperationError
 from pyinfra.context import ctx_host
 
-# Nodes drained for a reboot and not put back by it (not serving before): the serve stage's
-# turn proves and rejoins them.
-DRAINED: set[str] = set()
+from roles._rollout import DRAINED
+
 # Per host, what its turn found before the reboot: {"gateways", "url", "serving", "head"}.
 _TURNS: dict[str, dict] = {}
 

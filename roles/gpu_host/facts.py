@@ -16,24 +16,7 @@ from r1deploy.gpu import allreduce, amd, dpkg
 from r1deploy.gpu import health as gpu_health
 from r1deploy.gpu import nvidia as gpu
 from r1deploy.gpu import vendor as gpu_vendor
-
-
-def _text(output: list[str]) -> str:
-    return "\n".join(output) + "\n"
-
-
-class Gpus(FactBase):
-    """nvidia-smi --query-gpu: a GpuInventory (status ok | no-gpu | no-driver | smi-failed)."""
-
-    def command(self) -> str:
-        return gpu.PROBES["query_gpu"][1]
-
-    @staticmethod
-    def default():
-        return gpu.GpuInventory("no-driver", detail="no output")
-
-    def process(self, output):
-        return gpu.parse_query_gpu(_text(output))
+from roles._gpus import Gpus, _text  # noqa: F401 (Gpus: one of this stage's facts, kept below it for roles/_plan.py)
 
 
 class LoadedDriver(FactBase):

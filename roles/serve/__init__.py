@@ -123,7 +123,7 @@ def _restart_wanted(turn: dict) -> bool:
 
 
 def _wanted(turn: dict) -> bool:
-    from roles.gpu_host.drain import DRAINED  # drained for a driver reboot earlier in this run
+    from roles._rollout import DRAINED  # drained for a driver reboot earlier in this run
 
     return _restart_wanted(turn) or core.needs_rejoin(turn["state"]) or host.name in DRAINED
 

@@ -19,7 +19,7 @@ from pyinfra.api import OperationError
 
 from r1deploy.fleet import groups as grp
 from r1deploy.fleet import rollout as core
-from r1deploy.fleet.groups import ServingGroup
+from r1deploy.serving.group import ServingGroup
 from r1deploy.serving.render import CONFIG_DIR, SERVICE
 from r1deploy.spec import Spec
 from roles._fleet import connected

@@ -17,11 +17,12 @@ from pyinfra import host
 from pyinfra.api import OperationError
 
 from r1deploy.fleet import rollout as core
-from r1deploy.serving.edge import AUTH_HEADER, curl_auth, engine_local_url
+from r1deploy.serving.edge import curl_auth, engine_local_url
 from r1deploy.serving.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv
 from r1deploy.spec import Spec
 from roles._fleet import address, connected
 from roles._rollout import remote
+from roles._secret import key_args
 from roles.serve.release import activate, before_in_history, complete, keep_previous, pointers
 
 ROUTER_UNIT = f"/etc/systemd/system/{ROUTER_SERVICE}"
@@ -254,11 +255,6 @@ def _agent(spec: Spec, module: str, args: list[str]) -> tuple[bool, dict]:
         return ok, json.loads(out[start:out.rfind("}") + 1]) if start >= 0 else {}
     except ValueError:
         return False, {"error": out[-500:]}
-
-
-def key_args(spec: Spec) -> list[str]:
-    """The agent reads the nodes' key from the root-only header file: a path in argv, not the key."""
-    return ["--api-key-file", AUTH_HEADER] if spec.vllm.api_key_env or spec.vllm.api_key_file else []
 
 
 def warm_up(spec: Spec) -> str:

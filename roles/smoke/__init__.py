@@ -18,16 +18,14 @@ from r1deploy.fleet.rollout import startup_timeout_s
 from r1deploy.serving.edge import router_admin
 from r1deploy.serving.render import agent_venv
 from r1deploy.serving.smoke import NodeReport, table
-from roles._rollout import host_changed, remote
+from roles._rollout import host_changed, remote, wait_router
+from roles._secret import key_args
 from roles._spec import host_spec
-from roles.gateway import wait_router
 
 
 def run_smoke(spec, url: str) -> tuple[bool, dict]:
     """Real completions from the host itself through the agent; the JSON report lands on the
     controller as reports/smoke-<host>.json."""
-    from roles.serve.rollout import key_args
-
     venv = agent_venv(spec)
     argv = [f"{venv}/bin/python", "-m", "r1deploy.serving.smoke", f"{host.name}={url}", "--model", spec.model.name,
             "--max-tokens", str(spec.smoke.max_tokens), "--prompt", spec.smoke.prompt,
