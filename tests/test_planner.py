@@ -330,3 +330,15 @@ def test_an_impossible_layout_never_fits():
     for data, why in cases:
         p = plan_for_spec(spec_from_host_data("n1", {**BASE, **data}))
         assert not p.fits and any(r.startswith("does not run: ") and why in r for r in p.reasons), p.reasons
+
+
+def test_the_inventory_plan_shows_the_engine_args_the_serve_stage_renders(capsys):
+    """`plan --inventory` prints what the node will run: the recipe's DeepEP-only flags (all2all backend,
+    dual-batch overlap) are dropped where DeepEP is not installed, with the plan's note saying why."""
+    from r1deploy.cli import main
+
+    main(["plan", "--inventory", "inventories/prod.py"])
+    block = capsys.readouterr().out.split("== gpu-h200-01 ==")[1].split("\n== ")[0]
+    engine = next(line for line in block.splitlines() if line.startswith("engine args:"))
+    assert "--enable-eplb" in engine and "--all2all-backend" not in engine and "--enable-dbo" not in engine
+    assert "DP + EP without DeepEP" in block

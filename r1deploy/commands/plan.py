@@ -111,7 +111,20 @@ def _inventory_plans(path: str, config: str | None, bench: str | None = None) ->
         raise KeyError(f"{exc.args[0]}; pass --config path/to/config.json for it") from None
     for name in served:
         plans[name].reasons.append(why)
+    for name, spec in nodes.items():  # what the serve stage renders, not the plan's wish list
+        _as_rendered(spec, plans[name])
     return plans
+
+
+def _as_rendered(spec, p: Plan) -> None:
+    """The engine args as the serve stage renders them (DeepEP's all-to-all and DBO only where DeepEP
+    is installed and DP + EP spans nodes), and the plan's note where it falls back."""
+    from r1deploy.serving import ep_kernels as ep
+
+    p.rendered_engine_args = ep.plan_engine_args(spec, p)
+    note = ep.fallback_note(spec, p)
+    if note:
+        p.reasons.append(note)
 
 
 def _measured_share(nodes: dict, bench: str | None):
@@ -174,7 +187,8 @@ def render_table(p: Plan, title: str | None = None) -> str:
     lines += ["why:"] + [f"  - {r}" for r in p.reasons]
     if p.suggestions:
         lines += ["instead:"] + [f"  - {s}" for s in p.suggestions]
-    lines.append("engine args: " + " ".join(_flag(k, v) for k, v in p.engine_args().items()))
+    args = p.rendered_engine_args if p.rendered_engine_args is not None else p.engine_args()
+    lines.append("engine args: " + " ".join(_flag(k, v) for k, v in args.items()))
     return "\n".join(lines) + "\n"
 
 

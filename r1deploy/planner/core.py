@@ -66,11 +66,15 @@ class Plan:
     recommended_args: dict[str, Any] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    # What the serve stage renders of engine_args() where it drops kernels the host lacks (set by the
+    # inventory's plan command, r1deploy/commands/plan.py); None: engine_args() as it is.
+    rendered_engine_args: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("overrides")
-        data["engine_args"] = self.engine_args()
+        data.pop("rendered_engine_args")
+        data["engine_args"] = self.engine_args() if self.rendered_engine_args is None else self.rendered_engine_args
         data["engine_env"] = self.engine_env()
         return data
 
