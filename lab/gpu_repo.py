@@ -250,7 +250,10 @@ def _keyring(distro: str, url: str, key: bytes) -> Stub:
 def _system_stubs(kernel_release: str) -> list[Stub]:
     # The lab's containers run the machine's kernel, for which no distribution ships headers.
     return [Stub(f"linux-headers-{kernel_release}", "0.sim-1", {f"/usr/src/linux-headers-{kernel_release}/SIMULATION": (LABEL + "\n", 0o644)}, arch="all"),
-            Stub("dkms", "0.sim-1", {"/usr/share/doc/dkms/SIMULATION": (LABEL + "\n", 0o644)}, arch="all")]
+            Stub("dkms", "0.sim-1", {"/usr/share/doc/dkms/SIMULATION": (LABEL + "\n", 0o644)}, arch="all"),
+            # For hosts with no Debian mirror (the chroot test): the role installs pciutils for lspci;
+            # where Debian's is reachable its higher version wins. Probes read the simulation's listing.
+            Stub("pciutils", "0.sim-1", {"/usr/share/doc/pciutils/SIMULATION": (LABEL + "\n", 0o644)}, arch="all")]
 
 
 def named_stubs(contents: Contents, distro: str, recordings: Path = RECORDINGS) -> list[Stub]:

@@ -90,7 +90,9 @@ PROBES: dict[str, tuple[str, str]] = {
 
 _SIMULATED = {
     "proc_version": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_PROC_VERSION} 2>/dev/null; }} || ",
-    "nvswitch": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_NVSWITCH} 2>/dev/null; }}; ",
+    # The simulation's listing stands alone (empty: a PCIe host): a lab host has no PCI devices of
+    # its own, and the real probe would add "no PCI listing" (could not check) to it.
+    "nvswitch": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_NVSWITCH} 2>/dev/null; }} || ",
     "kernel_log": f"{{ [ -f {SIM_SWITCH} ] && cat {SIM_KERNEL_LOG} 2>/dev/null; }}; ",
 }
 
