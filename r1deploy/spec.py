@@ -440,6 +440,9 @@ class DriftSection(_Section):
     # The timer: a pinned checkout of this repository on the ops host, run by its own user and key.
     inventory: str = "inventories/prod.py"  # the fleet inventory, relative to the checkout
     on_calendar: str = "*:0/15"
+    # systemd spreads the timer's start by up to this many seconds (a fleet of ops hosts does not
+    # check at the same second); the lab's timer test sets 0 with a calendar of seconds.
+    randomized_delay_s: int = Field(default=30, ge=0)
     user: str = "r1drift"
     root: str = "/opt/r1deploy-drift"
     commit: str | None = None  # None: the controller checkout's HEAD

@@ -29,17 +29,20 @@ def satisfies(installed: str | None, wanted: str | None) -> bool:
 
 
 class VenvPackages(FactBase):
-    """{canonical name: version} installed in a virtualenv; {} when it does not exist yet."""
+    """{canonical name: version} installed in a virtualenv; {} when it does not exist yet.
+
+    Read from the `*.dist-info` directory names (`torch-2.13.0+cpu.dist-info`), the record pip
+    itself keeps: `pip freeze` says the same but starts pip, ~2 s of CPU per venv per converge."""
 
     def command(self, venv):
-        return f"if [ -x {venv}/bin/pip ]; then {venv}/bin/pip freeze --all --disable-pip-version-check; fi"
+        return f"ls -d {venv}/lib/python3*/site-packages/*.dist-info 2>/dev/null || true"
 
     def process(self, output):
         found = {}
         for line in output:
-            if "==" in line:
-                name, version = split_pin(line)
-                found[name] = version
+            name, sep, version = line.strip().rsplit("/", 1)[-1].removesuffix(".dist-info").partition("-")
+            if sep and version:
+                found[canonical(name)] = version
         return found
 
 

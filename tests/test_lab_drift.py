@@ -199,7 +199,7 @@ def test_the_last_runs_are_kept_with_latest(lab, reports):
 OPS_INVENTORY = """
 ops = [("{name}", {{"ssh_hostname": "{ip}", "ssh_user": "root", "ssh_key": "{key}", "ssh_known_hosts_file": "{kh}",
                   "ssh_strict_host_key_checking": "accept-new", "drift_inventory": "inventories/lab.py",
-                  "drift_on_calendar": "*:0/1", "drift_known_hosts_file": "{kh}", "drift_env": {env!r},
+                  "drift_on_calendar": "*:*:0/15", "drift_randomized_delay_s": 0, "drift_known_hosts_file": "{kh}", "drift_env": {env!r},
                   "install_find_links": ["http://{bridge}:{port}/"], "drift_secret_files": {secrets!r}}})]
 """
 

@@ -41,6 +41,10 @@ quant_torch_version = "2.13.0+cpu"
 # log-prob change shows the quantization did change the model); real models are gated for real.
 quant_max_loss_pct = 1.0
 gateway_policy = "consistent_hash"
+# Prometheus on the lab: a scrape every 5 s and R1VllmDown after 30 s, so the alert scenario waits
+# seconds, not a minute and more (prod keeps 15 s / 60 s; a lab restart takes ~25 s).
+monitor_scrape_interval_s = 5
+monitor_vllm_down_for_s = 30
 
 # pyinfra executes every group_data file, also for other inventories: tolerate a lab that is
 # down here (inventories/lab.py itself refuses to load then), and a hosts-only lab (no model,

@@ -14,10 +14,13 @@ release's summary is compared and a regression beyond the threshold exits 1.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from r1deploy.observe.bench import (
@@ -39,6 +42,16 @@ from vllm.benchmarks.serve import add_cli_args, main
 parser = FlexibleArgumentParser()
 add_cli_args(parser)
 main(parser.parse_args(sys.argv[3:]))  # after -c bench serve
+"""
+
+# The whole sweep in one process: vLLM's import costs ~10 s of CPU on a small host, once instead of
+# once a point. argv[1]: [[progress line, the flags after `bench serve`], ...], run in order.
+SWEEP_RUNNER = SERVE_RUNNER.split("parser = ")[0] + """import json
+for label, argv in json.loads(sys.argv[1]):
+    print(label, file=sys.stderr, flush=True)
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    main(parser.parse_args(argv))
 """
 
 
@@ -71,6 +84,24 @@ def _run(argv: list[str], timeout_s: int, env: dict[str, str] | None = None) -> 
     return done.stdout
 
 
+def _run_showing_progress(argv: list[str], timeout_s: int, env: dict[str, str] | None = None) -> None:
+    """Like _run, with the runner's "bench: ..." lines shown as they come (a sweep takes minutes)."""
+    tail: list[str] = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, **env} if env else None) as proc:
+        try:
+            for line in proc.stdout:
+                tail = (tail + [line])[-200:]
+                if line.startswith("bench: "):
+                    print(line, end="", file=sys.stderr, flush=True)
+            code = proc.wait(timeout=timeout_s)
+        except BaseException:
+            proc.kill()
+            raise
+    if code != 0:
+        raise BenchError(f"`{shlex.join(argv[:6])} ...` failed (exit {code}):\n{''.join(tail)[-3000:]}")
+
+
 def _auth_env(args: argparse.Namespace, remote: bool) -> tuple[dict[str, str], str]:
     """The tool's key and CA (vLLM's bench reads OPENAI_API_KEY; OpenSSL, SSL_CERT_FILE), from files
     on the host that runs it: (env for a local run, shell prefix for a remote one). The key is
@@ -89,21 +120,48 @@ def _auth_env(args: argparse.Namespace, remote: bool) -> tuple[dict[str, str], s
     return env, (f"export {' '.join(prefix)}; " if prefix else "")
 
 
+def _points(args: argparse.Namespace) -> list[tuple[int, int]]:
+    return [(c, r) for c in args.concurrency for r in range(args.repeats)]
+
+
+def _label(args: argparse.Namespace, c: int, r: int) -> str:
+    return f"bench: concurrency {c}, run {r + 1}/{args.repeats}"
+
+
 def run_sweep(args: argparse.Namespace, run_dir: Path) -> None:
-    """Every point, every repeat; with --ssh the tool runs on that host (a node's vLLM venv) and each
-    result is copied back."""
+    """Every point, every repeat; with --ssh the tool runs on that host (a node's vLLM venv) and the
+    results are copied back. With --tool-python the sweep is one process; with --tool, one a run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tool = tool_command(args)
     ssh = ["ssh", *shlex.split(args.ssh)] if args.ssh else None
-    remote_dir = Path(f"/tmp/r1deploy-bench/{args.release}")
-    for c in args.concurrency:
-        for r in range(args.repeats):
-            print(f"bench: concurrency {c}, run {r + 1}/{args.repeats}", file=sys.stderr, flush=True)
-            env, prefix = _auth_env(args, remote=ssh is not None)
-            if ssh is None:
-                _run(tool_argv(tool, args, c, r, run_dir), args.run_timeout_s, env)
-                continue
-            argv = tool_argv(tool, args, c, r, remote_dir)
-            _run([*ssh, f"{prefix}mkdir -p {shlex.quote(str(remote_dir))} && {shlex.join(argv)}"], args.run_timeout_s)
-            name = argv[argv.index("--result-filename") + 1]
-            (run_dir / name).write_text(_run([*ssh, f"cat {shlex.quote(str(remote_dir / name))}"], 60))
+    result_dir = Path(f"/tmp/r1deploy-bench/{args.release}") if ssh else run_dir
+    env, prefix = _auth_env(args, remote=ssh is not None)
+    if args.tool_python:
+        runs = [[_label(args, c, r), tool_argv([], args, c, r, result_dir)[2:]] for c, r in _points(args)]
+        commands = [[args.tool_python, "-c", SWEEP_RUNNER, json.dumps(runs)]]
+    else:
+        commands = [tool_argv(tool_command(args), args, c, r, result_dir) for c, r in _points(args)]
+    timeout_s = args.run_timeout_s * (len(_points(args)) if args.tool_python else 1)
+    for argv in commands:
+        if not args.tool_python:
+            print(_label(args, *_points(args)[commands.index(argv)]), file=sys.stderr, flush=True)
+        if ssh is None:
+            _run_showing_progress(argv, timeout_s, env)
+        else:
+            remote = shlex.quote(str(result_dir))
+            _run_showing_progress([*ssh, f"{prefix}mkdir -p {remote} && {shlex.join(argv)}"], timeout_s)
+    if ssh is not None:
+        names = [f"c{c}-r{r + 1}.json" for c, r in _points(args)]
+        _fetch_results(ssh, result_dir, names, run_dir)
+
+
+def _fetch_results(ssh: list[str], remote_dir: Path, names: list[str], run_dir: Path) -> None:
+    """This sweep's result files (not older ones in the same directory), in one ssh call."""
+    done = subprocess.run([*ssh, f"tar -C {shlex.quote(str(remote_dir))} -cf - {shlex.join(names)}"],
+                          capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise BenchError(f"copying the results from {remote_dir} failed: {done.stderr.decode()[-2000:]}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if member.isfile() and name in names:
+                (run_dir / name).write_bytes(tar.extractfile(member).read())

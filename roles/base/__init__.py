@@ -1,6 +1,5 @@
 """Base: OS packages, the service users, r1deploy's directories, and the host agent."""
 
-from pathlib import Path
 from urllib.parse import urlparse
 
 from pyinfra.api import deploy
@@ -11,9 +10,10 @@ from r1deploy.serving.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_U
 from roles._pip import pinned
 from roles._rollout import track
 from roles._spec import host_spec
+from roles.base.agent import AGENT_SRC, agent_code
 
 PACKAGES = ["python3-venv", "python3-pip", "curl", "ca-certificates"]
-AGENT_SRC = Path(__file__).resolve().parents[2] / "r1deploy"
+__all__ = ["AGENT_SRC", "base", "pip_source_args", "venv_packages"]
 
 
 def pip_source_args(spec) -> str:
@@ -62,8 +62,7 @@ def _agent(spec) -> None:
     """The host agent: r1deploy's own code, run on the host for weights and smoke checks."""
     venv = agent_venv(spec)
     venv_packages("Agent dependencies", venv, AGENT_REQUIREMENTS, spec)
-    track(files.sync(name="Agent code", src=str(AGENT_SRC), dest=f"{venv}/src/r1deploy",
-                     exclude=["*.pyc"], exclude_dir=["__pycache__"], delete=True))
+    track(agent_code(name="Agent code", dest=f"{venv}/src/r1deploy"))
 
 
 @deploy("Base")

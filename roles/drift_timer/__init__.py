@@ -129,7 +129,8 @@ def drift_timer() -> None:
     ctx = dict(host=host.name, inventory=d.inventory, commit=commit, user=d.user, home=home, checkout=checkout,
                python=f"{venv}/bin/python", reports=f"{home}/reports", keep=d.keep_runs, full=d.full,
                textfile=f"{textfile_dir(d)}/r1deploy_drift.prom", key=f"{home}/.ssh/id_ed25519",
-               known_hosts=f"{home}/.ssh/known_hosts", on_calendar=d.on_calendar, env_file=env_file)
+               known_hosts=f"{home}/.ssh/known_hosts", on_calendar=d.on_calendar,
+               randomized_delay_s=d.randomized_delay_s, env_file=env_file)
     units = [files.put(name=f"Unit {name}", src=StringIO(render_template(f"{name}.j2", **ctx)),
                        dest=f"/etc/systemd/system/{name}", mode="644") for name in (SERVICE, TIMER)]
     systemd.daemon_reload(name="systemd daemon-reload", _if=lambda: any(u.did_change() for u in units))

