@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from r1deploy.roles import _lease
 
 from r1deploy.fleet import lease as core
-from roles import _lease
 from tests.fleetsim import Clock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ class ShellHost:
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setattr(_lease, "PATH", str(tmp_path / "r1deploy" / "converge.lease"))
-    import roles._rollout as rollout_helpers
+    import r1deploy.roles._rollout as rollout_helpers
 
     monkeypatch.setattr(rollout_helpers, "connector_args", lambda target=None: {})
     _lease.HELD.clear()

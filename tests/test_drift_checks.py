@@ -4,9 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from r1deploy.roles.drift import facts as df
+
 from r1deploy.drift import checks as dc
 from r1deploy.drift.runs import Finding
-from roles.drift import facts as df
 
 
 def shell(fact, **kwargs):
@@ -126,13 +127,13 @@ def test_the_gate_gets_dcgms_result_when_gpu_dcgm_is_set():
     """Was: the DCGM result went to the gate as None, so gpu_dcgm = True always exited 2."""
     from pyinfra.api import Config, Inventory, State
     from pyinfra.context import ctx_host, ctx_state
+    from r1deploy.roles.drift import _gpu
+    from r1deploy.roles.gpu_host import facts as gpu_facts
 
     from r1deploy.drift.runs import exit_code
     from r1deploy.gpu import gate as gpu_gate
     from r1deploy.gpu import nvidia as gpu
     from r1deploy.spec import spec_from_host_data
-    from roles.drift import _gpu
-    from roles.gpu_host import facts as gpu_facts
 
     data = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "5" * 40, "gpu_dcgm": True,
             "gpu_expected_model": "NVIDIA H200", "gpu_expected_count": 1, "gpu_vendor": "nvidia",

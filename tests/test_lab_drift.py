@@ -210,8 +210,9 @@ def test_the_timer_fires_and_its_report_appears_under_latest(lab, tmp_path):
     import base64
     from importlib.metadata import version
 
+    from r1deploy.roles.drift_timer import DEPENDENCIES
+
     from lab.state import STATE
-    from roles.drift_timer import DEPENDENCIES
 
     wheels = tmp_path / "wheels"
     got = run(PY, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(wheels),

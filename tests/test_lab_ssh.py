@@ -85,10 +85,10 @@ def password_login(ip: str, user: str, password: str) -> str:
 
 SECRET_DEPLOY = f'''
 from pyinfra.operations import files, python
-from roles._rollout import remote
-from roles._secret import secret_file
-from roles._spec import host_spec
-from roles.base import AGENT_SRC, _directories, _service_user
+from r1deploy.roles._rollout import remote
+from r1deploy.roles._secret import secret_file
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base import AGENT_SRC, _directories, _service_user
 
 _service_user(host_spec())  # base's users and root-owned directories, through sudo
 _directories(host_spec())

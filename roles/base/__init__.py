@@ -1,19 +1,21 @@
 """Base: OS packages, the service users, r1deploy's directories, and the host agent."""
 
-from pathlib import Path
 from urllib.parse import urlparse
 
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, pip, server
+from r1deploy.roles._pip import pinned
+from r1deploy.roles._rollout import track
+from r1deploy.roles._spec import host_spec
 
 from r1deploy import AGENT_REQUIREMENTS
+from r1deploy.paths import PACKAGE
 from r1deploy.serving.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
-from roles._pip import pinned
-from roles._rollout import track
-from roles._spec import host_spec
 
 PACKAGES = ["python3-venv", "python3-pip", "curl", "ca-certificates"]
-AGENT_SRC = Path(__file__).resolve().parents[2] / "r1deploy"
+# The controller's own package (installed or the checkout's r1deploy/); not its pyinfra side.
+AGENT_SRC = PACKAGE
+NOT_AGENT = ["__pycache__", "roles", "deploys", "templates"]
 
 
 def pip_source_args(spec) -> str:
@@ -63,7 +65,7 @@ def _agent(spec) -> None:
     venv = agent_venv(spec)
     venv_packages("Agent dependencies", venv, AGENT_REQUIREMENTS, spec)
     track(files.sync(name="Agent code", src=str(AGENT_SRC), dest=f"{venv}/src/r1deploy",
-                     exclude=["*.pyc"], exclude_dir=["__pycache__"], delete=True))
+                     exclude=["*.pyc"], exclude_dir=NOT_AGENT, delete=True))
 
 
 @deploy("Base")
