@@ -17,6 +17,7 @@ def _inside_or_beside(installed: str, checkout: str) -> Path:
 
 TEMPLATES = Path(os.environ.get("R1DEPLOY_TEMPLATES") or _inside_or_beside("templates", "templates"))
 DEPLOYS = _inside_or_beside("deploys", "deploy")
+EXAMPLES = _inside_or_beside("examples", "inventories")  # the example fleet `r1deploy init` copies
 
 
 def run_dir() -> str:
