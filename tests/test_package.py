@@ -91,6 +91,18 @@ def test_issue24_item1_installed_package_works_from_an_empty_directory(venv, tmp
         assert mine and mine == {p.name: p.read_text() for p in (tmp_path / "checkout" / host).iterdir()}
 
 
+def test_issue24_item1_a_checkout_on_pythonpath_alone_has_the_namespace(tmp_path):
+    """issue 24 item 1: the drift timer runs the checkout by PYTHONPATH (no install): r1deploy.roles and
+    r1deploy.deploys still resolve to roles/ and deploy/ (r1deploy/__init__.py), not only through the
+    editable install's hook, which this run removes."""
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'ditable' not in repr(f)]\n"
+            "import r1deploy.roles.serve.release as r, r1deploy.deploys as d; print(r.__file__, d.__file__)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(ROOT / "roles/serve/release.py"), str(ROOT / "deploy/__init__.py")]
+
+
 def test_issue24_item2_init_scaffolds_an_operator_repo(tmp_path):
     """issue 24 item 2: inventory with the example fleet's groups, their group data, every spec key
     listed commented (the required ones first), deploy files importing r1deploy.deploys, .gitignore."""
