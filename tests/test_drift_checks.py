@@ -180,3 +180,18 @@ def test_the_served_revision_is_the_pinned_commits_directory():
     [f] = dc.served_revision("n", body, "/srv/models/r1lab--tiny/" + "b" * 40)
     assert f.ok is False and "want /srv/models/r1lab--tiny/bbbb" in f.detail
     assert dc.served_revision("n", "Internal Server Error", want)[0].ok is None
+
+
+def test_issue24_item1_drift_names_a_host_agent_of_another_version(tmp_path):
+    """issue 24 item 1: the host agent is the controller's package; drift says so when they differ."""
+    from r1deploy import __version__
+
+    (tmp_path / "r1deploy").mkdir()
+    (tmp_path / "r1deploy/__init__.py").write_text('"""agent"""\n\n__version__ = "0.0.9"\nX = 1\n')
+    got = shell(df.AgentVersion, src=str(tmp_path))
+    assert got == "0.0.9"
+    [old] = dc.agent_version("node1", str(tmp_path), got, __version__)
+    assert old.ok is False and f"host agent r1deploy 0.0.9, controller r1deploy {__version__}" in old.detail
+    assert dc.agent_version("node1", "/x", __version__, __version__)[0].ok is True
+    assert shell(df.AgentVersion, src=str(tmp_path / "none")) is None
+    assert dc.agent_version("node1", "/x", None, __version__)[0].ok is False

@@ -89,6 +89,14 @@ def test_issue24_item1_installed_package_works_from_an_empty_directory(venv, tmp
               "--out", tmp_path / "checkout" / host], cwd=ROOT)
         mine = {p.name: p.read_text() for p in (op / host).iterdir()}
         assert mine and mine == {p.name: p.read_text() for p in (tmp_path / "checkout" / host).iterdir()}
+    # The scaffold's deploy.py runs the installed converge: every role imports, then the whole
+    # inventory is validated before any operation (bad data here, so nothing runs on this machine).
+    bad = ["--data", "model_repo_id=deepseek-ai/DeepSeek-R1", "--data", "model_revision=main", "--data", "vllm_port=99999"]
+    ran = subprocess.run([v / "python", "-m", "pyinfra", "-y", "@local", "deploy.py", *bad], cwd=op, capture_output=True,
+                         text=True, timeout=120, env={k: x for k, x in os.environ.items() if k != "PYTHONPATH"})
+    out = ran.stdout + ran.stderr
+    assert f"{venv}/lib" in out and "r1deploy/deploys/_converge.py" in out, out[-2000:]
+    assert "host '@local': vllm_port: Input should be less than or equal to 65535" in out, out[-2000:]
 
 
 def test_issue24_item1_a_checkout_on_pythonpath_alone_has_the_namespace(tmp_path):

@@ -17,7 +17,7 @@ from r1deploy.roles._plan import host_plan
 from r1deploy.roles.drift import facts as df
 from r1deploy.roles.serve.facts import ServingHealth
 
-from r1deploy import AGENT_REQUIREMENTS
+from r1deploy import AGENT_REQUIREMENTS, __version__
 from r1deploy.drift import checks as dc
 from r1deploy.drift.runs import Finding
 from r1deploy.serving.edge import engine_local_url, router_admin
@@ -102,6 +102,11 @@ def _weights(spec, full: bool) -> list[Finding]:
     return dc.weights(host.name, status, m.revision, full)
 
 
+def _agent_version(spec) -> list[Finding]:
+    src = f"{agent_venv(spec)}/src"
+    return dc.agent_version(host.name, src, host.get_fact(df.AgentVersion, src=src), __version__)
+
+
 def _gpu(spec) -> list[Finding]:
     """The GPU stage's own gate (deep checks, DCGM, all-reduce as the spec says), read-only."""
     from r1deploy.roles.gpu_host import _allreduce_python, _expectations, _vendor
@@ -174,13 +179,14 @@ def node_checks(spec, full: bool) -> list[Check]:
         ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec),
                                   [f"{install.vllm_package}=={install.vllm_version}", *install.vllm_with])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("agent-version", partial(_agent_version, spec)),
         ("service", partial(_service, SERVICE)),
         ("weights", partial(_weights, spec, full)),
     ]
     from r1deploy.fleet.groups import is_group_worker
 
     if not is_group_worker(spec, host.name):  # a group worker runs vLLM headless: its head answers
-        checks[6:6] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
+        checks[7:7] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
                        ("revision", partial(_revision, spec))]
     if spec.fleet.group:
         checks.append(("group", partial(_group, spec)))
