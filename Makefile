@@ -21,7 +21,7 @@ sysdeps:
 
 lab: venv sysdeps
 	$(PY) -m lab up --nodes $(NODES) >/dev/null
-	$(VENV)/bin/pyinfra -y inventories/lab.py deploy/main.py
+	$(VENV)/bin/pyinfra -y lab/inventories/lab.py deploy/main.py
 	$(PY) -m lab report
 
 lab-down: venv

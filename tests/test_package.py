@@ -137,3 +137,16 @@ def test_issue24_item2_init_refuses_to_overwrite_and_loses_nothing(tmp_path):
 def test_issue24_item4_spec_reference_is_not_stale():
     """issue 24 item 4: docs/spec.md is what `r1deploy docs` generates from the spec today."""
     assert (ROOT / "docs/spec.md").read_text() == markdown(), "docs/spec.md is stale: run `r1deploy docs`"
+
+
+def test_issue24_item3_examples_an_operator_copies_import_no_lab():
+    """issue 24 item 3: nothing under inventories/ (the examples `r1deploy init` copies) imports the
+    lab; the lab's inventories live with it (lab/inventories/)."""
+    import ast
+
+    bad = [f"{p.relative_to(ROOT)}:{n.lineno}" for p in (ROOT / "inventories").rglob("*.py")
+           for n in ast.walk(ast.parse(p.read_text()))
+           if (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "lab")
+           or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "lab" for a in n.names))]
+    assert not bad, bad
+    assert (ROOT / "lab/inventories/lab.py").exists() and (ROOT / "lab/inventories/group_data/lab.py").exists()
