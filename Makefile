@@ -6,7 +6,7 @@ SYSPKG := debootstrap systemd-container tinyproxy iproute2 openssh-client curl p
 
 .PHONY: lab lab-down lab-status test test-full test-fast lint venv sysdeps bench
 
-$(VENV)/.r1deploy-installed: pyproject.toml
+$(VENV)/.r1deploy-installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
@@ -21,7 +21,7 @@ sysdeps:
 
 lab: venv sysdeps
 	$(PY) -m lab up --nodes $(NODES) >/dev/null
-	$(VENV)/bin/pyinfra -y inventories/lab.py deploy/main.py
+	$(VENV)/bin/pyinfra -y lab/inventories/lab.py deploy/main.py
 	$(PY) -m lab report
 
 lab-down: venv

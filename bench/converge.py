@@ -35,8 +35,8 @@ def main() -> int:
     for n in args.nodes:
         timed(PY, "-m", "lab", "down")
         timed(PY, "-m", "lab", "up", "--nodes", str(n))
-        fresh = timed(PYINFRA, "-y", "inventories/lab.py", "deploy/main.py")
-        again = timed(PYINFRA, "-y", "inventories/lab.py", "deploy/main.py")
+        fresh = timed(PYINFRA, "-y", "lab/inventories/lab.py", "deploy/main.py")
+        again = timed(PYINFRA, "-y", "lab/inventories/lab.py", "deploy/main.py")
         rows.append((n, fresh, again))
     timed(PY, "-m", "lab", "down")
     print(f"{'nodes':>5} {'fresh converge s':>17} {'no-change s':>12} {'no-change/fresh':>16}")

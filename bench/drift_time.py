@@ -65,7 +65,7 @@ def timed(fn) -> float:
 
 
 def drift_run(variant: str, reports: str, full: bool = False) -> None:
-    cmd = [R1, "drift-run", "inventories/lab.py", "--limit", "nodes", "--reports", reports,
+    cmd = [R1, "drift-run", "lab/inventories/lab.py", "--limit", "nodes", "--reports", reports,
            "--data", f"model_root={BENCH_ROOT}/{variant}", *(["--full"] if full else [])]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     if done.returncode not in (0, 1):  # 1: the bench copy's model path differs from the spec: expected

@@ -107,7 +107,7 @@ def unshape(nodes: list[str]) -> None:
 # --------------------------------------------------------------------------- runs
 
 def pyinfra(stage: str, data: dict, limit: list[str]) -> tuple[float, str]:
-    argv = [PYINFRA, "-y", "inventories/lab.py", "bench/fanout_deploy.py"]
+    argv = [PYINFRA, "-y", "lab/inventories/lab.py", "bench/fanout_deploy.py"]
     for name in limit:
         argv += ["--limit", name]
     for k, v in data.items():

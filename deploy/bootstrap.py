@@ -9,16 +9,6 @@ fleet is managed as `fleet_admin_user` with the key in `fleet_admin_pubkey_file`
 refuses passwords. Idempotent: a second run changes nothing.
 """
 
-import os
+from r1deploy.deploys import bootstrap_hosts
 
-from pyinfra import host
-from pyinfra.api import DeployError
-
-from roles._spec import host_spec
-from roles.access import access
-
-spec = host_spec()
-if not spec.fleet.admin_pubkey_file:
-    raise DeployError(f"{host.name}: set fleet_admin_pubkey_file (the operator's public key) to bootstrap")
-with open(os.path.expanduser(spec.fleet.admin_pubkey_file)) as f:
-    access(spec.fleet.admin_user, f.read().strip())
+bootstrap_hosts()

@@ -7,6 +7,6 @@ schedule, the commit to pin); see roles/drift_timer. Then, on the ops host:
 `systemctl list-timers r1deploy-drift.timer`, reports under /var/lib/<drift_user>/reports/drift/latest.
 """
 
-from roles.drift_timer import drift_timer
+from r1deploy.deploys import install_drift_timer
 
-drift_timer()
+install_drift_timer()

@@ -7,16 +7,6 @@ SIMULATED GPU hosts (tests/test_gpu_lab.py), which have no model to serve. Every
 a node with gpu_manage left on; the inventory is validated before any operation runs.
 """
 
-from pyinfra import inventory
+from r1deploy.deploys import provision_gpu_hosts
 
-from r1deploy.fleet.validate import validate_inventory
-from roles._spec import host_spec
-from roles.gpu_host import gpu_host
-from roles.preflight import preflight
-
-validate_inventory((h.name, h.data.dict()) for h in inventory)
-
-spec = host_spec()
-preflight()
-if spec.fleet.role == "node":
-    gpu_host()
+provision_gpu_hosts()

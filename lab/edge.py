@@ -22,6 +22,11 @@ KEYS = EDGE / "keys"
 FIRST_CLIENTS = ("lab-user", "ci")
 
 
+def read_as_root() -> str:
+    """What the printed command reads a root-only file with: root needs (and may lack) no sudo."""
+    return "" if os.geteuid() == 0 else "sudo "
+
+
 def _private(path: Path, text: str) -> None:
     """Written 0600 from the start (never readable by others, also not for a moment)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -94,7 +99,7 @@ def report(info: dict) -> int:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Why is the sky blue?"}],
                        "max_tokens": 64})
     print(f"\nThe fleet answers at {edge['gateway_url']} (TLS by the lab's CA; an API key required)."
-          f"\nTry it:\n  export R1_API_KEY=$(sudo cat {key_file})"
+          f"\nTry it:\n  export R1_API_KEY=$({read_as_root()}cat {key_file})"
           f"\n  curl -s --cacert {edge['ca']} {edge['gateway_url']}/v1/chat/completions "
           f"-H \"Authorization: Bearer $R1_API_KEY\" -H 'Content-Type: application/json' -d '{body}'\n")
     return 0 if all(r.ok for r in reports) else 1

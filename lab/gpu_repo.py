@@ -30,18 +30,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from lab import apt_repo  # noqa: E402
-from lab.apt_repo import Stub, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
-from lab.nvidia_names import NAMES  # noqa: E402  (the lab's own table, not the role's)
-from r1deploy.gpu import dpkg  # noqa: E402
-from r1deploy.gpu import nvidia as gpu  # noqa: E402
-from roles.gpu_host.platforms import (  # noqa: E402
+from r1deploy.roles.gpu_host.platforms import (  # noqa: E402
     ARCH_DIR,
     BRANCH_CUDA_MAJOR,
     KEYRING_DEB,
     KEYRING_FILE,
     PLATFORMS,
 )
+
+from lab import apt_repo  # noqa: E402
+from lab.apt_repo import Stub, packages_index, release_file, serve, sign, stop_agent, write_index  # noqa: E402
+from lab.nvidia_names import NAMES  # noqa: E402  (the lab's own table, not the role's)
+from r1deploy.gpu import dpkg  # noqa: E402
+from r1deploy.gpu import nvidia as gpu  # noqa: E402
 
 RECORDINGS = REPO_ROOT / "tests" / "fixtures" / "gpu-hosts"
 SIM_SHARE = "/usr/share/r1deploy-gpu-sim"

@@ -23,7 +23,7 @@ def lab_info(required: bool = True) -> dict:
 
 
 def inventory_hosts(lab: dict, role: str) -> list[tuple[str, dict]]:
-    """The lab's hosts of one role as pyinfra inventory entries (inventories/lab.py, lab_group.py).
+    """The lab's hosts of one role as pyinfra inventory entries (lab/inventories/lab.py, lab_group.py).
 
     As in production: a non-root login user with sudo, and host keys pinned in the lab's own
     known_hosts (written by `lab up` from the keys baked into the image)."""

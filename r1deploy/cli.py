@@ -19,11 +19,16 @@ COMMANDS = [
     "r1deploy.fleet.hostkeys",
     "r1deploy.commands.dashboard",
     "r1deploy.commands.bench",
+    "r1deploy.commands.init",
+    "r1deploy.commands.docs",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from r1deploy import __version__
+
     parser = argparse.ArgumentParser(prog="r1deploy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"r1deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pyinfra import inventory
+from r1deploy.roles._spec import host_spec
 
 from r1deploy.fleet.rollout import fleet_address
-from roles._spec import host_spec
 
 
 def address(target) -> str:

@@ -4,13 +4,13 @@ drift render them: one function, so drift compares against exactly what serve wo
 from __future__ import annotations
 
 from pyinfra import host, inventory
+from r1deploy.roles._spec import host_spec
 
 from r1deploy.fleet.groups import serving_groups
 from r1deploy.serving.ep_kernels import plan_engine_args
 from r1deploy.serving.group import ServingGroup
 from r1deploy.serving.render import NodeFiles, render_node
 from r1deploy.spec import Spec
-from roles._spec import host_spec
 
 
 def host_group(spec: Spec) -> ServingGroup | None:

@@ -19,9 +19,9 @@ import uuid
 from gevent.lock import Semaphore
 from pyinfra import host, state
 from pyinfra.api import FunctionCommand, operation
+from r1deploy.roles._rollout import remote
 
 from r1deploy.fleet import lease as core
-from roles._rollout import remote
 
 TOKEN = uuid.uuid4().hex  # this run
 PATH = core.LEASE_DIR
@@ -89,7 +89,7 @@ def hold(gateways: list[str], wait_s: int, stale_s: int):
     """Take the lease of each gateway named (when executing; nothing to show before)."""
     if not state.is_executing:
         return
-    from roles._fleet import connected
+    from r1deploy.roles._fleet import connected
 
     for name in gateways:
         why = take(connected(name), wait_s, stale_s)
@@ -109,8 +109,9 @@ def let_go():
 
 def my_gateways(spec, name: str) -> list[str]:
     """The gateways whose lease this host's part of the converge needs."""
+    from r1deploy.roles._fleet import address, fleet_view
+
     from r1deploy.fleet import rollout as core_rollout
-    from roles._fleet import address, fleet_view
 
     if spec.fleet.role == "gateway":
         return [name]

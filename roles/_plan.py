@@ -11,7 +11,7 @@ def host_gpus(spec: Spec) -> tuple[str | None, int | None, int | None]:
     """(GPU name, count, MiB per GPU) from nvidia-smi on the host, or Nones before the driver is in."""
     if spec.vllm.device != "cuda" or not spec.gpu.manage:
         return None, None, None
-    from roles._gpus import Gpus
+    from r1deploy.roles._gpus import Gpus
 
     inventory = host.get_fact(Gpus)
     if not inventory.ok or not inventory.gpus:

@@ -18,8 +18,7 @@ from pyinfra.facts import files as file_facts
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import TmpDir
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
-
-from roles.gpu_host import facts as gpu_facts
+from r1deploy.roles.gpu_host import facts as gpu_facts
 
 
 class UnknownFact(AssertionError):

@@ -21,7 +21,7 @@ PYINFRA = str(Path(PY).parent / "pyinfra")
 # R1LAB_NODES=1 for a developer's own smaller lab (the default is CI's).
 NODES = int(os.environ.get("R1LAB_NODES", "3"))
 ROUTER_PORT = 8081  # the router's loopback port on the gateway (gateway_router_port)
-LAB_INVENTORY = "inventories/lab.py"
+LAB_INVENTORY = "lab/inventories/lab.py"
 RATE = 4.0  # requests per second through the gateway, mixed (see tests/loadloop.py)
 
 

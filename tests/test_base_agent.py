@@ -7,8 +7,8 @@ import subprocess
 import sys
 import tarfile
 
-from roles._pip import VenvPackages, satisfies
-from roles.base.agent import AGENT_SRC, TreeDigest, tree_archive, tree_digest
+from r1deploy.roles._pip import VenvPackages, satisfies
+from r1deploy.roles.base.agent import AGENT_SRC, TreeDigest, tree_archive, tree_digest
 
 
 def _host_digest(parent, tree) -> str:
@@ -58,7 +58,7 @@ def test_venv_packages_agree_with_pip_freeze_on_this_venv():
     listing = subprocess.run(["bash", "-c", VenvPackages().command(venv=venv)], capture_output=True, text=True)
     frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout
-    from roles._pip import split_pin
+    from r1deploy.roles._pip import split_pin
 
     expected = dict(split_pin(line) for line in frozen.splitlines() if "==" in line and not line.startswith("#"))
     found = VenvPackages().process(listing.stdout.splitlines())

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from r1deploy.roles import _lease
 
 from r1deploy.fleet import lease as core
-from roles import _lease
 from tests.fleetsim import Clock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ class ShellHost:
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setattr(_lease, "PATH", str(tmp_path / "r1deploy" / "converge.lease"))
-    import roles._rollout as rollout_helpers
+    import r1deploy.roles._rollout as rollout_helpers
 
     monkeypatch.setattr(rollout_helpers, "connector_args", lambda target=None: {})
     _lease.HELD.clear()
@@ -95,8 +95,12 @@ def test_stale_rules_are_age_or_a_dead_process_here():
     assert core.is_stale(None, 0, 3600, "ctl", lambda pid: True)
 
 
-@pytest.mark.parametrize("deploy_file", ["deploy/main.py", "deploy/rollback.py"])
-def test_deploy_files_take_the_lease_first_and_give_it_back_last_issue_21_item_6(deploy_file):
-    calls = [n.value.func.id for n in ast.parse((REPO / deploy_file).read_text()).body
+@pytest.mark.parametrize("deploy", ["converge", "roll_back"])
+def test_deploy_files_take_the_lease_first_and_give_it_back_last_issue_21_item_6(deploy):
+    """The deploys (r1deploy.deploys, issue 24 item 1): after validating (no operation), the lease is
+    the first call and giving it back the last."""
+    [fn] = [n for n in ast.parse((REPO / "deploy/_converge.py").read_text()).body
+            if isinstance(n, ast.FunctionDef) and n.name == deploy]
+    calls = [n.value.func.id for n in fn.body
              if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)]
-    assert calls[0] == "hold" and calls[-1] == "let_go", calls
+    assert calls[0] == "validated" and calls[1] == "_hold" and calls[-1] == "let_go", calls

@@ -4,9 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from r1deploy.roles.drift import facts as df
+
 from r1deploy.drift import checks as dc
 from r1deploy.drift.runs import Finding
-from roles.drift import facts as df
 
 
 def shell(fact, **kwargs):
@@ -126,13 +127,13 @@ def test_the_gate_gets_dcgms_result_when_gpu_dcgm_is_set():
     """Was: the DCGM result went to the gate as None, so gpu_dcgm = True always exited 2."""
     from pyinfra.api import Config, Inventory, State
     from pyinfra.context import ctx_host, ctx_state
+    from r1deploy.roles.drift import _gpu
+    from r1deploy.roles.gpu_host import facts as gpu_facts
 
     from r1deploy.drift.runs import exit_code
     from r1deploy.gpu import gate as gpu_gate
     from r1deploy.gpu import nvidia as gpu
     from r1deploy.spec import spec_from_host_data
-    from roles.drift import _gpu
-    from roles.gpu_host import facts as gpu_facts
 
     data = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "5" * 40, "gpu_dcgm": True,
             "gpu_expected_model": "NVIDIA H200", "gpu_expected_count": 1, "gpu_vendor": "nvidia",
@@ -179,3 +180,18 @@ def test_the_served_revision_is_the_pinned_commits_directory():
     [f] = dc.served_revision("n", body, "/srv/models/r1lab--tiny/" + "b" * 40)
     assert f.ok is False and "want /srv/models/r1lab--tiny/bbbb" in f.detail
     assert dc.served_revision("n", "Internal Server Error", want)[0].ok is None
+
+
+def test_issue24_item1_drift_names_a_host_agent_of_another_version(tmp_path):
+    """issue 24 item 1: the host agent is the controller's package; drift says so when they differ."""
+    from r1deploy import __version__
+
+    (tmp_path / "r1deploy").mkdir()
+    (tmp_path / "r1deploy/__init__.py").write_text('"""agent"""\n\n__version__ = "0.0.9"\nX = 1\n')
+    got = shell(df.AgentVersion, src=str(tmp_path))
+    assert got == "0.0.9"
+    [old] = dc.agent_version("node1", str(tmp_path), got, __version__)
+    assert old.ok is False and f"host agent r1deploy 0.0.9, controller r1deploy {__version__}" in old.detail
+    assert dc.agent_version("node1", "/x", __version__, __version__)[0].ok is True
+    assert shell(df.AgentVersion, src=str(tmp_path / "none")) is None
+    assert dc.agent_version("node1", "/x", None, __version__)[0].ok is False

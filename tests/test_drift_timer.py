@@ -7,9 +7,8 @@ from factharness import World, plan
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import Link
 from pyinfra.facts.server import Groups, LinuxName, Os, Users, Which
-
-from roles._pip import VenvPackages
-from roles.drift_timer import drift_timer
+from r1deploy.roles._pip import VenvPackages
+from r1deploy.roles.drift_timer import drift_timer
 
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
 

@@ -64,3 +64,16 @@ def test_router_admin_is_loopback_and_engine_binds_the_fleet_address():
     assert edge.router_admin(spec) == "http://127.0.0.1:8081"
     assert edge.engine_local_url(spec, "10.9.0.5") == "http://10.9.0.5:8000"
     assert edge.engine_local_url(_spec(vllm_host="0.0.0.0"), "10.9.0.5") == "http://127.0.0.1:8000"
+
+
+def test_issue24_item4_make_labs_printed_key_command_works_as_root_without_sudo(monkeypatch):
+    """issue 24 item 4: `make lab` prints `export R1_API_KEY=$(cat …)` for root (sudo may be absent)
+    and `$(sudo cat …)` for anyone else (the key file is 0600 root)."""
+    import os
+
+    from lab import edge as lab_edge
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert lab_edge.read_as_root() == ""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert lab_edge.read_as_root() == "sudo "

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from factharness import World, plan
+from r1deploy.roles._pip import VenvPackages
+from r1deploy.roles.gpu_host.facts import Gpus
+from r1deploy.roles.vllm import vllm
 
 from r1deploy.fleet.inventory import load_entries
 from r1deploy.gpu.nvidia import GpuInventory
 from r1deploy.serving.ep_kernels import import_check
 from r1deploy.spec import SpecError, spec_from_host_data
-from roles._pip import VenvPackages
-from roles.gpu_host.facts import Gpus
-from roles.vllm import vllm
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = "/opt/r1deploy/vllm-0.26.0"

@@ -11,13 +11,13 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Link, Sha256File
 from pyinfra.facts.server import Command
+from r1deploy.roles.gateway.edge import SANDBOX, nginx_edge
+from r1deploy.roles.gateway.facts import EdgeLoaded
 
 from r1deploy.drift import checks as dc
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_template
 from r1deploy.spec import spec_from_host_data
-from roles.gateway.edge import SANDBOX, nginx_edge
-from roles.gateway.facts import EdgeLoaded
 from tests.factharness import World, plan
 
 GW = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40, "fleet_role": "gateway"}

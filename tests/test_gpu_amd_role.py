@@ -12,11 +12,10 @@ from pyinfra.facts.server import KernelVersion, LinuxDistribution, Which
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 from factharness import World, changed_ops, plan  # noqa: E402
-
-from roles.gpu_host import facts, gpu_host, ops  # noqa: E402
-from roles.gpu_host.amd import REPO_PIN, SOURCES_FILE  # noqa: E402
-from roles.gpu_host.rocm_platforms import KEYRING, ROCM_PLATFORMS, repo_pin  # noqa: E402
-from roles.gpu_host.versions import preferences  # noqa: E402
+from r1deploy.roles.gpu_host import facts, gpu_host, ops  # noqa: E402
+from r1deploy.roles.gpu_host.amd import REPO_PIN, SOURCES_FILE  # noqa: E402
+from r1deploy.roles.gpu_host.rocm_platforms import KEYRING, ROCM_PLATFORMS, repo_pin  # noqa: E402
+from r1deploy.roles.gpu_host.versions import preferences  # noqa: E402
 
 MODEL = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "a" * 40, "gpu_vendor": "auto"}
 OS = {"ubuntu2204": ("22.04", "jammy", "5.15.0-160-generic"), "ubuntu2404": ("24.04", "noble", "6.8.0-88-generic")}

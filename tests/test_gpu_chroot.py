@@ -45,7 +45,7 @@ class Chroot:
     def __init__(self, root: Path, base_url: str):
         self.root, self.base_url = root, base_url
         self.deploy = root.parent / "gpu_deploy.py"
-        self.deploy.write_text("from roles.gpu_host import gpu_host\n\ngpu_host()\n")
+        self.deploy.write_text("from r1deploy.roles.gpu_host import gpu_host\n\ngpu_host()\n")
 
     def pyinfra(self, deploy: str, *data: str, dry: bool = False) -> subprocess.CompletedProcess:
         # -y would skip the change detection a dry run is for

@@ -16,12 +16,12 @@ from pyinfra.facts.server import KernelVersion, LinuxDistribution, Which
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # tests/ and the repo root
 from factharness import World, changed_ops, plan  # noqa: E402
+from r1deploy.roles.gpu_host import facts, gpu_host, gpu_verify, ops  # noqa: E402
+from r1deploy.roles.gpu_host.platforms import NVIDIA_CUDA_REPO  # noqa: E402
 
 from r1deploy.gpu import allreduce, dpkg  # noqa: E402
 from r1deploy.gpu import health as gpu_health  # noqa: E402
 from r1deploy.gpu import nvidia as gpu  # noqa: E402
-from roles.gpu_host import facts, gpu_host, gpu_verify, ops  # noqa: E402
-from roles.gpu_host.platforms import NVIDIA_CUDA_REPO  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "gpu-hosts"
 MODEL = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "a" * 40}
@@ -70,8 +70,8 @@ def converged(os_key="ubuntu2404", nvswitches=0, base=None):
     if nvswitches:
         packages["nvidia-fabricmanager-580"] = ("580.159.04-1", True)
         services["nvidia-fabricmanager"] = (True, True)
-    from roles import gpu_host as role
-    from roles.gpu_host.versions import preferences
+    from r1deploy.roles import gpu_host as role
+    from r1deploy.roles.gpu_host.versions import preferences
 
     url = f"{base or NVIDIA_CUDA_REPO}/{plat}/x86_64/"
     files = {
@@ -350,7 +350,7 @@ def test_facts_run_for_real_through_pyinfra_local():
     names = ["Gpus", "LoadedDriver", "GpuHealth", "GpuTopology", "NvLinkStatus", "NvSwitches",
              "FabricManagerState", "CudaStack", "NvidiaPackages", "BootId"]
     done = subprocess.run([str(Path(sys.executable).with_name("pyinfra")), "-y", "@local", "fact",
-                           *[f"roles.gpu_host.facts.{n}" for n in names]],
+                           *[f"r1deploy.roles.gpu_host.facts.{n}" for n in names]],
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout + done.stderr  # pyinfra prints headings on stderr, JSON on stdout

@@ -16,11 +16,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from r1deploy.roles.gpu_host import facts  # noqa: E402
+from r1deploy.roles.gpu_host.platforms import KEYRING_FILE, PLATFORMS  # noqa: E402
+from r1deploy.roles.gpu_host.versions import VersionSkew, Want, follow  # noqa: E402
+
 from lab import gpu_repo  # noqa: E402
 from r1deploy.gpu import nvidia as gpu  # noqa: E402
-from roles.gpu_host import facts  # noqa: E402
-from roles.gpu_host.platforms import KEYRING_FILE, PLATFORMS  # noqa: E402
-from roles.gpu_host.versions import VersionSkew, Want, follow  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dpkg-deb") and shutil.which("gpg") and shutil.which("apt-get")),
                                 reason="needs dpkg-deb, gpg and apt-get (apt-get install dpkg gnupg apt)")
@@ -187,7 +188,7 @@ def test_dcgm_stub_diag_parses(repo, tmp_path):
 def test_the_simulated_repository_has_every_name_the_role_installs(tmp_path, distro):
     """The repository is built from lab/nvidia_names.py, the role asks by roles/gpu_host/
     nvidia_names.py: apt must find each (branch, flavour) the role can ask for."""
-    from roles.gpu_host.nvidia_names import driver_names
+    from r1deploy.roles.gpu_host.nvidia_names import driver_names
 
     contents = gpu_repo.Contents(drivers=("570.195.03", "580.159.04", "590.44.01"), kernel_release="6.8.0-88-generic")
     repo = gpu_repo.build_repo(tmp_path / "repo", BASE, distros=(distro,), contents=contents)

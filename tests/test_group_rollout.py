@@ -7,12 +7,12 @@ import sys
 
 import pytest
 from pyinfra.api import OperationError
+from r1deploy.roles.serve import group_turn
+from r1deploy.roles.serve.rollout import ROLLOUT
 
 from r1deploy.fleet import rollout as core
 from r1deploy.fleet.groups import serving_groups
 from r1deploy.fleet.validate import validate_inventory
-from roles.serve import group_turn
-from roles.serve.rollout import ROLLOUT
 from tests.fleetsim import Clock, SimGateway, SimNode, World
 
 R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",
@@ -28,7 +28,7 @@ def fleet(tmp_path, monkeypatch):
     monkeypatch.setenv("R1DEPLOY_REPORTS", str(tmp_path))
     clock = Clock()
     monkeypatch.setattr(group_turn, "time", clock)
-    monkeypatch.setattr(sys.modules["roles.serve.rollout"], "time", clock)  # (roles.serve.rollout is a function)
+    monkeypatch.setattr(sys.modules["r1deploy.roles.serve.rollout"], "time", clock)  # (roles.serve.rollout is a function)
     ROLLOUT.__init__()  # one rollout per test
     specs = validate_inventory([(h, {**R1, "vllm_host_ip": ip}) for h, ip in IPS.items()])
     worker = SimNode("gpu-02.example", model="DeepSeek-R1")
@@ -141,7 +141,7 @@ def test_after_a_failed_batch_the_group_is_held(fleet):
 
 
 def test_the_head_takes_the_groups_turn_when_any_member_needs_one(fleet, monkeypatch):
-    import roles.serve as serve_role
+    import r1deploy.roles.serve as serve_role
 
     state = core.NodeState("r1", "r1", True, True, None)
     turns = {h: {**t, "group": fleet.group, "state": state, "written": [], "restart": False}

@@ -18,12 +18,12 @@ from factharness import World
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.exceptions import DeployError
 from pyinfra.context import ctx_host, ctx_state
+from r1deploy.roles._secret import announced_rotation
+from r1deploy.roles.gateway.edge import KeyRefusedBy
 
 from r1deploy.serving import edge
 from r1deploy.serving.render import exec_start, render_node
 from r1deploy.spec import SpecError, spec_from_host_data
-from roles._secret import announced_rotation
-from roles.gateway.edge import KeyRefusedBy
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40}

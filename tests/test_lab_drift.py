@@ -44,11 +44,11 @@ def reports(tmp_path_factory):
 
 
 def converge() -> subprocess.CompletedProcess:
-    return run(str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy/main.py")
+    return run(str(BIN / "pyinfra"), "-y", "lab/inventories/lab.py", "deploy/main.py")
 
 
 def drift(reports: Path, *extra: str, **env) -> subprocess.CompletedProcess:
-    return run(str(BIN / "r1deploy"), "drift-run", "inventories/lab.py", "--reports", str(reports), *extra,
+    return run(str(BIN / "r1deploy"), "drift-run", "lab/inventories/lab.py", "--reports", str(reports), *extra,
                timeout=900, **env)
 
 
@@ -198,7 +198,7 @@ def test_the_last_runs_are_kept_with_latest(lab, reports):
 
 OPS_INVENTORY = """
 ops = [("{name}", {{"ssh_hostname": "{ip}", "ssh_user": "root", "ssh_key": "{key}", "ssh_known_hosts_file": "{kh}",
-                  "ssh_strict_host_key_checking": "accept-new", "drift_inventory": "inventories/lab.py",
+                  "ssh_strict_host_key_checking": "accept-new", "drift_inventory": "lab/inventories/lab.py",
                   "drift_on_calendar": "*:*:0/15", "drift_randomized_delay_s": 0, "drift_known_hosts_file": "{kh}", "drift_env": {env!r},
                   "install_find_links": ["http://{bridge}:{port}/"], "drift_secret_files": {secrets!r}}})]
 """
@@ -210,8 +210,9 @@ def test_the_timer_fires_and_its_report_appears_under_latest(lab, tmp_path):
     import base64
     from importlib.metadata import version
 
+    from r1deploy.roles.drift_timer import DEPENDENCIES
+
     from lab.state import STATE
-    from roles.drift_timer import DEPENDENCIES
 
     wheels = tmp_path / "wheels"
     got = run(PY, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(wheels),
@@ -239,7 +240,7 @@ def test_the_timer_fires_and_its_report_appears_under_latest(lab, tmp_path):
         # The inventory logs in as the lab's operator account (r1ops, sudo), as prod does.
         keys = f"$(getent passwd {lab['login_user']} | cut -d: -f6)/.ssh/authorized_keys"
         ssh(lab, h["name"], f"grep -qF '{pub}' {keys} || echo '{pub}' >> {keys}")
-    # The checkout's inventories/lab.py reads the lab's state file, as on the controller.
+    # The checkout's lab/inventories/lab.py reads the lab's state file, as on the controller.
     state = base64.b64encode(json.dumps(lab).encode()).decode()
     ssh(lab, ops, f"mkdir -p {STATE} && echo {state} | base64 -d > {STATE}/lab.json && chmod 644 {STATE}/lab.json")
     before = ssh(lab, ops, "readlink /var/lib/r1drift/reports/drift/latest || true").strip()

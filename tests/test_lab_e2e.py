@@ -51,7 +51,7 @@ def test_planner_predicts_the_kv_cache_the_served_vllm_reports(lab):
     from r1deploy.planner import plan_for_spec
     from r1deploy.planner.agreement import kv_tokens_from_log
 
-    spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
+    spec = load_specs("lab/inventories/lab.py", cwd=str(REPO))["node1"]
     config = json.loads(ssh(lab, "node1", f"cat {spec.model.local_dir}/config.json").stdout)
     predicted = plan_for_spec(spec, model_config=config).kv_cache_tokens
     served = kv_tokens_from_log(ssh(lab, "node1", "journalctl -u r1-vllm -o cat --no-pager").stdout)
@@ -61,7 +61,7 @@ def test_planner_predicts_the_kv_cache_the_served_vllm_reports(lab):
 
 def test_drift_check_sees_a_stopped_service_and_a_converge_heals_it(lab, tmp_path):
     def drift() -> subprocess.CompletedProcess:
-        ran = run(PYINFRA, "-y", "inventories/lab.py", "deploy/drift.py",
+        ran = run(PYINFRA, "-y", "lab/inventories/lab.py", "deploy/drift.py",
                   timeout=600, R1DEPLOY_REPORTS=str(tmp_path))
         assert ran.returncode == 0 and changed_ops(ran.out) == 0, ran.out[-6000:]
         return run(PY, "-m", "r1deploy", "drift", str(tmp_path))
@@ -80,7 +80,7 @@ def test_drift_check_sees_a_stopped_service_and_a_converge_heals_it(lab, tmp_pat
 def test_bootstrap_creates_a_key_only_sudo_operator(lab, tmp_path):
     key = tmp_path / "ops"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    boot = [PYINFRA, "-y", "inventories/lab.py", "deploy/bootstrap.py",
+    boot = [PYINFRA, "-y", "lab/inventories/lab.py", "deploy/bootstrap.py",
             "--limit", "node1", "--data", f"fleet_admin_pubkey_file={key}.pub"]
     first = run(*boot, timeout=600)
     assert first.returncode == 0, first.out[-6000:]

@@ -1,7 +1,7 @@
 """A serving group on the lab, through deploy/main.py: node1 + node2 serve one replica with
-tensor parallel 2 across the lab bridge (inventories/lab_group.py), node3 serves alone.
+tensor parallel 2 across the lab bridge (lab/inventories/lab_group.py), node3 serves alone.
 
-One shared lab (3 nodes + gateway, tests/labharness.py, converged with inventories/lab.py). In
+One shared lab (3 nodes + gateway, tests/labharness.py, converged with lab/inventories/lab.py). In
 order: under load, a converge to the group inventory (plus a setting change, so every replica
 rolls: the group whole in one batch while node3 serves, then node3 while the group serves) loses
 no request, the router lists the head and node3 only, the worker runs headless, and a user's
@@ -34,7 +34,7 @@ from labharness import (
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.lab_full]  # make test-full: group restarts take minutes on 2 cores
-GROUP_INVENTORY = "inventories/lab_group.py"
+GROUP_INVENTORY = "lab/inventories/lab_group.py"
 GROUP = "lab-a"
 # Every replica gets a new release in the first converge (node3 too, so the report shows both
 # batches); every later run on the group inventory carries it, so nothing else differs.
@@ -45,7 +45,7 @@ CURRENT_YAML = "cat /etc/r1deploy/current/vllm.yaml"
 
 @pytest.fixture(scope="module")
 def members(lab):
-    """(head, worker, single node), as inventories/lab_group.py makes them."""
+    """(head, worker, single node), as lab/inventories/lab_group.py makes them."""
     nodes = node_names(lab)
     if len(nodes) < 3:
         pytest.skip("a serving group beside a single node needs a lab of 3 nodes (R1LAB_NODES)")

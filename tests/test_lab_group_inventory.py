@@ -1,4 +1,4 @@
-"""inventories/lab_group.py without a running lab: on a lab.json like `lab up` writes (loopback
+"""lab/inventories/lab_group.py without a running lab: on a lab.json like `lab up` writes (loopback
 addresses; nothing connects), `r1deploy check` accepts it, the lab's group data reaches its hosts
 (group_data/lab_group.py), node1 + node2 form one serving group behind the gateway and node3
 serves alone. tests/test_lab_group.py converges the real lab with it."""
@@ -48,7 +48,7 @@ def specs_of(inventory: str) -> dict:
 
 
 def check(state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([R1DEPLOY, "check", "inventories/lab_group.py"], cwd=REPO, capture_output=True,
+    return subprocess.run([R1DEPLOY, "check", "lab/inventories/lab_group.py"], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "R1LAB_STATE": str(state)})
 
 
@@ -63,12 +63,12 @@ def test_r1deploy_check_accepts_the_group_inventory_with_the_labs_data(fake_lab)
 
 
 def test_node1_and_node2_are_one_group_and_node3_serves_alone_as_on_the_lab_inventory(fake_lab):
-    specs = specs_of("inventories/lab_group.py")
+    specs = specs_of("lab/inventories/lab_group.py")
     group = serving_groups(specs)["lab-a"]
     assert [(m.host, m.rank, m.ip) for m in group.members] == [("node1", 0, "127.0.0.11"), ("node2", 1, "127.0.0.12")]
     assert specs["node3"].fleet.group is None
-    # The single node and the gateway get exactly what inventories/lab.py gives them.
-    plain = specs_of("inventories/lab.py")
+    # The single node and the gateway get exactly what lab/inventories/lab.py gives them.
+    plain = specs_of("lab/inventories/lab.py")
     assert specs["node3"] == plain["node3"] and specs["gateway"] == plain["gateway"]
     assert specs["node1"].install == plain["node1"].install and specs["node1"].model == plain["node1"].model
     nodes = [(n, s) for n, s in specs.items() if s.fleet.role == "node"]
@@ -78,7 +78,7 @@ def test_node1_and_node2_are_one_group_and_node3_serves_alone_as_on_the_lab_inve
 
 
 def test_the_worker_renders_vllms_headless_multi_node_launch(fake_lab):
-    specs = specs_of("inventories/lab_group.py")
+    specs = specs_of("lab/inventories/lab_group.py")
     group = serving_groups(specs)["lab-a"]
     worker = render_node(specs["node2"], "node2", "127.0.0.12", group=group)
     yaml = worker.files["vllm.yaml"]

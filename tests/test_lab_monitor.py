@@ -85,7 +85,7 @@ def test_vllm_metrics_have_samples_for_every_node_after_smoke(lab):
 
 
 def test_the_drift_textfile_reaches_prometheus(lab, tmp_path):
-    ran = run(str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/drift.py", timeout=600,
+    ran = run(str(Path(PY).parent / "pyinfra"), "-y", "lab/inventories/lab.py", "deploy/drift.py", timeout=600,
               R1DEPLOY_REPORTS=str(tmp_path))
     assert ran.returncode == 0, ran.out[-6000:]
     prom_file = tmp_path / "r1-drift.prom"
@@ -118,7 +118,7 @@ def test_every_dashboard_query_returns_data(lab):
 def _served_name() -> str:
     from r1deploy.fleet.inventory import load_specs
 
-    specs = load_specs("inventories/lab.py", cwd=str(REPO))
+    specs = load_specs("lab/inventories/lab.py", cwd=str(REPO))
     return next(s.model.name for s in specs.values() if s.fleet.role == "node")
 
 
@@ -157,7 +157,7 @@ def test_bench_writes_two_releases_and_flags_a_slower_one(lab, tmp_path):
     from r1deploy.fleet.inventory import load_specs
     from r1deploy.serving.render import vllm_venv
 
-    spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
+    spec = load_specs("lab/inventories/lab.py", cwd=str(REPO))["node1"]
     node_ip = dict(ip_of(lab, "node"))["node1"]
     # The tool on node1 calls the edge like a user: the lab's CA and a client key, as files there.
     bench_dir = "/root/r1lab-bench"
@@ -185,7 +185,7 @@ def test_bench_writes_two_releases_and_flags_a_slower_one(lab, tmp_path):
     finally:  # the key is needed again only after the slow converge: nothing of it waits on node1
         ssh(lab, "node1", f"rm -rf {bench_dir}")
     assert first.returncode == 0, first.out[-4000:]
-    slow = run(str(Path(PY).parent / "pyinfra"), "-y", "inventories/lab.py", "deploy/main.py",
+    slow = run(str(Path(PY).parent / "pyinfra"), "-y", "lab/inventories/lab.py", "deploy/main.py",
                "--data", "vllm_max_num_seqs=1")
     assert slow.returncode == 0, slow.out[-8000:]
     try:

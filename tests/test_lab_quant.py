@@ -45,7 +45,7 @@ def test_quantized_model_served_smoke_tested_and_reconverged_without_work(lab, t
     from r1deploy.serving.render import quantized_dir
 
     os.environ["R1DEPLOY_REPORTS"] = str(tmp_path)
-    spec = load_specs("inventories/lab.py", cwd=str(REPO))["node1"]
+    spec = load_specs("lab/inventories/lab.py", cwd=str(REPO))["node1"]
     out = quantized_dir(spec.model_copy(update={"quant": spec.quant.model_copy(update={"scheme": SCHEME})}))
     node1(lab, f"rm -rf {out}")  # a warm lab still quantizes once here
 

@@ -79,7 +79,7 @@ def test_a_setting_change_rolls_through_the_fleet_with_zero_failed_requests(lab,
 
 def test_rollback_returns_every_node_to_the_previous_release_with_zero_failed_requests(lab, tmp_path):
     before = {n: live_release(lab, n) for n in node_names(lab)}
-    done, seen = under_load(lab, lambda: run(PY, "-m", "r1deploy", "rollback", "inventories/lab.py",
+    done, seen = under_load(lab, lambda: run(PY, "-m", "r1deploy", "rollback", "lab/inventories/lab.py",
                                              timeout=2400, R1DEPLOY_REPORTS=str(tmp_path)))
     assert done.returncode == 0, done.out[-8000:]
     assert_no_user_saw_it(seen)
@@ -120,7 +120,7 @@ def test_a_controller_killed_mid_rollout_leaves_the_fleet_serving_and_the_next_c
 
     def kill_while_drained():
         # A new model revision (a second commit on the lab hub): every node has a turn.
-        proc = subprocess.Popen([PYINFRA, "-y", "inventories/lab.py", "deploy/main.py", *revision], cwd=REPO, env=env,
+        proc = subprocess.Popen([PYINFRA, "-y", "lab/inventories/lab.py", "deploy/main.py", *revision], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 1500
         try:

@@ -85,10 +85,10 @@ def password_login(ip: str, user: str, password: str) -> str:
 
 SECRET_DEPLOY = f'''
 from pyinfra.operations import files, python
-from roles._rollout import remote
-from roles._secret import secret_file
-from roles._spec import host_spec
-from roles.base import AGENT_SRC, _directories, _service_user
+from r1deploy.roles._rollout import remote
+from r1deploy.roles._secret import secret_file
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base import AGENT_SRC, _directories, _service_user
 
 _service_user(host_spec())  # base's users and root-owned directories, through sudo
 _directories(host_spec())
@@ -102,7 +102,7 @@ python.call(name="remote() runs as root", function=lambda: print("REMOTE-UID", r
 def test_the_login_user_uploads_a_secret_through_sudo_root_only(lab, tmp_path):
     deploy = tmp_path / "secret_deploy.py"
     deploy.write_text(SECRET_DEPLOY)
-    first = run(PYINFRA, "-y", "inventories/lab.py", str(deploy), "--limit", "node1")
+    first = run(PYINFRA, "-y", "lab/inventories/lab.py", str(deploy), "--limit", "node1")
     assert first.returncode == 0, first.out[-6000:]
     assert ssh(lab, "id -u").stdout.strip() != "0"  # the inventory's user is not root
     assert "REMOTE-UID 0" in first.out  # remote() honours the inventory's _sudo
@@ -115,7 +115,7 @@ def test_the_login_user_uploads_a_secret_through_sudo_root_only(lab, tmp_path):
     print(f"secret via {lab['login_user']}+sudo: {meta}, content {'right' if content == SECRET else 'WRONG'}, "
           f"{len(leftovers)} staging leftovers, login user read it: {unreadable == 0}")
     assert (meta, content, leftovers, unreadable != 0) == ("600 root:root", SECRET, [], True)
-    again = run(PYINFRA, "-y", "inventories/lab.py", str(deploy), "--limit", "node1")
+    again = run(PYINFRA, "-y", "lab/inventories/lab.py", str(deploy), "--limit", "node1")
     secret_row = next(line for line in again.out.splitlines() if line.strip().startswith("Secret "))
     assert again.returncode == 0 and secret_row.split()[1:] == ["1", "-", "-", "1"], again.out[-3000:]  # no change
     assert again.out.count(SECRET.strip()) == first.out.count(SECRET.strip()) == 0  # never printed
@@ -148,7 +148,7 @@ def test_bootstrap_pins_the_key_takes_a_password_and_then_refuses_passwords(lab,
 
     ops = tmp_path / "ops"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ops)], check=True)
-    common = ["-y", "inventories/lab.py", "deploy/bootstrap.py", "--limit", "node1",
+    common = ["-y", "lab/inventories/lab.py", "deploy/bootstrap.py", "--limit", "node1",
               "--data", f"ssh_known_hosts_file={known}", "--data", "fleet_admin_user=opsnew",
               "--data", f"fleet_admin_pubkey_file={ops}.pub"]
     first = run(PYINFRA, *common, "--data", f"ssh_user={CLOUD_USER}", "--data", f"ssh_password={CLOUD_PASSWORD}")
@@ -178,12 +178,12 @@ def test_bootstrap_pins_the_key_takes_a_password_and_then_refuses_passwords(lab,
 
 
 def test_an_unpinned_or_changed_host_key_is_refused(lab, tmp_path):
-    lab_pins = run(PY, "-m", "r1deploy", "hostkey", "--inventory", "inventories/lab.py")
+    lab_pins = run(PY, "-m", "r1deploy", "hostkey", "--inventory", "lab/inventories/lab.py")
     assert lab_pins.returncode == 0 and lab_pins.stdout.count("already pinned") == len(lab["hosts"]), lab_pins.out
 
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    unpinned = run(PYINFRA, "-y", "inventories/lab.py", "deploy/bootstrap.py", "--limit", "node1",
+    unpinned = run(PYINFRA, "-y", "lab/inventories/lab.py", "deploy/bootstrap.py", "--limit", "node1",
                    "--data", f"ssh_known_hosts_file={empty}", "--data", "fleet_admin_pubkey_file=/dev/null")
     assert unpinned.returncode != 0 and "No host key" in unpinned.out, unpinned.out[-3000:]
 

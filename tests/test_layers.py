@@ -20,6 +20,8 @@ FORBIDDEN = [  # (importer prefix, imported prefix, why)
 
 def _module(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[0] == "roles":  # the wheel's (and the editable install's) r1deploy.roles
+        parts.insert(0, "r1deploy")
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -59,9 +61,9 @@ def _within(name: str, prefix: str) -> bool:
 def _unit(name: str) -> str | None:
     """The folder a module belongs to for the circle check: a core domain, or one roles/* package."""
     parts = name.split(".")
+    if parts[:2] == ["r1deploy", "roles"] and len(parts) > 2:
+        return ".".join(parts[:3])
     if parts[0] == "r1deploy" and len(parts) > 1 and parts[1] in DOMAINS:
-        return ".".join(parts[:2])
-    if parts[0] == "roles" and len(parts) > 1:
         return ".".join(parts[:2])
     return None
 
@@ -124,3 +126,18 @@ def test_no_import_circle_across_folders():
         report.append("circle: " + ", ".join(comp))
         report += [f"  {e}" for x in comp for y in comp for e in where.get((x, y), [])]
     assert not report, "\n".join(report)
+
+
+def test_one_namespace_no_top_level_roles_or_deploy():
+    """issue 24 item 1: the core, roles, deploys and the tools import roles as r1deploy.roles and the
+    deploys as r1deploy.deploys (the wheel's names); a bare `roles`/`deploy` import would load a second
+    copy in a checkout and fail once installed."""
+    files = [p for d in ("r1deploy", "roles", "deploy", "tests", "lab", "bench") for p in ROOT.glob(f"{d}/**/*.py")]
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in ("roles", "deploy")]
+    assert not bad, "\n".join(bad)

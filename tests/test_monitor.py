@@ -84,8 +84,20 @@ def test_a_vllm_key_from_a_file_gets_its_own_job_named_without_the_key():
     jobs = {j["job_name"]: j for j in scrape_jobs(hosts, monitor_host(hosts))}
     [name] = [n for n in jobs if n.startswith("vllm-file-")]
     assert jobs[name]["static_configs"][0]["targets"] == ["10.0.0.2:8000"]
-    assert jobs[name]["authorization"]["credentials_file"] == f"r1-api-key-{name.removeprefix('vllm-')}"
-    assert "vllm" not in jobs and "vllm.key" not in name
+    assert jobs[name]["authorization"]["credentials_file"].startswith("r1-api-key-file-")
+    assert "vllm.key" not in name
+    # issue 24 item 4: the job dashboards and alerts select is job="vllm", on every vLLM target
+    assert jobs[name]["static_configs"][0]["labels"]["job"] == "vllm"
+
+
+def test_issue24_item4_a_lone_vllm_job_is_named_vllm_whatever_its_key():
+    """issue 24 item 4: one key for the whole fleet (here a key file): the job is `vllm`, not a hash."""
+    key = {"vllm_api_key_file": "/keys/vllm.key"}
+    hosts = [FleetHost(n, spec_from_host_data(n, {**BASE, "vllm_host_ip": a, **data}), a) for n, a, data in [
+        ("gpu1", "10.0.0.1", key), ("gpu2", "10.0.0.2", key), ("gw", "10.0.0.9", {"fleet_role": "gateway"})]]
+    vllm_jobs = [j for j in scrape_jobs(hosts, monitor_host(hosts)) if j["job_name"].startswith("vllm")]
+    assert [j["job_name"] for j in vllm_jobs] == ["vllm"]
+    assert vllm_jobs[0]["authorization"]["credentials_file"].startswith("r1-api-key-file-")
 
 
 def test_retention_and_bind_addresses_come_from_the_spec():

@@ -2,6 +2,7 @@
 
 from factharness import World, changed_ops, plan
 from pyinfra.facts.server import Which
+from r1deploy.roles.monitor import monitor
 
 from r1deploy.observe.monitor import (
     FleetHost,
@@ -13,7 +14,6 @@ from r1deploy.observe.monitor import (
     render_prometheus_config,
 )
 from r1deploy.spec import spec_from_host_data
-from roles.monitor import monitor
 
 BASE = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "a" * 40}
 DATA = {"gpu1": {**BASE, "vllm_host_ip": "10.0.0.1", "gpu_dcgm": True},

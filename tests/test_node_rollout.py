@@ -7,16 +7,16 @@ import sys
 
 import pytest
 from pyinfra.api import OperationError
+from r1deploy.roles.serve import release
+from r1deploy.roles.serve.facts import EngineRelease
+from r1deploy.roles.serve.rollout import ROLLOUT
 
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.render import engine_bind
 from r1deploy.spec import spec_from_host_data
-from roles.serve import release
-from roles.serve.facts import EngineRelease
-from roles.serve.rollout import ROLLOUT
 from tests.fleetsim import Clock, SimGateway, SimNode, World
 
-rollout = sys.modules["roles.serve.rollout"]  # (the name roles.serve.rollout is a function there)
+rollout = sys.modules["r1deploy.roles.serve.rollout"]  # (the name roles.serve.rollout is a function there)
 
 TINY = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40,
         "vllm_startup_timeout_s": 60, "vllm_host_ip": "127.0.0.11", "rollout_warmup": False}
@@ -28,7 +28,7 @@ ADMIN = [("gw.example", "http://127.0.0.1:8081")]
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     monkeypatch.setenv("R1DEPLOY_REPORTS", str(tmp_path))
-    monkeypatch.setattr(sys.modules["roles.serve.rollout"], "time", Clock())
+    monkeypatch.setattr(sys.modules["r1deploy.roles.serve.rollout"], "time", Clock())
     ROLLOUT.__init__()  # one rollout per test
     node = SimNode("gpu-01.example", model="DeepSeek-R1-Distill-Qwen-7B", history=["r0", "r1"])
     gateway = SimGateway("gw.example", [URL, OTHER])
@@ -188,8 +188,8 @@ def test_issue21_item3_a_node_refused_at_the_drain_is_not_kept_out_of_rotation_b
 ])
 def test_issue21_item9_a_rollback_to_a_gone_previous_release_is_refused_before_anything(previous, complete, refusal):
     from pyinfra.api import DeployError, deploy
+    from r1deploy.roles.serve import serve
 
-    from roles.serve import serve
     from tests.factharness import World as Facts
     from tests.factharness import plan
 

@@ -11,11 +11,11 @@ from pyinfra.facts.server import LinuxDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factharness import World, plan  # noqa: E402
+from r1deploy.roles.gpu_host import facts  # noqa: E402
+from r1deploy.roles.preflight import preflight  # noqa: E402
+from r1deploy.roles.preflight.facts import FreeBytes  # noqa: E402
 
 from r1deploy.gpu import nvidia as gpu  # noqa: E402
-from roles.gpu_host import facts  # noqa: E402
-from roles.preflight import preflight  # noqa: E402
-from roles.preflight.facts import FreeBytes  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gpu-hosts"
 R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad",

@@ -36,7 +36,7 @@ def test_progress_lines_and_the_summary_show_at_normal_verbosity(tmp_path):
     deploy.write_text(textwrap.dedent(f"""\
         from pyinfra.operations import server
         from r1deploy.observe.progress import pull_summary
-        from roles._progress import ProgressCommand
+        from r1deploy.roles._progress import ProgressCommand
 
         server.shell(name="Pull", commands=[ProgressCommand(
             "sh {script}", summary=lambda lines, s: pull_summary(lines, s, "http://node1:8090"))])

@@ -12,10 +12,10 @@ import sys
 from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_inventory, ctx_state
+from r1deploy.roles.gpu_host import drain, ops
+from r1deploy.roles.gpu_host.versions import Want
+from r1deploy.roles.serve.rollout import ROLLOUT
 
-from roles.gpu_host import drain, ops
-from roles.gpu_host.versions import Want
-from roles.serve.rollout import ROLLOUT
 from tests.fleetsim import Clock, SimGateway, SimNode, World
 
 MODEL = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40,
@@ -28,7 +28,7 @@ URLS = {name: f"http://{ip}:8000" for name, ip in IPS.items()}
 def fleet(monkeypatch, tmp_path, nodes=("gpu-1", "gpu-2"), **data):
     monkeypatch.setenv("R1DEPLOY_REPORTS", str(tmp_path))
     clock = Clock()
-    monkeypatch.setattr(sys.modules["roles.serve.rollout"], "time", clock)
+    monkeypatch.setattr(sys.modules["r1deploy.roles.serve.rollout"], "time", clock)
     monkeypatch.setattr(ops, "time", clock)
     ROLLOUT.__init__()
     drain.DRAINED.clear()

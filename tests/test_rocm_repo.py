@@ -13,13 +13,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(Path(__file__).parent)]
 
+from r1deploy.roles.gpu_host.amd import driver_want  # noqa: E402
+from r1deploy.roles.gpu_host.rocm_platforms import ROCM_PLATFORMS  # noqa: E402
+from r1deploy.roles.gpu_host.versions import Want  # noqa: E402
 from test_gpu_repo import Apt, pytestmark  # noqa: E402, F401  (same tools needed)
 
 from lab import rocm_repo  # noqa: E402
 from r1deploy.gpu import amd  # noqa: E402
-from roles.gpu_host.amd import driver_want  # noqa: E402
-from roles.gpu_host.rocm_platforms import ROCM_PLATFORMS  # noqa: E402
-from roles.gpu_host.versions import Want  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factharness import World, plan  # noqa: E402
-
-from roles.weights import weights  # noqa: E402
-from roles.weights.facts import PublishedModel  # noqa: E402
+from r1deploy.roles.weights import weights  # noqa: E402
+from r1deploy.roles.weights.facts import PublishedModel  # noqa: E402
 
 op_mod = importlib.import_module("pyinfra.api.operation")  # the module (pyinfra.api.operation is a function)
 
@@ -118,8 +117,9 @@ def test_a_pulled_seed_still_serves_and_pulled_nodes_do_nothing():
 
 
 def test_preflight_counts_the_quantized_output():
+    from r1deploy.roles.weights import extra_bytes
+
     from r1deploy.spec import spec_from_host_data
-    from roles.weights import extra_bytes
 
     distill = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": REV}
     assert extra_bytes(spec_from_host_data("n", distill)) == 0

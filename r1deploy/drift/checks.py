@@ -197,3 +197,14 @@ def mirror(host: str, enabled: str | None, active: str | None, listing: Any, rev
     findings.append(Finding(host, "mirror", sha == revision,
                             f"mirror lists {str(sha)[:12] if sha else repr(str(listing)[:80])}, want {revision[:12]}"))
     return findings
+
+
+def agent_version(host: str, src: str, version: str | None, want: str) -> list[Finding]:
+    """The host agent (base syncs the controller's own r1deploy package to src) is the controller's
+    version; an older one on a host means a converge has not reached it since the upgrade."""
+    if version is None:
+        return [Finding(host, "agent-version", False, f"{src}/r1deploy: no host agent (controller r1deploy {want})")]
+    if version != want:
+        return [Finding(host, "agent-version", False,
+                        f"host agent r1deploy {version}, controller r1deploy {want}: a converge updates it")]
+    return [Finding(host, "agent-version", True, f"r1deploy {version}")]

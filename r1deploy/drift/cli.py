@@ -29,9 +29,10 @@ from r1deploy.drift.runs import (
     textfile,
     write_textfile,
 )
+from r1deploy.paths import deploy_file, run_dir
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy" / "drift.py"
+DEPLOY = deploy_file("drift")
+REPO = run_dir()
 
 
 def _output(args: argparse.Namespace, manifest, findings: list[Finding]) -> int:
@@ -51,7 +52,7 @@ def expected_hosts(inventory_path: str, limits: list[str]) -> list[str]:
 
     from r1deploy.fleet.inventory import offline_inventory
 
-    with offline_inventory(inventory_path, cwd=str(REPO)) as inventory:
+    with offline_inventory(inventory_path, cwd=REPO) as inventory:
         hosts = _get_inventory_pattern_matches(inventory, limits, "--limit") if limits else list(inventory)
         return [h.name for h in hosts]
 

@@ -7,7 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "rollback.py"
+from r1deploy.paths import deploy_file
+
+DEPLOY = deploy_file("rollback")
 
 
 def _rollback(args) -> int:
@@ -16,7 +18,7 @@ def _rollback(args) -> int:
         print("pyinfra is not installed next to r1deploy", file=sys.stderr)
         return 2
     if not DEPLOY.exists():
-        print(f"{DEPLOY} is missing: run r1deploy rollback from a checkout of the repo", file=sys.stderr)
+        print(f"{DEPLOY} is missing: reinstall r1deploy", file=sys.stderr)
         return 2
     argv = [pyinfra, "-y", os.path.abspath(args.inventory), str(DEPLOY), *(["--limit", args.limit] if args.limit else [])]
     # pyinfra resolves roles/ and group_data/ from the checkout, as for a converge.

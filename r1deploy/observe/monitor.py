@@ -116,10 +116,14 @@ def scrape_jobs(hosts: Iterable[FleetHost], monitor: FleetHost) -> list[dict]:
     by_key: dict[str | None, list[FleetHost]] = {}
     for h in nodes:
         by_key.setdefault(key_source(h.spec), []).append(h)
+    # Dashboards and alerts select job="vllm": a lone job is named so, and the targets of the others
+    # (names must differ) carry job="vllm" (Prometheus keeps a target's own job label; issue 24 item 4).
     for key_env, group in sorted(by_key.items(), key=lambda kv: kv[0] or ""):
-        job = {"job_name": "vllm" if key_env is None else f"vllm-{key_env.lower()}",
-               "static_configs": [_target(h.address, h.spec.vllm.port, node=h.name, model=h.spec.model.name)
-                                  for h in group]}
+        name = "vllm" if key_env is None or len(by_key) == 1 else f"vllm-{key_env.lower()}"
+        labels = {} if name == "vllm" else {"job": "vllm"}
+        job = {"job_name": name,
+               "static_configs": [_target(h.address, h.spec.vllm.port, node=h.name, model=h.spec.model.name,
+                                          **labels) for h in group]}
         if key_env:
             job["authorization"] = {"type": "Bearer", "credentials_file": api_key_file(key_env)}
         jobs.append(job)

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from r1deploy.paths import TEMPLATES
 from r1deploy.serving.group import ServingGroup
 from r1deploy.serving.launch import Launch, group_engine_args, group_env, multi_gpu_args
 from r1deploy.spec import Spec
 
-TEMPLATES = Path(os.environ.get("R1DEPLOY_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
 CONFIG_DIR = "/etc/r1deploy"
 STATE_DIR = "/var/lib/r1deploy"
 CACHE_DIR = "/var/cache/r1deploy"

@@ -7,8 +7,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
-
-from roles.access.facts import SshdEffective
+from r1deploy.roles.access.facts import SshdEffective
 
 # sshd takes the FIRST value it reads for a keyword and reads sshd_config.d/*.conf in lexical
 # order, before the main file: 00- sorts ahead of cloud images' 50-cloud-init.conf and the like.

@@ -4,13 +4,13 @@ from urllib.parse import urlparse
 
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, pip, server
+from r1deploy.roles._pip import pinned
+from r1deploy.roles._rollout import track
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base.agent import AGENT_SRC, agent_code
 
 from r1deploy import AGENT_REQUIREMENTS
 from r1deploy.serving.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
-from roles._pip import pinned
-from roles._rollout import track
-from roles._spec import host_spec
-from roles.base.agent import AGENT_SRC, agent_code
 
 PACKAGES = ["python3-venv", "python3-pip", "curl", "ca-certificates"]
 __all__ = ["AGENT_SRC", "base", "pip_source_args", "venv_packages"]

@@ -14,12 +14,17 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 
-AGENT_SRC = Path(__file__).resolve().parents[2] / "r1deploy"
+from r1deploy.paths import PACKAGE
+
+# The controller's own package (installed, or the checkout's r1deploy/), less its pyinfra side.
+AGENT_SRC = PACKAGE
+NOT_AGENT = {"roles", "deploys", "templates", "examples"}
 
 
 def _agent_files(src: Path) -> list[Path]:
     """The files that make the agent, in byte order of their path (as `LC_ALL=C sort` orders them)."""
-    found = [p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    found = [p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+             and p.relative_to(src).parts[0] not in NOT_AGENT]
     return sorted(found, key=lambda p: p.relative_to(src.parent).as_posix().encode())
 
 

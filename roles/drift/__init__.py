@@ -12,8 +12,12 @@ from functools import partial
 
 from pyinfra import host
 from pyinfra.facts.files import Link
+from r1deploy.roles._fleet import address
+from r1deploy.roles._plan import host_plan
+from r1deploy.roles.drift import facts as df
+from r1deploy.roles.serve.facts import ServingHealth
 
-from r1deploy import AGENT_REQUIREMENTS
+from r1deploy import AGENT_REQUIREMENTS, __version__
 from r1deploy.drift import checks as dc
 from r1deploy.drift.runs import Finding
 from r1deploy.serving.edge import engine_local_url, router_admin
@@ -26,10 +30,6 @@ from r1deploy.serving.render import (
     served_model_dir,
     vllm_venv,
 )
-from roles._fleet import address
-from roles._plan import host_plan
-from roles.drift import facts as df
-from roles.serve.facts import ServingHealth
 
 UNIT_DIR = "/etc/systemd/system"
 MIRROR_SERVICE = "r1-mirror.service"
@@ -38,15 +38,16 @@ Check = tuple[str, Callable[[], Iterable[Finding]]]
 
 def _rendered(spec):
     """The node's files exactly as serve renders them now (same plan, env, address, group flags)."""
-    from roles._group import render_host
+    from r1deploy.roles._group import render_host
 
     return render_host(spec, host_plan(spec))
 
 
 def _group(spec) -> list[Finding]:
     """A serving group's member: `r1deploy drift` folds these into one row per group."""
+    from r1deploy.roles._group import host_group
+
     from r1deploy.drift.groups import member_tag
-    from roles._group import host_group
 
     return [Finding(host.name, "group", True, member_tag(host_group(spec), host.name))]
 
@@ -101,17 +102,22 @@ def _weights(spec, full: bool) -> list[Finding]:
     return dc.weights(host.name, status, m.revision, full)
 
 
+def _agent_version(spec) -> list[Finding]:
+    src = f"{agent_venv(spec)}/src"
+    return dc.agent_version(host.name, src, host.get_fact(df.AgentVersion, src=src), __version__)
+
+
 def _gpu(spec) -> list[Finding]:
     """The GPU stage's own gate (deep checks, DCGM, all-reduce as the spec says), read-only."""
-    from roles.gpu_host import _allreduce_python, _expectations, _vendor
-    from roles.gpu_host.ops import gate_checks
+    from r1deploy.roles.gpu_host import _allreduce_python, _expectations, _vendor
+    from r1deploy.roles.gpu_host.ops import gate_checks
 
     checks = gate_checks(_expectations(spec.gpu), _vendor(spec.gpu), spec.gpu.simulation, _allreduce_python(spec))
     return [Finding(host.name, f"gpu:{c.check}", c.ok, c.detail) for c in checks]
 
 
 def _held(spec) -> list[Finding]:
-    from roles.gpu_host import facts as gpu_facts
+    from r1deploy.roles.gpu_host import facts as gpu_facts
 
     return dc.held_packages(host.name, host.get_fact(df.AptPins), host.get_fact(gpu_facts.NvidiaPackages),
                             spec.gpu.driver_branch, spec.gpu.driver_version)
@@ -125,7 +131,7 @@ def _mirror(spec) -> list[Finding]:
 
 
 def _backends(spec) -> list[Finding]:
-    from roles.gateway import _workers
+    from r1deploy.roles.gateway import _workers
 
     reply = host.get_fact(df.LocalJson, url=f"{router_admin(spec)}/list_workers")
     if not reply["ok"]:
@@ -142,11 +148,12 @@ def _router_unit(spec) -> list[Finding]:
 def _gateway_files(spec) -> list[Finding]:
     """What the gateway stage renders besides the unit: the router's start list and the edge
     (nginx site, API keys, sandbox drop-in), as the spec and the controller's secrets say today."""
+    from r1deploy.roles._secret import resolved
+    from r1deploy.roles.gateway import _workers
+    from r1deploy.roles.gateway.edge import SANDBOX
+
     from r1deploy.serving import edge
     from r1deploy.serving.render import ROUTER_WORKERS_ENV, render_router_workers, render_template
-    from roles._secret import resolved
-    from roles.gateway import _workers
-    from roles.gateway.edge import SANDBOX
 
     want = {ROUTER_WORKERS_ENV: render_router_workers(host.name, _workers(spec)),
             edge.SITE_CONF: edge.render_site(spec, host.name, bool(spec.gateway.tls_cert_file)),
@@ -159,7 +166,7 @@ def _gateway_files(spec) -> list[Finding]:
 
 def _edge_loaded() -> list[Finding]:
     """The edge files on disk are the ones nginx loaded (roles/gateway/edge.py records each reload)."""
-    from roles.gateway.facts import EdgeLoaded
+    from r1deploy.roles.gateway.facts import EdgeLoaded
 
     return dc.edge_loaded(host.name, host.get_fact(EdgeLoaded))
 
@@ -172,13 +179,14 @@ def node_checks(spec, full: bool) -> list[Check]:
         ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec),
                                   [f"{install.vllm_package}=={install.vllm_version}", *install.vllm_with])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
+        ("agent-version", partial(_agent_version, spec)),
         ("service", partial(_service, SERVICE)),
         ("weights", partial(_weights, spec, full)),
     ]
     from r1deploy.fleet.groups import is_group_worker
 
     if not is_group_worker(spec, host.name):  # a group worker runs vLLM headless: its head answers
-        checks[6:6] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
+        checks[7:7] = [("answers", partial(_answers, _engine(spec), spec.model.name)),
                        ("revision", partial(_revision, spec))]
     if spec.fleet.group:
         checks.append(("group", partial(_group, spec)))

@@ -125,3 +125,17 @@ class AgentWeights(FactBase):
         if body is None:
             raise ValueError(f"agent exited {rc}: {(output[1:] or ['no output'])[-1][:300]}")
         return json.loads(body)
+
+
+class AgentVersion(FactBase):
+    """The host agent's r1deploy __version__ (src: the agent venv's src/), None when there is none."""
+
+    def command(self, src):
+        return f"sed -n 's/^__version__ = \"\\(.*\\)\"$/\\1/p' {shlex.quote(src)}/r1deploy/__init__.py 2>/dev/null; true"
+
+    @staticmethod
+    def default():
+        return None
+
+    def process(self, output):
+        return output[0].strip() if output and output[0].strip() else None

@@ -24,12 +24,12 @@ from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, pip, server, systemd
+from r1deploy.roles._pip import pinned
+from r1deploy.roles._secret import secret_file
+from r1deploy.roles.base import pip_source_args
 
 from r1deploy.serving.render import render_template
 from r1deploy.spec import DriftSection, InstallSection, split_host_data
-from roles._pip import pinned
-from roles._secret import secret_file
-from roles.base import pip_source_args
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE, TIMER = "r1deploy-drift.service", "r1deploy-drift.timer"

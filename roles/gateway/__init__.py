@@ -14,6 +14,14 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python, systemd
+from r1deploy.roles._fleet import fleet_view
+from r1deploy.roles._rollout import remote, track
+from r1deploy.roles._secret import engine_key_files
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base import venv_packages
+from r1deploy.roles.gateway.edge import nginx_edge
+from r1deploy.roles.serve.facts import RouterWorkers
+from r1deploy.roles.serve.rollout import ROLLOUT
 
 from r1deploy.fleet.rollout import gateway_workers, reconcile_wanted
 from r1deploy.serving.edge import router_admin
@@ -25,14 +33,6 @@ from r1deploy.serving.render import (
     render_router_workers,
     router_venv,
 )
-from roles._fleet import fleet_view
-from roles._rollout import remote, track
-from roles._secret import engine_key_files
-from roles._spec import host_spec
-from roles.base import venv_packages
-from roles.gateway.edge import nginx_edge
-from roles.serve.facts import RouterWorkers
-from roles.serve.rollout import ROLLOUT
 
 
 def _workers(spec) -> list[str]:
@@ -54,8 +54,9 @@ def _same_node_key(spec) -> None:
 
 def _smoke_client_key(spec) -> None:
     """A client's key (the first by name) for the smoke through nginx, root-only on the gateway."""
+    from r1deploy.roles._secret import resolved, secret_file
+
     from r1deploy.serving.edge import EDGE_SMOKE_HEADER, auth_header, client_keys
-    from roles._secret import resolved, secret_file
 
     clients = resolved(lambda: client_keys(spec))
     first = clients[sorted(clients)[0]] if clients else None

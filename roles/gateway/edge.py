@@ -12,12 +12,12 @@ from io import StringIO
 from pyinfra import host, state
 from pyinfra.api import DeployError, FactBase, OperationError, operation
 from pyinfra.operations import apt, files, python, server, systemd
+from r1deploy.roles._rollout import track
+from r1deploy.roles._secret import resolved, secret_file
+from r1deploy.roles.gateway.facts import EdgeLoaded
 
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_template
-from roles._rollout import track
-from roles._secret import resolved, secret_file
-from roles.gateway.facts import EdgeLoaded
 
 NGINX_GROUP = "www-data"
 SANDBOX = "/etc/systemd/system/nginx.service.d/r1deploy-sandbox.conf"

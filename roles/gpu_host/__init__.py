@@ -8,7 +8,7 @@
 then a reboot only when the loaded kernel module is not the installed driver, and the
 verification gate (r1deploy.gpu.gate / r1deploy.gpu.amd_gate, deep checks and all-reduce).
 
-Host data: the spec's `gpu_*` keys (r1deploy.spec.GpuSection). Facts: roles.gpu_host.facts
+Host data: the spec's `gpu_*` keys (r1deploy.spec.GpuSection). Facts: r1deploy.roles.gpu_host.facts
 plus pyinfra's LinuxDistribution, KernelVersion, DebPackages, File/Sha1File, Systemd*.
 """
 
@@ -23,17 +23,23 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server, systemd
+from r1deploy.roles._rollout import track
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.gpu_host import drain, facts, nvidia_names
+from r1deploy.roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_driver, verify_gpus
+from r1deploy.roles.gpu_host.platforms import (
+    BRANCH_CUDA_MAJOR,
+    KEYRING_DEB,
+    KEYRING_PACKAGE,
+    Platform,
+    platform_for,
+)
+from r1deploy.roles.gpu_host.versions import VersionSkew, Want, follow
 
 from r1deploy.gpu import vendor as gpu_vendor
 from r1deploy.gpu.gate import Expectations
 from r1deploy.planner.catalog import find_gpu
 from r1deploy.spec import GpuSection, split_host_data
-from roles._rollout import track
-from roles._spec import host_spec
-from roles.gpu_host import drain, facts, nvidia_names
-from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_driver, verify_gpus
-from roles.gpu_host.platforms import BRANCH_CUDA_MAJOR, KEYRING_DEB, KEYRING_PACKAGE, Platform, platform_for
-from roles.gpu_host.versions import VersionSkew, Want, follow
 
 PIN_DIR = "/etc/apt/preferences.d"
 NOUVEAU_CONF = "/etc/modprobe.d/blacklist-nouveau.conf"
@@ -203,7 +209,7 @@ def gpu_host() -> None:
     expectations = _expectations(g, spec.plan.gpu)
     gate = (expectations, vendor, g.simulation, _allreduce_python(spec))  # also after a reboot turn
     if vendor == "amd":
-        from roles.gpu_host.amd import amd_host
+        from r1deploy.roles.gpu_host.amd import amd_host
 
         amd_host(spec, gate)
     else:

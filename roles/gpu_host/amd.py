@@ -18,12 +18,10 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files
-
-from r1deploy.gpu import amd
-from roles._rollout import track
-from roles.gpu_host import drain, facts
-from roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_amdgpu, user_in_groups
-from roles.gpu_host.rocm_platforms import (
+from r1deploy.roles._rollout import track
+from r1deploy.roles.gpu_host import drain, facts
+from r1deploy.roles.gpu_host.ops import host_platform, pinned_packages, reboot_into_amdgpu, user_in_groups
+from r1deploy.roles.gpu_host.rocm_platforms import (
     DRIVER,
     GROUPS,
     KEYRING,
@@ -32,7 +30,9 @@ from roles.gpu_host.rocm_platforms import (
     repo_pin,
     rocm_platform_for,
 )
-from roles.gpu_host.versions import Want
+from r1deploy.roles.gpu_host.versions import Want
+
+from r1deploy.gpu import amd
 
 PIN_DIR = "/etc/apt/preferences.d"
 SOURCES_FILE = "/etc/apt/sources.list.d/rocm.list"

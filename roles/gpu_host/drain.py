@@ -23,8 +23,7 @@ from collections.abc import Iterator
 
 from pyinfra.api import FunctionCommand, OperationError
 from pyinfra.context import ctx_host
-
-from roles._rollout import DRAINED
+from r1deploy.roles._rollout import DRAINED
 
 # Per host, what its turn found before the reboot: {"gateways", "url", "serving", "head"}.
 _TURNS: dict[str, dict] = {}
@@ -32,8 +31,9 @@ _TURNS: dict[str, dict] = {}
 
 def reboot_batches(name: str) -> tuple[int | None, int]:
     """(this node's reboot batch, how many there are) over the nodes this run deploys."""
+    from r1deploy.roles._fleet import fleet_view
+
     from r1deploy.fleet import rollout as core
-    from roles._fleet import fleet_view
 
     deploying, _, _ = fleet_view()
     plan = core.plan_batches(deploying, size_of=lambda s: s.gpu.reboot_batch_size)
@@ -44,11 +44,11 @@ def _replica(spec, target) -> tuple[str, bool]:
     """(the worker URL gateways route to for this node's replica, whether this node is its head):
     a serving group is one replica behind its head's URL."""
     from pyinfra import inventory
+    from r1deploy.roles._fleet import address
+    from r1deploy.roles._group import host_group
+    from r1deploy.roles._spec import host_spec
 
     from r1deploy.fleet import rollout as core
-    from roles._fleet import address
-    from roles._group import host_group
-    from roles._spec import host_spec
 
     group = host_group(spec)
     if group is None:
@@ -59,8 +59,7 @@ def _replica(spec, target) -> tuple[str, bool]:
 
 def _fail(host, why: str) -> bool:
     from pyinfra import logger
-
-    from roles.serve.rollout import ROLLOUT
+    from r1deploy.roles.serve.rollout import ROLLOUT
 
     ROLLOUT.stop(host.name, f"reboot: {why}")
     host.log_styled(f"reboot turn: {why}", fg="red", log_func=logger.error)
@@ -69,11 +68,9 @@ def _fail(host, why: str) -> bool:
 
 def _before_reboot(state, host, why: str) -> bool:
     """Refuse (an outage, another run's drain, an earlier failed turn) or drain; False stops this host."""
-    from r1deploy.fleet import rollout as core
-    from r1deploy.serving.edge import engine_local_url, router_admin
-    from roles._fleet import address, connected, fleet_view
-    from roles._spec import host_spec
-    from roles.serve.rollout import (
+    from r1deploy.roles._fleet import address, connected, fleet_view
+    from r1deploy.roles._spec import host_spec
+    from r1deploy.roles.serve.rollout import (
         ROLLOUT,
         PhaseFailed,
         _unit_state,
@@ -82,6 +79,9 @@ def _before_reboot(state, host, why: str) -> bool:
         listed_workers,
         wait_drained,
     )
+
+    from r1deploy.fleet import rollout as core
+    from r1deploy.serving.edge import engine_local_url, router_admin
 
     with ctx_host.use(host):
         spec = host_spec()
@@ -115,7 +115,7 @@ def _before_reboot(state, host, why: str) -> bool:
 
 def gate_now(expectations, vendor: str, simulated: bool, python: str | None) -> tuple[bool, str]:
     """The GPU gate on facts read now (ops._gate); a seam for the simulated hosts' tests."""
-    from roles.gpu_host.ops import _gate
+    from r1deploy.roles.gpu_host.ops import _gate
 
     return _gate(expectations, vendor, simulated, python)
 
@@ -124,10 +124,11 @@ def _after_reboot(state, host, services: list[str], gate: tuple) -> bool:
     """Back on the new driver: services, gate, vLLM healthy, rejoin; False stops this host and the rollout."""
     import time
 
+    from r1deploy.roles._rollout import remote
+    from r1deploy.roles._spec import host_spec
+    from r1deploy.roles.serve.rollout import PhaseFailed, rejoin, wait_healthy
+
     from r1deploy.fleet import rollout as core
-    from roles._rollout import remote
-    from roles._spec import host_spec
-    from roles.serve.rollout import PhaseFailed, rejoin, wait_healthy
 
     turn = _TURNS.get(host.name)
     if turn is None:  # not a serving node

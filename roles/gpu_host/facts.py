@@ -3,7 +3,7 @@ r1deploy.gpu.amd (AMD), r1deploy.gpu.health, r1deploy.gpu.allreduce and r1deploy
 
 Every probe command exits 0 and prints a marker when its binary is missing, so a host with no
 GPU, no driver or a broken driver gives a fact value that says so instead of failing the host.
-Try them on any host: `pyinfra @local fact roles.gpu_host.facts.Gpus` (from the repo root).
+Try them on any host: `pyinfra @local fact r1deploy.roles.gpu_host.facts.Gpus` (from the repo root).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import shlex
 
 from pyinfra.api import FactBase
+from r1deploy.roles._gpus import Gpus, _text  # noqa: F401 (Gpus: one of this stage's facts, kept below it for roles/_plan.py)
 
 from r1deploy.gpu import allreduce, amd, dpkg
 from r1deploy.gpu import health as gpu_health
 from r1deploy.gpu import nvidia as gpu
 from r1deploy.gpu import vendor as gpu_vendor
-from roles._gpus import Gpus, _text  # noqa: F401 (Gpus: one of this stage's facts, kept below it for roles/_plan.py)
 
 
 class LoadedDriver(FactBase):

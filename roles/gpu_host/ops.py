@@ -18,11 +18,11 @@ from pyinfra.api import FunctionCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files
+from r1deploy.roles.gpu_host import drain, facts
+from r1deploy.roles.gpu_host.versions import VersionSkew, Want, follow, preferences
 
 from r1deploy.gpu import amd, amd_gate, dpkg
 from r1deploy.gpu.gate import Expectations, Observation, exit_code, render_table, run_gate
-from roles.gpu_host import drain, facts
-from roles.gpu_host.versions import VersionSkew, Want, follow, preferences
 
 APT_INSTALL = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades "
                "--allow-change-held-packages -o Dpkg::Options::=--force-confdef "

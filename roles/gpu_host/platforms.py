@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from roles.gpu_host.nvidia_names import driver_names
+from r1deploy.roles.gpu_host.nvidia_names import driver_names
 
 # NVIDIA's public repository; air-gapped fleets point gpu_cuda_repo_url at a mirror of it.
 NVIDIA_CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos"

@@ -3,6 +3,6 @@
     pyinfra -y @local roles/gpu_host/verify.py --data gpu_expected_model="NVIDIA H200"
 """
 
-from roles.gpu_host import gpu_verify
+from r1deploy.roles.gpu_host import gpu_verify
 
 gpu_verify()

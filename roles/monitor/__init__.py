@@ -14,6 +14,8 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import apt, files, server, systemd
+from r1deploy.roles._secret import resolved, secret_file
+from r1deploy.roles._spec import host_spec
 
 from r1deploy.observe.monitor import (
     CONFIG_FILE,
@@ -33,8 +35,6 @@ from r1deploy.observe.monitor import (
     render_prometheus_config,
 )
 from r1deploy.serving.edge import vllm_api_key
-from roles._secret import resolved, secret_file
-from roles._spec import host_spec
 
 NODE_EXPORTER = "prometheus-node-exporter"
 

@@ -3,11 +3,11 @@
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import LinuxDistribution
+from r1deploy.roles._plan import host_plan
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.preflight.facts import FreeBytes
 
 from r1deploy.planner.catalog import MODELS
-from roles._plan import host_plan
-from roles._spec import host_spec
-from roles.preflight.facts import FreeBytes
 
 SUPPORTED = {("Debian", 12), ("Ubuntu", 22), ("Ubuntu", 24)}
 

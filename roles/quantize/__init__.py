@@ -14,15 +14,15 @@ import shlex
 from pyinfra import host, logger
 from pyinfra.api import DeployError, OperationError, deploy
 from pyinfra.operations import python, server
+from r1deploy.roles._pip import pinned
+from r1deploy.roles._rollout import remote, track
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base import venv_packages
+from r1deploy.roles.quantize.facts import QuantManifest
 
 from r1deploy.serving.install_plan import quant_pins
 from r1deploy.serving.quantize import gate
 from r1deploy.serving.render import agent_venv, native_quantization, quant_venv, quantized_dir
-from roles._pip import pinned
-from roles._rollout import remote, track
-from roles._spec import host_spec
-from roles.base import venv_packages
-from roles.quantize.facts import QuantManifest
 
 # Installed next to llm-compressor and removed after: PyPI's CUDA torchvision breaks CPU torch.
 WITHOUT = ["torchvision", "torchaudio", "torchcodec"]

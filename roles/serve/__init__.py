@@ -18,19 +18,19 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, python
+from r1deploy.roles._fleet import address, connected, fleet_view
+from r1deploy.roles._group import host_group, render_host
+from r1deploy.roles._plan import host_plan
+from r1deploy.roles._rollout import track
+from r1deploy.roles._secret import engine_key_files
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.serve.facts import EngineRelease, RouterWorkers
+from r1deploy.roles.serve.release import CURRENT, PREVIOUS, UNIT_PATH
+from r1deploy.roles.serve.rollout import ROLLOUT, roll_node
 
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.edge import router_admin
 from r1deploy.serving.render import CONFIG_DIR, SERVICE, compile_cache_dir, engine_bind
-from roles._fleet import address, connected, fleet_view
-from roles._group import host_group, render_host
-from roles._plan import host_plan
-from roles._rollout import track
-from roles._secret import engine_key_files
-from roles._spec import host_spec
-from roles.serve.facts import EngineRelease, RouterWorkers
-from roles.serve.release import CURRENT, PREVIOUS, UNIT_PATH
-from roles.serve.rollout import ROLLOUT, roll_node
 
 # What serve() decided per node, for the batch operations rollout() lays out on every host.
 _TURNS: dict[str, dict] = {}
@@ -123,7 +123,7 @@ def _restart_wanted(turn: dict) -> bool:
 
 
 def _wanted(turn: dict) -> bool:
-    from roles._rollout import DRAINED  # drained for a driver reboot earlier in this run
+    from r1deploy.roles._rollout import DRAINED  # drained for a driver reboot earlier in this run
 
     return _restart_wanted(turn) or core.needs_rejoin(turn["state"]) or host.name in DRAINED
 
@@ -160,7 +160,7 @@ def _turn(batch: int, canary: bool) -> None:
 
 
 def _group_turn(t: dict, batch: int, canary: bool) -> None:
-    from roles.serve.group_turn import roll_group
+    from r1deploy.roles.serve.group_turn import roll_group
 
     members = _members(host.name)
     try:

@@ -16,16 +16,10 @@ import time
 
 from pyinfra import host
 from pyinfra.api import OperationError
-
-from r1deploy.fleet import groups as grp
-from r1deploy.fleet import rollout as core
-from r1deploy.serving.group import ServingGroup
-from r1deploy.serving.render import CONFIG_DIR, SERVICE
-from r1deploy.spec import Spec
-from roles._fleet import connected
-from roles._rollout import remote
-from roles.serve.release import activate, complete, keep_previous, pointers
-from roles.serve.rollout import (
+from r1deploy.roles._fleet import connected
+from r1deploy.roles._rollout import remote
+from r1deploy.roles.serve.release import activate, complete, keep_previous, pointers
+from r1deploy.roles.serve.rollout import (
     ROLLOUT,
     PhaseFailed,
     _engine,
@@ -44,6 +38,12 @@ from roles.serve.rollout import (
     wait_drained,
     warm_up,
 )
+
+from r1deploy.fleet import groups as grp
+from r1deploy.fleet import rollout as core
+from r1deploy.serving.group import ServingGroup
+from r1deploy.serving.render import CONFIG_DIR, SERVICE
+from r1deploy.spec import Spec
 
 
 class MemberFailed(PhaseFailed):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import shlex
 
+from r1deploy.roles._rollout import remote
+
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.render import CONFIG_DIR, SERVICE
-from roles._rollout import remote
 
 CURRENT = f"{CONFIG_DIR}/current"
 PREVIOUS = f"{CONFIG_DIR}/previous"

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import OperationError
+from r1deploy.roles._fleet import address, connected
+from r1deploy.roles._rollout import remote
+from r1deploy.roles._secret import key_args
+from r1deploy.roles.serve.release import activate, before_in_history, complete, keep_previous, pointers
 
 from r1deploy.fleet import rollout as core
 from r1deploy.serving.edge import curl_auth, engine_local_url
 from r1deploy.serving.render import CONFIG_DIR, ROUTER_SERVICE, SERVICE, agent_venv
 from r1deploy.spec import Spec
-from roles._fleet import address, connected
-from roles._rollout import remote
-from roles._secret import key_args
-from roles.serve.release import activate, before_in_history, complete, keep_previous, pointers
 
 ROUTER_UNIT = f"/etc/systemd/system/{ROUTER_SERVICE}"
 ROLLOUT = core.Rollout()  # one rolling update per controller process
@@ -272,7 +272,7 @@ def warm_up(spec: Spec) -> str:
 
 
 def smoke(spec: Spec, canary: bool) -> str:
-    from roles.smoke import run_smoke
+    from r1deploy.roles.smoke import run_smoke
 
     ok, data = run_smoke(spec, _engine(spec))
     if not ok:

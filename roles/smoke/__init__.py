@@ -13,14 +13,14 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import OperationError, deploy
 from pyinfra.operations import python
+from r1deploy.roles._rollout import host_changed, remote, wait_router
+from r1deploy.roles._secret import key_args
+from r1deploy.roles._spec import host_spec
 
 from r1deploy.fleet.rollout import startup_timeout_s
 from r1deploy.serving.edge import router_admin
 from r1deploy.serving.render import agent_venv
 from r1deploy.serving.smoke import NodeReport, table
-from roles._rollout import host_changed, remote, wait_router
-from roles._secret import key_args
-from roles._spec import host_spec
 
 
 def run_smoke(spec, url: str) -> tuple[bool, dict]:

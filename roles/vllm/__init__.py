@@ -3,15 +3,15 @@
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
+from r1deploy.roles._pip import pinned
+from r1deploy.roles._plan import host_plan
+from r1deploy.roles._rollout import track
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.base import pip_source_args, venv_packages
 
 from r1deploy.serving.ep_kernels import fallback_note, import_check, kernels_for
 from r1deploy.serving.install_plan import engine_pins
 from r1deploy.serving.render import vllm_venv
-from roles._pip import pinned
-from roles._plan import host_plan
-from roles._rollout import track
-from roles._spec import host_spec
-from roles.base import pip_source_args, venv_packages
 
 
 @deploy("vLLM")

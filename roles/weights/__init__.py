@@ -22,16 +22,16 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
 from pyinfra.operations import files, server, systemd
+from r1deploy.roles._fleet import address
+from r1deploy.roles._progress import ProgressCommand
+from r1deploy.roles._rollout import track
+from r1deploy.roles._secret import secret_file
+from r1deploy.roles._spec import host_spec
+from r1deploy.roles.weights.facts import PublishedModel
 
 from r1deploy.observe.progress import pull_summary
 from r1deploy.planner.catalog import find_model
 from r1deploy.serving.render import CONFIG_DIR, MIRROR_USER, agent_venv, render_template
-from roles._fleet import address
-from roles._progress import ProgressCommand
-from roles._rollout import track
-from roles._secret import secret_file
-from roles._spec import host_spec
-from roles.weights.facts import PublishedModel
 
 HUB_TOKEN_FILE = f"{CONFIG_DIR}/hub-token"
 SEED_TOKEN_FILE = f"{CONFIG_DIR}/seed-token"

@@ -47,7 +47,7 @@ monitor_scrape_interval_s = 5
 monitor_vllm_down_for_s = 30
 
 # pyinfra executes every group_data file, also for other inventories: tolerate a lab that is
-# down here (inventories/lab.py itself refuses to load then), and a hosts-only lab (no model,
+# down here (lab/inventories/lab.py itself refuses to load then), and a hosts-only lab (no model,
 # wheelhouse or Hub mirror: the spec's defaults in group_data/all.py stay).
 _lab = lab_info(required=False)
 if _lab.get("model"):

@@ -1,7 +1,7 @@
 """The local lab (`make lab`): serving nodes and a gateway, as `lab up` made them.
 
 Groups: `nodes`, `gateways`, and `lab` (pyinfra names a group after this file), whose data is
-in group_data/lab.py. inventories/lab_group.py is the same lab with a serving group.
+in group_data/lab.py. lab/inventories/lab_group.py is the same lab with a serving group.
 """
 
 from lab.state import inventory_hosts, lab_info

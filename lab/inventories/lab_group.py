@@ -3,8 +3,8 @@ tensor parallel 2 across the lab bridge (vLLM's multi-node mode: node1 the head,
 node3 (and any further node) serves alone. The gateway routes to the group's head and the single
 nodes (r1deploy.fleet.rollout.gateway_workers: a group worker serves no API).
 
-    pyinfra -y inventories/lab_group.py deploy/main.py     # tests/test_lab_group.py, and back:
-    pyinfra -y inventories/lab.py deploy/main.py
+    pyinfra -y lab/inventories/lab_group.py deploy/main.py     # tests/test_lab_group.py, and back:
+    pyinfra -y lab/inventories/lab.py deploy/main.py
 
 Groups: `nodes`, `gateways`, and `lab_group` (named after this file), whose data is
 group_data/lab_group.py: the same as group_data/lab.py's.
@@ -24,7 +24,7 @@ _GROUP = {"fleet_group": "lab-a", "plan_nodes": 2, "vllm_tensor_parallel_size": 
 def _with_group(hosts: list) -> list:
     """The first two nodes as one group (the first is its head), the others single nodes."""
     if len(hosts) < 3:
-        raise SystemExit(f"inventories/lab_group.py needs a lab of 3 nodes or more (a group of two and a "
+        raise SystemExit(f"lab/inventories/lab_group.py needs a lab of 3 nodes or more (a group of two and a "
                          f"single node serving beside it), this one has {len(hosts)}: python -m lab up --nodes 3")
     head = hosts[0][0]
     return [(name, {**data, **_GROUP, "fleet_group_head": head}) for name, data in hosts[:2]] + hosts[2:]

@@ -1,4 +1,4 @@
-# The lab's data for inventories/lab_group.py: pyinfra names an inventory's own group after its
+# The lab's data for lab/inventories/lab_group.py: pyinfra names an inventory's own group after its
 # file (`lab_group`), so group_data/lab.py alone would not reach these hosts. The same values,
 # read from that file (one source: the wheelhouse, hub, model, CPU keys, edge keys).
 from pathlib import Path
