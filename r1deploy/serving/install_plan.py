@@ -13,6 +13,18 @@ def engine_pins(spec: Spec) -> list[str]:
     return [f"{spec.install.vllm_package}=={spec.install.vllm_version}", *spec.install.vllm_with]
 
 
+# Triton builds its launcher in C when the engine starts (GPU kernels, also in eager mode) and torch's
+# inductor builds C++ (torch.compile, CPU included): a compiler and Python's headers on the node.
+# Only a CPU engine that runs eager compiles nothing.
+JIT_TOOLCHAIN = ["gcc", "g++", "python3-dev"]
+
+
+def engine_os_packages(spec: Spec) -> list[str]:
+    """Debian packages the engine needs beside its venv (roles/vllm)."""
+    eager = bool(spec.vllm.extra_args.get("enforce-eager") or spec.vllm.extra_args.get("enforce_eager"))
+    return [] if spec.vllm.device == "cpu" and eager else list(JIT_TOOLCHAIN)
+
+
 def router_pins(spec: Spec) -> list[str]:
     """The gateway's router venv (roles/gateway)."""
     return [f"vllm-router=={spec.install.router_version}"]

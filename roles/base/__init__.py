@@ -12,7 +12,9 @@ from r1deploy.roles.base.agent import AGENT_SRC, agent_code
 from r1deploy import AGENT_REQUIREMENTS
 from r1deploy.serving.render import CACHE_DIR, CONFIG_DIR, MIRROR_USER, ROUTER_USER, STATE_DIR, agent_venv
 
-PACKAGES = ["python3-venv", "python3-pip", "curl", "ca-certificates"]
+# Venvs come from `python3 -m venv` (its own pip); python3-pip's recommends were 245 packages (a whole
+# C toolchain, perl, gnupg) on every host. The engine's compiler, where it needs one: roles/vllm.
+PACKAGES = ["python3-venv", "curl", "ca-certificates"]
 __all__ = ["AGENT_SRC", "base", "pip_source_args", "venv_packages"]
 
 
@@ -68,7 +70,8 @@ def _agent(spec) -> None:
 @deploy("Base")
 def base() -> None:
     spec = host_spec()
-    track(apt.packages(name="OS packages", packages=PACKAGES, update=True, cache_time=24 * 3600))
+    track(apt.packages(name="OS packages", packages=PACKAGES, update=True, cache_time=24 * 3600,
+                       no_recommends=True))
     _service_user(spec)
     _directories(spec)
     _agent(spec)

@@ -119,7 +119,7 @@ def drift_timer() -> None:
     home = f"/var/lib/{d.user}"
     commit = pinned_commit(d.commit)
     apt.packages(name="OS packages for the checker", packages=["python3-venv", "openssh-client", "curl"],
-                 update=True, cache_time=24 * 3600)
+                 update=True, cache_time=24 * 3600, no_recommends=True)
     _user(d, home)
     _secrets(d)
     checkout, venv = _checkout(d, install, commit)

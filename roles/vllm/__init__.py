@@ -2,7 +2,7 @@
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import server
+from pyinfra.operations import apt, server
 from r1deploy.roles._pip import pinned
 from r1deploy.roles._plan import host_plan
 from r1deploy.roles._rollout import track
@@ -10,7 +10,7 @@ from r1deploy.roles._spec import host_spec
 from r1deploy.roles.base import pip_source_args, venv_packages
 
 from r1deploy.serving.ep_kernels import fallback_note, import_check, kernels_for
-from r1deploy.serving.install_plan import engine_pins
+from r1deploy.serving.install_plan import engine_os_packages, engine_pins
 from r1deploy.serving.render import vllm_venv
 
 
@@ -19,6 +19,10 @@ def vllm() -> None:
     spec = host_spec()
     venv = vllm_venv(spec)  # side by side per version: an upgrade never breaks the running one
     wanted = engine_pins(spec)
+    toolchain = engine_os_packages(spec)
+    if toolchain:
+        track(apt.packages(name="The engine's JIT toolchain (Triton, inductor)", packages=toolchain,
+                           no_recommends=True))
     venv_packages(f"Install {wanted[0]}", venv, wanted, spec)
     if spec.install.vllm_without:
         # PyPI's CUDA torchvision next to the CPU torch breaks `import transformers`.
