@@ -300,6 +300,7 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
     """Validate every host; raise one SpecError naming all bad hosts and fields."""
     specs: dict[str, Spec] = {}
     errors: list[FieldError] = []
+    hosts = list(hosts)
     for name, data in hosts:
         try:
             specs[name] = spec_from_host_data(name, data)
@@ -307,9 +308,11 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
             errors.extend(exc.errors)
     if errors:
         raise SpecError(errors)
+    from r1deploy.fleet.firewall import FwHost, firewall_errors  # peers by address (issue 23 item 3)
     from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
 
-    if errors := group_errors(specs):
+    errors = firewall_errors([FwHost(name, data, specs[name]) for name, data in hosts])
+    if errors := [*errors, *group_errors(specs)]:
         raise SpecError(errors)
     return specs
 
@@ -342,6 +345,9 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
         errors += monitor_errors([(e.name, e.data) for e, _ in hosts], {e.name: s for e, s in hosts})
         errors += group_errors({e.name: s for e, s in hosts})
+        from r1deploy.fleet.firewall import FwHost, firewall_errors
+
+        errors += firewall_errors([FwHost(e.name, e.data, s) for e, s in hosts])
     if errors:  # one problem per host and key: the first (a control character explains the rest)
         first: dict[tuple[str, str], FieldError] = {}
         for e in errors:
