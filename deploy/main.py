@@ -2,9 +2,9 @@
 
     pyinfra inventories/prod.py deploy/main.py [--dry] [--diff] [--limit HOST]
 
-Stages per node: preflight, base, GPU host, weights, quantize (when quant_scheme is set), vLLM,
+Stages per node: preflight, base, firewall, GPU host, weights, quantize (when quant_scheme is set), vLLM,
 serve (the release), rollout (batches: drain, restart, warm-up, smoke, rejoin; rollback on failure).
-Gateways: preflight, base, then — after the last batch — gateway and smoke through it. The whole inventory is validated
+Gateways: preflight, base, firewall, then — after the last batch — gateway and smoke through it. The whole inventory is validated
 before the first operation of the first host, so a bad inventory touches no host.
 """
 
@@ -16,6 +16,7 @@ from r1deploy.spec import SpecError
 from roles._lease import hold, let_go, my_gateways
 from roles._spec import host_spec
 from roles.base import base
+from roles.firewall import firewall
 from roles.gateway import gateway
 from roles.gpu_host import gpu_host
 from roles.monitor import monitor
@@ -38,6 +39,8 @@ hold(name="Converge lease on the gateways", gateways=my_gateways(spec, host.name
      wait_s=spec.rollout.lock_wait_s, stale_s=spec.rollout.lock_stale_s)
 preflight()
 base()
+# The host firewall (issue 23 item 3): once the host is provisioned, before it serves anything.
+firewall()
 if spec.fleet.role == "node":
     if spec.gpu.manage:
         gpu_host()
