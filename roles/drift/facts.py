@@ -125,3 +125,31 @@ class AgentWeights(FactBase):
         if body is None:
             raise ValueError(f"agent exited {rc}: {(output[1:] or ['no output'])[-1][:300]}")
         return json.loads(body)
+
+
+class FileModes(FactBase):
+    """{path: (owner, group, mode), or None when missing} (`stat`, no content read)."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return f"for f in {quoted}; do stat -c '%U %G %a %n' -- \"$f\" 2>/dev/null || printf 'MISSING %s\\n' \"$f\"; done"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        from r1deploy.drift.intruder import parse_stat
+
+        return parse_stat(list(output))
+
+
+class NginxDump(FactBase):
+    """`nginx -T`: {"ok": it exited 0, "text": every parsed file as nginx prints it}."""
+
+    def command(self):
+        return ("if out=$(nginx -T 2>&1); then echo R1DEPLOY_OK; else echo R1DEPLOY_FAILED; fi; "
+                "printf '%s\\n' \"$out\"")
+
+    def process(self, output):
+        return {"ok": output[0] == "R1DEPLOY_OK", "text": "\n".join(output[1:]) + "\n"}

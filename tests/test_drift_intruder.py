@@ -1,0 +1,115 @@
+"""Drift that sees an intruder's changes (issue 23 item 4): each comparator of
+r1deploy/drift/intruder.py on real captured text (tests/fixtures/intruder/):
+
+- nginx-T*.txt: Debian 12's nginx 1.22.1 `nginx -T` over Debian's nginx.conf and r1deploy's
+  rendered site + keys.conf (run under a scratch prefix, the prefix written back to /etc/nginx);
+  the -extra-file capture has a server block dropped into conf.d.
+- nft-*.txt: nftables 1.0.6's `nft list ruleset` / `nft list table` in a network namespace with
+  r1deploy's render of a node loaded beside another tool's table; then a rule added by hand; then
+  `nft flush ruleset`.
+- stat lines: coreutils' `stat -c '%U %G %a %n'`, as roles/drift/facts.FileModes runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from r1deploy.drift import intruder as di
+
+FIX = Path(__file__).parent / "fixtures" / "intruder"
+
+
+def text(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def one(findings):
+    assert len(findings) == 1, findings
+    return findings[0]
+
+
+# --- owner, group, mode --------------------------------------------------------------------------
+
+STAT = ["root root 644 /etc/r1deploy/secret.env", "root www-data 640 /etc/nginx/r1deploy/keys.conf",
+        "MISSING /etc/r1deploy/vllm-auth.header"]
+WANT = {"/etc/r1deploy/secret.env": ("root", "root", "600"),
+        "/etc/nginx/r1deploy/keys.conf": ("root", "www-data", "640")}
+
+
+def test_issue23_item4_a_world_readable_secret_is_named_with_its_mode():
+    f = one(di.file_modes("n1", WANT, di.parse_stat(STAT)))
+    assert f.ok is False and f.check == "file-modes"
+    assert "/etc/r1deploy/secret.env root:root 0644 (want root:root 0600)" in f.detail
+    assert "keys.conf" not in f.detail
+
+
+def test_issue23_item4_file_modes_missing_group_change_and_could_not_check():
+    live = di.parse_stat(["root root 600 /etc/r1deploy/secret.env", "root root 640 /etc/nginx/r1deploy/keys.conf"])
+    f = one(di.file_modes("gw", {**WANT, "/etc/r1deploy/vllm-auth.header": ("root", "root", "600")},
+                          {**live, **di.parse_stat(STAT[2:])}))
+    assert "keys.conf root:root 0640 (want root:www-data 0640)" in f.detail and "vllm-auth.header missing" in f.detail
+    assert one(di.file_modes("gw", WANT, None)).ok is None
+    assert one(di.file_modes("gw", WANT, live | {"/etc/nginx/r1deploy/keys.conf": ("root", "www-data", "640")})).ok
+
+
+# --- the monitor stack -----------------------------------------------------------------------------
+
+def test_issue23_item4_a_stopped_prometheus_is_its_own_line():
+    rows = di.units_running("gw", "monitor", {"prometheus.service": ("enabled", "inactive"),
+                                              "prometheus-node-exporter.service": ("enabled", "active")})
+    assert [(r.ok, r.detail) for r in rows] == [(True, "prometheus-node-exporter.service enabled, active"),
+                                                (False, "prometheus.service enabled, inactive")]
+    assert one(di.units_running("gw", "monitor", {})).ok is None
+
+
+# --- nginx -T --------------------------------------------------------------------------------------
+
+def nginx_want() -> dict[str, str]:
+    files = di.parse_nginx_dump(text("nginx-T.txt"))
+    return {p: files[p] for p in ("/etc/nginx/conf.d/r1-gateway.conf", "/etc/nginx/r1deploy/keys.conf")}
+
+
+def test_issue23_item4_nginx_dump_is_split_per_file():
+    files = di.parse_nginx_dump(text("nginx-T.txt"))
+    assert sorted(files) == ["/etc/nginx/conf.d/r1-gateway.conf", "/etc/nginx/mime.types",
+                             "/etc/nginx/nginx.conf", "/etc/nginx/r1deploy/keys.conf"]
+    assert files["/etc/nginx/conf.d/r1-gateway.conf"].startswith("# Rendered by r1deploy")
+    assert "include /etc/nginx/r1deploy/keys.conf;" in files["/etc/nginx/conf.d/r1-gateway.conf"]
+
+
+def test_issue23_item4_nginx_live_as_rendered_edited_and_an_extra_server():
+    want = nginx_want()
+    assert one(di.nginx_live("gw", want, text("nginx-T.txt"), True)).ok is True
+    edited = text("nginx-T.txt").replace("proxy_read_timeout", "proxy_read_timeout 1s; # ", 1)
+    f = one(di.nginx_live("gw", want, edited, True))
+    assert f.ok is False and f.detail == "/etc/nginx/conf.d/r1-gateway.conf differs from the render"
+    f = one(di.nginx_live("gw", want, text("nginx-T-extra-file.txt"), True))
+    assert f.ok is False and "/etc/nginx/conf.d/zz-extra.conf loaded, neither r1deploy's nor Debian's" in f.detail
+    assert one(di.nginx_live("gw", want, "nginx: [emerg] unknown directive", False)).ok is None
+
+
+# --- nft list ruleset ------------------------------------------------------------------------------
+
+SHA = hashlib.sha256(text("nft-render-n1.nft").encode()).hexdigest()
+
+
+def firewall(ruleset, loaded_sha=SHA):
+    return one(di.firewall_live("n1", ruleset, text("nft-list-table.txt"), loaded_sha, SHA))
+
+
+def test_issue23_item4_the_live_table_is_found_among_other_tables():
+    assert di.table_block(text("nft-list-ruleset.txt"), "inet", "r1deploy") == text("nft-list-table.txt")
+    assert di.table_block(text("nft-list-ruleset.txt"), "inet", "nope") is None
+    f = firewall(text("nft-list-ruleset.txt"))
+    assert f.ok is True and f.check == "firewall"
+
+
+def test_issue23_item4_a_flushed_an_edited_and_a_stale_firewall_are_named():
+    flushed = firewall(text("nft-list-ruleset-flushed.txt"))
+    assert flushed.ok is False and "not loaded (flushed or deleted)" in flushed.detail
+    edited = firewall(text("nft-list-ruleset-edited.txt"))
+    assert edited.ok is False and "+tcp dport 9090 accept" in edited.detail, edited.detail
+    stale = firewall(text("nft-list-ruleset.txt"), loaded_sha="0" * 64)
+    assert stale.ok is False and "not today's render" in stale.detail
+    assert firewall(None).ok is None
