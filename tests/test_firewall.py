@@ -165,6 +165,13 @@ def test_issue23_item3_a_converged_firewall_loads_nothing_and_a_flushed_one_is_l
     assert steps(planned({"nft": True, "live": edited, "loaded": listing, "render_sha": sha})) == STEPS
 
 
+def test_issue23_item3_the_stage_refuses_a_host_without_admin_networks():
+    rows = [(n, {**d, "fleet_admin_networks": []} if n == "n1" else d) for n, d in ROWS]
+    world = World(facts={FirewallState: {}, DebPackages: {}}, services={})
+    with pytest.raises(DeployError, match="n1: fleet_admin_networks: the host firewall is on"):
+        plan(_stage, {n: (d, world) for n, d in rows})
+
+
 class _Out:
     def __init__(self, lines):
         self.stdout_lines, self.stderr = lines, ""

@@ -300,7 +300,6 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
     """Validate every host; raise one SpecError naming all bad hosts and fields."""
     specs: dict[str, Spec] = {}
     errors: list[FieldError] = []
-    hosts = list(hosts)
     for name, data in hosts:
         try:
             specs[name] = spec_from_host_data(name, data)
@@ -308,11 +307,9 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
             errors.extend(exc.errors)
     if errors:
         raise SpecError(errors)
-    from r1deploy.fleet.firewall import FwHost, firewall_errors  # peers by address (issue 23 item 3)
     from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
 
-    errors = firewall_errors([FwHost(name, data, specs[name]) for name, data in hosts])
-    if errors := [*errors, *group_errors(specs)]:
+    if errors := group_errors(specs):
         raise SpecError(errors)
     return specs
 

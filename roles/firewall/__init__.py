@@ -18,7 +18,16 @@ from pyinfra import host
 from pyinfra.api import DeployError, StringCommand, deploy
 from pyinfra.operations import apt, files, python, server, systemd
 
-from r1deploy.fleet.firewall import CONF, FAMILY, ROLLBACK_UNIT, STATE_DIR, TABLE, FwHost, render_ruleset
+from r1deploy.fleet.firewall import (
+    CONF,
+    FAMILY,
+    ROLLBACK_UNIT,
+    STATE_DIR,
+    TABLE,
+    FwHost,
+    firewall_errors,
+    render_ruleset,
+)
 from roles._spec import host_spec
 from roles.firewall.facts import FirewallState
 
@@ -103,10 +112,11 @@ def firewall() -> None:
     if not spec.fleet.firewall_on:
         _remove(host.get_fact(FirewallState))
         return
-    try:
-        text = rendered()
-    except (StopIteration, ValueError) as exc:
-        raise DeployError(f"{host.name}: firewall: {exc}") from None
+    # An inventory loaded without its validate_before_connecting line still cannot close SSH.
+    problems = [e for e in firewall_errors(fleet_firewall_hosts()) if e.host == host.name]
+    if problems:
+        raise DeployError(f"{host.name}: {problems[0].key}: {problems[0].reason}")
+    text = rendered()
     apt.packages(name="nftables (Debian)", packages=["nftables"], no_recommends=True)
     files.directory(name=f"Firewall {STATE_DIR}", path=STATE_DIR, mode="700")
     files.put(name=f"Firewall: stage {STAGED}", dest=STAGED, src=StringIO(text), mode="600")
