@@ -172,6 +172,17 @@ def test_issue23_item3_the_stage_refuses_a_host_without_admin_networks():
         plan(_stage, {n: (d, world) for n, d in rows})
 
 
+def test_issue23_item3_turned_off_the_table_goes_and_nothing_loads_it_at_boot():
+    rows = [(n, {**d, "fleet_firewall": False}) for n, d in ROWS]
+    world = World(facts={FirewallState: {"nft": True, "live": "table inet r1deploy {\n}\n", "loaded": "x",
+                                         "render_sha": "ab"}, DebPackages: {}},
+                  services={"nftables": (True, True)}, files={"/etc/r1deploy/firewall/loaded.sha256": "ab"})
+    _, commands = plan(_stage, {n: (d, world) for n, d in rows})
+    text = "\n".join(commands["n1"])
+    assert "nft delete table inet r1deploy" in text and "systemctl disable nftables.service" in text
+    assert "rm -f /etc/r1deploy/firewall/loaded.sha256" in text and "nft -f" not in text
+
+
 class _Out:
     def __init__(self, lines):
         self.stdout_lines, self.stderr = lines, ""

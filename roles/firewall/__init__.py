@@ -97,6 +97,9 @@ def _remove(state: dict) -> None:
     """fleet_firewall off: r1deploy's table goes (other tables stay), and with it the boot file."""
     if state.get("live") is not None:
         server.shell(name="Firewall off: delete r1deploy's table", commands=[f"nft delete table {FAMILY} {TABLE}"])
+    if state.get("render_sha"):  # ours was loaded at boot from /etc/nftables.conf: not any more
+        systemd.service(name="Firewall off: nftables.service not at boot", service="nftables.service",
+                        running=None, enabled=False)
     files.file(name="Firewall off: no record of a load", path=f"{STATE_DIR}/loaded.sha256", present=False)
 
 
