@@ -65,28 +65,53 @@ def test_issue23_item4_a_stopped_prometheus_is_its_own_line():
 
 # --- nginx -T --------------------------------------------------------------------------------------
 
-def nginx_want() -> dict[str, str]:
-    files = di.parse_nginx_dump(text("nginx-T.txt"))
+PARSED = {"/etc/nginx/conf.d/r1-gateway.conf", "/etc/nginx/mime.types", "/etc/nginx/nginx.conf",
+          "/etc/nginx/r1deploy/keys.conf"}
+
+
+def rendered_files() -> dict[str, str]:
+    """The two files r1deploy renders, as the capture's files (the render that was captured)."""
+    dump = text("nginx-T.txt")
+    parts = dump.split("# configuration file ")
+    files = {p.split(":\n", 1)[0]: p.split(":\n", 1)[1] for p in parts[1:]}
     return {p: files[p] for p in ("/etc/nginx/conf.d/r1-gateway.conf", "/etc/nginx/r1deploy/keys.conf")}
 
 
-def test_issue23_item4_nginx_dump_is_split_per_file():
-    files = di.parse_nginx_dump(text("nginx-T.txt"))
-    assert sorted(files) == ["/etc/nginx/conf.d/r1-gateway.conf", "/etc/nginx/mime.types",
-                             "/etc/nginx/nginx.conf", "/etc/nginx/r1deploy/keys.conf"]
-    assert files["/etc/nginx/conf.d/r1-gateway.conf"].startswith("# Rendered by r1deploy")
-    assert "include /etc/nginx/r1deploy/keys.conf;" in files["/etc/nginx/conf.d/r1-gateway.conf"]
+def test_issue23_item4_nginx_dump_is_digested_per_file():
+    digests = di.dump_digests(text("nginx-T.txt"))
+    assert set(digests) == PARSED
+    site = rendered_files()["/etc/nginx/conf.d/r1-gateway.conf"]
+    assert site.startswith("# Rendered by r1deploy") and "include /etc/nginx/r1deploy/keys.conf;" in site
+    assert digests["/etc/nginx/conf.d/r1-gateway.conf"] == di.text_digest(site)
 
 
 def test_issue23_item4_nginx_live_as_rendered_edited_and_an_extra_server():
-    want = nginx_want()
-    assert one(di.nginx_live("gw", want, text("nginx-T.txt"), True)).ok is True
+    want = rendered_files()
+    assert one(di.nginx_live("gw", want, di.dump_digests(text("nginx-T.txt")))).ok is True
     edited = text("nginx-T.txt").replace("proxy_read_timeout", "proxy_read_timeout 1s; # ", 1)
-    f = one(di.nginx_live("gw", want, edited, True))
+    f = one(di.nginx_live("gw", want, di.dump_digests(edited)))
     assert f.ok is False and f.detail == "/etc/nginx/conf.d/r1-gateway.conf differs from the render"
-    f = one(di.nginx_live("gw", want, text("nginx-T-extra-file.txt"), True))
+    f = one(di.nginx_live("gw", want, di.dump_digests(text("nginx-T-extra-file.txt"))))
     assert f.ok is False and "/etc/nginx/conf.d/zz-extra.conf loaded, neither r1deploy's nor Debian's" in f.detail
-    assert one(di.nginx_live("gw", want, "nginx: [emerg] unknown directive", False)).ok is None
+    assert one(di.nginx_live("gw", want, None, "nginx: [emerg] unknown directive")).ok is None
+
+
+def test_issue23_item4_the_fact_digests_on_the_host_and_sends_no_key(tmp_path):
+    """The fact's own shell command, run by sh with an `nginx` that prints the real capture."""
+    import os
+    import subprocess
+
+    from roles.drift.facts import NginxDigests
+
+    fake = tmp_path / "nginx"
+    fake.write_text(f"#!/bin/sh\ncat {FIX / 'nginx-T.txt'}\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["sh", "-c", NginxDigests().command()], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    lines = done.stdout.splitlines()
+    assert "k" * 8 not in done.stdout and "Bearer" not in done.stdout
+    got = NginxDigests().process(lines)
+    assert got["ok"] and got["digests"] == di.dump_digests(text("nginx-T.txt")), done.stdout + done.stderr
 
 
 # --- nft list ruleset ------------------------------------------------------------------------------

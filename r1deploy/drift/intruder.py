@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
 from collections.abc import Mapping
 
 from r1deploy.drift.runs import Finding
@@ -59,22 +58,34 @@ def units_running(host: str, check: str, states: Mapping[str, tuple[str | None, 
             for unit, (enabled, active) in sorted(states.items())]
 
 
-HEADER = re.compile(r"^# configuration file (.+):$")
+def dump_digests(text: str) -> dict[str, str]:
+    """`nginx -T` -> {path: sha256 of that file's lines}: nginx prints each file it parsed after a
+    '# configuration file PATH:' line (and a newline of its own after it). Trailing blanks and
+    blank end lines do not count. Self-contained on purpose: the drift fact runs this very function
+    on the gateway, so keys.conf's keys never leave it (roles/drift/facts.NginxDigests)."""
+    import hashlib
+    import re
 
-
-def parse_nginx_dump(text: str) -> dict[str, str]:
-    """`nginx -T` -> {path: content}: nginx prints each file it parsed after a '# configuration file
-    PATH:' line, followed by one newline of its own."""
     files: dict[str, list[str]] = {}
-    path = None
-    for line in text.splitlines(keepends=True):
-        m = HEADER.match(line.rstrip("\n"))
-        if m:
-            path = m.group(1)
-            files[path] = []
-        elif path is not None:
-            files[path].append(line)
-    return {p: "".join(lines)[:-1] if "".join(lines).endswith("\n") else "".join(lines) for p, lines in files.items()}
+    current = None
+    for line in text.split("\n"):
+        header = re.match(r"^# configuration file (.+):$", line)
+        if header:
+            current = header.group(1)
+            files[current] = []
+        elif current is not None:
+            files[current].append(line.rstrip())
+    digests = {}
+    for path, lines in files.items():
+        while lines and not lines[-1]:
+            lines.pop()
+        digests[path] = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return digests
+
+
+def text_digest(content: str) -> str:
+    """A rendered file's digest as dump_digests computes it for the file nginx parsed."""
+    return dump_digests(f"# configuration file -:\n{content}")["-"]
 
 
 # Files of Debian's nginx package that nginx.conf includes: not r1deploy's, not an intruder's.
@@ -82,25 +93,15 @@ DISTRIBUTION = ("/etc/nginx/nginx.conf", "/etc/nginx/mime.types", "/etc/nginx/mo
                 "/usr/share/nginx/modules-available/*.conf")
 
 
-def _lines(text: str | None) -> list[str] | None:
-    """Content as lines, trailing blanks and blank end lines ignored (how the output comes back)."""
-    if text is None:
-        return None
-    lines = [line.rstrip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
-def nginx_live(host: str, want: Mapping[str, str], dump: str | None, ok_rc: bool) -> list[Finding]:
-    """nginx's effective config: every rendered file parsed as rendered, and no other file besides
-    Debian's own (a server block dropped into conf.d or sites-enabled is named)."""
-    if dump is None or not ok_rc:
-        return [Finding(host, "nginx-live", None, f"nginx -T failed: {(dump or '')[-300:]!r}")]
-    files = parse_nginx_dump(dump)
-    bad = [f"{p} not in nginx's config" if p not in files else f"{p} differs from the render"
-           for p in sorted(want) if _lines(files.get(p)) != _lines(want[p])]
-    extra = sorted(p for p in files if p not in want and not any(fnmatch.fnmatch(p, g) for g in DISTRIBUTION))
+def nginx_live(host: str, want: Mapping[str, str], live: Mapping[str, str] | None, error: str = "") -> list[Finding]:
+    """nginx's effective config (`nginx -T`): every rendered file parsed as rendered (want: path ->
+    rendered text; live: path -> digest, None when nginx -T failed), and no file besides Debian's own
+    (a server block dropped into conf.d or sites-enabled is named)."""
+    if live is None:
+        return [Finding(host, "nginx-live", None, f"nginx -T failed: {error[-300:]!r}")]
+    bad = [f"{p} not in nginx's config" if p not in live else f"{p} differs from the render"
+           for p in sorted(want) if live.get(p) != text_digest(want[p])]
+    extra = sorted(p for p in live if p not in want and not any(fnmatch.fnmatch(p, g) for g in DISTRIBUTION))
     bad += [f"{p} loaded, neither r1deploy's nor Debian's" for p in extra]
     if bad:
         return [Finding(host, "nginx-live", False, "; ".join(bad))]

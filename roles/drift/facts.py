@@ -144,12 +144,22 @@ class FileModes(FactBase):
         return parse_stat(list(output))
 
 
-class NginxDump(FactBase):
-    """`nginx -T`: {"ok": it exited 0, "text": every parsed file as nginx prints it}."""
+class NginxDigests(FactBase):
+    """`nginx -T` digested on the host (r1deploy.drift.intruder.dump_digests, sent as its source):
+    {"ok": nginx -T exited 0, "digests": {path: sha256}, "error": its last line when it failed}.
+    The dump itself (keys.conf holds keys) never leaves the host."""
 
     def command(self):
-        return ("if out=$(nginx -T 2>&1); then echo R1DEPLOY_OK; else echo R1DEPLOY_FAILED; fi; "
-                "printf '%s\\n' \"$out\"")
+        import inspect
+
+        from r1deploy.drift.intruder import dump_digests
+
+        script = inspect.getsource(dump_digests) + "\nimport json, sys\nprint(json.dumps(dump_digests(sys.stdin.read())))\n"
+        return ("out=$(nginx -T 2>&1); rc=$?; echo \"R1DEPLOY_RC $rc\"; "
+                f"printf '%s\\n' \"$out\" | python3 -c {shlex.quote(script)}; "
+                "[ $rc = 0 ] || printf '%s\\n' \"$out\" | tail -n 1")
 
     def process(self, output):
-        return {"ok": output[0] == "R1DEPLOY_OK", "text": "\n".join(output[1:]) + "\n"}
+        rc = output[0].split()[1] if output and output[0].startswith("R1DEPLOY_RC ") else "?"
+        digests = json.loads(output[1]) if len(output) > 1 and output[1].startswith("{") else None
+        return {"ok": rc == "0", "digests": digests if rc == "0" else None, "error": output[-1] if output else ""}

@@ -112,8 +112,8 @@ def _nginx_live(spec) -> list[Finding]:
     want = {edge.SITE_CONF: edge.render_site(spec, host.name, bool(spec.gateway.tls_cert_file)),
             edge.KEYS_CONF: edge.render_keys(resolved(lambda: edge.client_keys(spec)),
                                              resolved(lambda: edge.vllm_api_key(spec)))}
-    dump = host.get_fact(df.NginxDump)
-    return di.nginx_live(host.name, want, dump["text"], dump["ok"])
+    live = host.get_fact(df.NginxDigests)
+    return di.nginx_live(host.name, want, live["digests"], live["error"])
 
 
 def _firewall() -> list[Finding]:
