@@ -24,12 +24,13 @@ def _hold(spec) -> None:
 
 
 def converge() -> None:
-    """Stages per node: preflight, base, GPU host, weights, quantize (when quant_scheme is set), vLLM,
+    """Stages per node: preflight, base, firewall, GPU host, weights, quantize (when quant_scheme is set), vLLM,
     serve (the release), rollout (batches: drain, restart, warm-up, smoke, rejoin; rollback on
-    failure). Gateways: preflight, base, then, after the last batch, gateway and smoke through it."""
+    failure). Gateways: preflight, base, firewall, then, after the last batch, gateway and smoke through it."""
     from r1deploy.roles._lease import let_go
     from r1deploy.roles._spec import host_spec
     from r1deploy.roles.base import base
+    from r1deploy.roles.firewall import firewall
     from r1deploy.roles.gateway import gateway
     from r1deploy.roles.gpu_host import gpu_host
     from r1deploy.roles.monitor import monitor
@@ -45,6 +46,8 @@ def converge() -> None:
     _hold(spec)
     preflight()
     base()
+    # The host firewall (issue 23 item 3): once the host is provisioned, before it serves anything.
+    firewall()
     if spec.fleet.role == "node":
         if spec.gpu.manage:
             gpu_host()

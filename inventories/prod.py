@@ -53,12 +53,12 @@ def _tls(name: str) -> dict:
 # One gateway per model, each on a machine of its own. R1's names its replicas (the serving
 # groups' heads); the distill's routes to every node of its model.
 gateways = [
-    ("gateway-01", {"ssh_hostname": "gateway-01.r1.example", "fleet_role": "gateway",
+    ("gateway-01", {"ssh_hostname": "gateway-01.r1.example", "fleet_role": "gateway", "fleet_host_ip": "10.20.0.1",
                     "gateway_workers": ["http://10.20.0.11:8000", "http://10.20.0.31:8000",
                                         "http://10.20.0.41:8000"], **_tls("gateway-01.r1.example"), **_ssh}),
 ]
 distill_gateways = [
-    ("gateway-02", {"ssh_hostname": "gateway-02.r1.example", "fleet_role": "gateway",
+    ("gateway-02", {"ssh_hostname": "gateway-02.r1.example", "fleet_role": "gateway", "fleet_host_ip": "10.20.0.2",
                     **_tls("gateway-02.r1.example"), **_ssh}),
 ]
 

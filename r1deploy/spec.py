@@ -51,8 +51,22 @@ class FleetSection(_Section):
     group_master_port: int = Field(default=29501, ge=1, le=65535)
     group_dp_rpc_port: int = Field(default=29550, ge=1, le=65535)
 
+    # The host firewall (nftables, roles/firewall; issue 23 item 3). None: on in prod, off in the lab.
+    firewall: bool | None = None
+    # Where operators SSH from (CIDRs): with the firewall on, SSH is open to these only.
+    admin_networks: list[str] = Field(default_factory=list)
+    # This host's address on the fleet network, as its peers' firewalls allow it. None: vllm_host_ip,
+    # else ssh_hostname when that is an IP (r1deploy/fleet/firewall.py).
+    host_ip: str | None = None
+
     _names = _rule("name", "release", check=strings.pattern(strings.SAFE_NAME, "name (used in file names)"))
     _user = _rule("admin_user", check=strings.pattern(strings.UNIX_USER, "user name"))
+    _nets = _rule("admin_networks", check=strings.networks("fleet_admin_networks"))
+    _ip = _rule("host_ip", check=strings.host_ip)
+
+    @property
+    def firewall_on(self) -> bool:
+        return self.firewall if self.firewall is not None else self.env == "prod"
 
 
 class ModelSection(_Section):

@@ -138,6 +138,24 @@ def ip_address(v: str | None) -> str | None:
     return v
 
 
+def host_ip(v: str | None) -> str | None:
+    if v is not None and not is_ip(v):
+        raise ValueError(f"{v!r} is not an IP address (the host's address on the fleet network)")
+    return v
+
+
+def networks(key: str) -> Callable[[Any], Any]:
+    """CIDR networks (an address alone is its /32 or /128); a bad entry names its index."""
+    def check(v: list[str]) -> list[str]:
+        for i, net in enumerate(v):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise KeyedError(f"{key}[{i}]", f"{net!r} is not a network (CIDR, e.g. 10.0.0.0/24)") from None
+        return v
+    return check
+
+
 def url(v: str | None) -> str | None:
     if v is not None and not re.match(r"^https?://[^\s/?#]+(/\S*)?$", v):
         raise ValueError(f"{v!r} is not an http(s):// URL")

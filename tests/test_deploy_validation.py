@@ -8,7 +8,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 INVENTORY = '''
 nodes = [("gpu-1", {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "main",
-                    "vllm_port": 99999, "ssh_hostname": "127.0.0.1", "ssh_port": 9})]
+                    "vllm_port": 99999, "ssh_hostname": "127.0.0.1", "ssh_port": 9,
+                    "fleet_admin_networks": ["10.0.0.0/24"]})]
 
 from r1deploy.fleet.inventory import validate_before_connecting
 

@@ -93,7 +93,7 @@ def test_cli_expectations_from_inventory(tmp_path, capsys):
     inv.write_text(
         "gpus = [('h200-a', {'gpu_expected_model': 'NVIDIA H200', 'gpu_expected_count': 2,"
         " 'gpu_min_memory_mib': 140000, 'model_repo_id': 'deepseek-ai/DeepSeek-R1',"
-        " 'model_revision': '" + "a" * 40 + "'})]\n")
+        " 'model_revision': '" + "a" * 40 + "', 'fleet_firewall': False})]\n")
     argv = ["gpu-check", "--inventory", str(inv), "--host", "h200-a", "--from-dir"]
     # the spec's deep gate reads the kernel log: the recording plus a hand-made clean one
     assert main([*argv, str(FIX / "h200x2-clean-log-handmade")]) == 0

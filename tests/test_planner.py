@@ -221,9 +221,10 @@ def test_cli_plans_an_inventory(tmp_path, capsys):
     inv.write_text(
         "nodes = [('h200-a', {'model_repo_id': 'deepseek-ai/DeepSeek-R1', 'model_revision': '" + REV + "',"
         " 'plan_gpu': 'H200', 'plan_gpus_per_node': 8, 'plan_capex_usd': 320000, 'plan_power_kw': 10.2,"
-        " 'plan_power_usd_per_kwh': 0.12, 'plan_cloud_usd_per_mtok': 2.19, 'plan_tokens_per_day': 4e8})]\n"
+        " 'plan_power_usd_per_kwh': 0.12, 'plan_cloud_usd_per_mtok': 2.19, 'plan_tokens_per_day': 4e8,"
+        " 'fleet_firewall': False})]\n"
         "gateways = [('gw', {'fleet_role': 'gateway', 'model_repo_id': 'deepseek-ai/DeepSeek-R1',"
-        " 'model_revision': '" + REV + "'})]\n")
+        " 'model_revision': '" + REV + "', 'fleet_firewall': False})]\n")
     assert main(["plan", "--inventory", str(inv), "--json"]) == 0
     hosts = json.loads(capsys.readouterr().out)["hosts"]
     assert list(hosts) == ["h200-a"] and set(hosts["h200-a"]) >= KEYS

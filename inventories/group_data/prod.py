@@ -5,6 +5,9 @@ fleet_env = "prod"
 # shows the fingerprints and appends them to this file after a yes). Unknown or changed keys are refused.
 ssh_strict_host_key_checking = "yes"
 ssh_known_hosts_file = "~/.ssh/r1-prod.known_hosts"
+# The host firewall (roles/firewall; on by default in prod): SSH only from where operators work, and
+# Prometheus's UI from there too; each host's other ports only from the peers that need them.
+fleet_admin_networks = ["10.20.9.0/24"]
 # Secrets are references resolved on the controller, never values in the inventory.
 model_hub_token_env = "HF_TOKEN"
 vllm_api_key_env = "R1_API_KEY"

@@ -342,6 +342,9 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
         errors += monitor_errors([(e.name, e.data) for e, _ in hosts], {e.name: s for e, s in hosts})
         errors += group_errors({e.name: s for e, s in hosts})
+        from r1deploy.fleet.firewall import FwHost, firewall_errors
+
+        errors += firewall_errors([FwHost(e.name, e.data, s) for e, s in hosts])
     if errors:  # one problem per host and key: the first (a control character explains the rest)
         first: dict[tuple[str, str], FieldError] = {}
         for e in errors:

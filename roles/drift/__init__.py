@@ -212,4 +212,8 @@ def gateway_checks(spec) -> list[Check]:
 
 
 def host_checks(spec, full: bool) -> list[Check]:
-    return node_checks(spec, full) if spec.fleet.role == "node" else gateway_checks(spec)
+    from r1deploy.roles.drift.intruder import (
+        intruder_checks,  # issue 23 item 4: what an intruder would change
+    )
+
+    return [*(node_checks(spec, full) if spec.fleet.role == "node" else gateway_checks(spec)), *intruder_checks(spec)]

@@ -139,3 +139,41 @@ class AgentVersion(FactBase):
 
     def process(self, output):
         return output[0].strip() if output and output[0].strip() else None
+
+
+class FileModes(FactBase):
+    """{path: (owner, group, mode), or None when missing} (`stat`, no content read)."""
+
+    def command(self, paths):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        return f"for f in {quoted}; do stat -c '%U %G %a %n' -- \"$f\" 2>/dev/null || printf 'MISSING %s\\n' \"$f\"; done"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        from r1deploy.drift.intruder import parse_stat
+
+        return parse_stat(list(output))
+
+
+class NginxDigests(FactBase):
+    """`nginx -T` digested on the host (r1deploy.drift.intruder.dump_digests, sent as its source):
+    {"ok": nginx -T exited 0, "digests": {path: sha256}, "error": its last line when it failed}.
+    The dump itself (keys.conf holds keys) never leaves the host."""
+
+    def command(self):
+        import inspect
+
+        from r1deploy.drift.intruder import dump_digests
+
+        script = inspect.getsource(dump_digests) + "\nimport json, sys\nprint(json.dumps(dump_digests(sys.stdin.read())))\n"
+        return ("out=$(nginx -T 2>&1); rc=$?; echo \"R1DEPLOY_RC $rc\"; "
+                f"printf '%s\\n' \"$out\" | python3 -c {shlex.quote(script)}; "
+                "[ $rc = 0 ] || printf '%s\\n' \"$out\" | tail -n 1")
+
+    def process(self, output):
+        rc = output[0].split()[1] if output and output[0].startswith("R1DEPLOY_RC ") else "?"
+        digests = json.loads(output[1]) if len(output) > 1 and output[1].startswith("{") else None
+        return {"ok": rc == "0", "digests": digests if rc == "0" else None, "error": output[-1] if output else ""}

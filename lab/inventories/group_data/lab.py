@@ -63,6 +63,14 @@ if _lab.get("edge"):  # lab/edge.py: made by `lab up`, as an operator would (see
     gateway_tls_cert_file = _lab["edge"]["cert"]
     gateway_tls_key_file = _lab["edge"]["key"]
     vllm_api_key_file = _lab["edge"]["vllm_key"]
+if _lab.get("hosts"):  # the host firewall (off in the lab unless `--data fleet_firewall=True`): SSH
+    # and Prometheus's UI from the controller, the lab bridge's own address (lab/labctl.py's GW)
+    fleet_admin_networks = [_lab["hosts"][0]["ip"].rsplit(".", 1)[0] + ".1/32"]
+    # R1LAB_ADMIN_NETWORKS=net[,net]: a wrong one on purpose (tests/test_lab_firewall.py: the rollback).
+    import os as _os
+
+    if _os.environ.get("R1LAB_ADMIN_NETWORKS"):
+        fleet_admin_networks = _os.environ["R1LAB_ADMIN_NETWORKS"].split(",")
 if not _lab.get("model") and _lab:  # a hosts-only lab serves nothing, but every spec names a model
     model_repo_id = "r1lab/hosts-only"
     model_revision = "0" * 40
