@@ -133,6 +133,8 @@ class SimNode:
             return ""
         if "/health" in command and "/v1/models" in command:
             return json.dumps({"data": [{"id": self.model}]}) if self.answers() else "DOWN"
+        if "/health && echo UP || echo DOWN" in command:  # rollout._answers: is there anything to drain?
+            return "UP" if self.answers() else "DOWN"
         if "/metrics" in command:
             return f"vllm:num_requests_running {self.in_flight}\nvllm:num_requests_waiting 0"
         if "-m r1deploy.serving.warmup" in command:

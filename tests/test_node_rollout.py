@@ -201,3 +201,18 @@ def test_issue21_item9_a_rollback_to_a_gone_previous_release_is_refused_before_a
              "current_dir": "/etc/r1deploy/releases/r1", "active": True, "unit_sha256": "x", "bind": None, "port": None}
     with pytest.raises(DeployError, match=f"gpu-01.example: {refusal}"):
         plan(rollback, {"gpu-01.example": (TINY, Facts(facts={EngineRelease: facts}))})
+
+
+def test_a_node_that_serves_nobody_is_repaired_without_a_drain_even_while_the_router_is_silent(world):
+    """A failed first deploy: the engine is down, and vllm-router (waiting for its workers to turn
+    healthy) leaves its admin API silent. The next converge must start the engine, not refuse at a
+    drain of a node that serves nobody (seen on the lab: the fleet could not be repaired)."""
+    world.node.running = None
+    world.gateway.router = "down"
+    try:
+        roll(world)
+    except OperationError as exc:  # the rejoin still needs the router: that is the gateway stage's
+        assert "drain" not in str(exc).split(":")[0], exc
+    assert not world.commands("remove_worker")
+    restarts = world.commands("systemctl restart r1-vllm.service")
+    assert restarts and "/r2" in restarts[0]  # started the new release; the router alone decides the rest

@@ -17,12 +17,16 @@ def engine_pins(spec: Spec) -> list[str]:
 # inductor builds C++ (torch.compile, CPU included): a compiler and Python's headers on the node.
 # Only a CPU engine that runs eager compiles nothing.
 JIT_TOOLCHAIN = ["gcc", "g++", "python3-dev"]
+# vLLM's CPU kernels (vllm._C) link libnuma: without it the engine core dies at start.
+CPU_ENGINE_LIBS = ["libnuma1"]
 
 
 def engine_os_packages(spec: Spec) -> list[str]:
     """Debian packages the engine needs beside its venv (roles/vllm)."""
+    if spec.vllm.device != "cpu":
+        return list(JIT_TOOLCHAIN)
     eager = bool(spec.vllm.extra_args.get("enforce-eager") or spec.vllm.extra_args.get("enforce_eager"))
-    return [] if spec.vllm.device == "cpu" and eager else list(JIT_TOOLCHAIN)
+    return CPU_ENGINE_LIBS + ([] if eager else JIT_TOOLCHAIN)
 
 
 def router_pins(spec: Spec) -> list[str]:

@@ -230,6 +230,14 @@ def wait_healthy(spec: Spec, started: float) -> str:
         time.sleep(2)
 
 
+def _answers(engine: str) -> bool:
+    """Whether the engine answers /health now. One that does not (a failed first deploy, a crash)
+    serves nobody: nothing to drain, no other replica lost by restarting it, and a router still
+    waiting for its workers (its admin API silent until one is healthy) cannot block the repair."""
+    out = remote(f"curl -fsS -m 5 -o /dev/null {engine}/health && echo UP || echo DOWN", "health probe")
+    return out.strip().endswith("UP")
+
+
 def serves(spec: Spec) -> bool:
     """This host's vLLM answers /health and lists the served model (False while it starts)."""
     engine, model = _engine(spec), spec.model.name
@@ -303,7 +311,7 @@ def _restart(spec: Spec, record: core.NodeRollout, release_dir: str, gateways: l
              canary: bool, now: core.Served | None = None, drain_s: int | None = None, remember: bool = True) -> None:
     """`now`: where the running engine serves, when not at `url` (a changed vllm_port/vllm_host_ip):
     that URL is the one routers list, and the one whose requests the drain waits on."""
-    if gateways:
+    if gateways and _answers(now.engine if now else _engine(spec)):
         try:
             ensure_another_serves(spec, gateways, now.url if now else url)  # the URL routers list now
         except RouterUnreachable as exc:  # item 3: a failed drain, before anything was touched

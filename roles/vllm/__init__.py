@@ -21,7 +21,7 @@ def vllm() -> None:
     wanted = engine_pins(spec)
     toolchain = engine_os_packages(spec)
     if toolchain:
-        track(apt.packages(name="The engine's JIT toolchain (Triton, inductor)", packages=toolchain,
+        track(apt.packages(name=f"OS packages of the engine: {', '.join(toolchain)}", packages=toolchain,
                            no_recommends=True))
     venv_packages(f"Install {wanted[0]}", venv, wanted, spec)
     if spec.install.vllm_without:
