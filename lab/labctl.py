@@ -120,12 +120,14 @@ def start_host(name: str, ip: str, rootfs: Path) -> None:
         sh("ip", "-n", ns, "link", "set", "lo", "up")
     for root in CGROUP_ROOTS:
         (root / _cgroup(name)).mkdir(parents=True, exist_ok=True)
+    # CAP_NET_ADMIN: the host firewall stage loads nftables (the guest's own network namespace).
     # The time namespace starts the guest's uptime near zero, so pyinfra's server.reboot sees a
     # reboot happen; nspawn exits 133 when the guest reboots, and the loop boots it again.
     loop = (
         "while :; do unshare --time --boottime -$(( $(cut -d. -f1 /proc/uptime) - 1 )) "
         f"systemd-nspawn -q -b -D {merged} --machine={name} --hostname={name} --register=no "
-        f"--keep-unit --network-namespace-path=/run/netns/{ns} --console=passive; rc=$?; "
+        f"--keep-unit --network-namespace-path=/run/netns/{ns} --capability=CAP_NET_ADMIN "
+        "--console=passive; rc=$?; "
         "[ $rc -eq 133 ] || exit $rc; done"
     )
     spawn(f"host-{name}", ["bash", "-c", loop], cgroup=_cgroup(name))

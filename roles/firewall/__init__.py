@@ -120,7 +120,9 @@ def firewall() -> None:
     if problems:
         raise DeployError(f"{host.name}: {problems[0].key}: {problems[0].reason}")
     text = rendered()
-    apt.packages(name="nftables (Debian)", packages=["nftables"], no_recommends=True)
+    # netbase: /etc/protocols, where nft resolves `ipv6-icmp` (a minimal image has none: "Could not
+    # resolve protocol name", seen on the lab).
+    apt.packages(name="nftables (Debian)", packages=["nftables", "netbase"], no_recommends=True)
     files.directory(name=f"Firewall {STATE_DIR}", path=STATE_DIR, mode="700")
     files.put(name=f"Firewall: stage {STAGED}", dest=STAGED, src=StringIO(text), mode="600")
     if needs_load(host.get_fact(FirewallState), text):
