@@ -43,6 +43,19 @@ def test_issue22_item2_search_halves_when_the_start_fails_and_reports_zero_when_
     assert never.capacity() == 0.0 and len(never.points) == 3
 
 
+def test_issue22_item1_fine_growth_from_a_prior_resolves_the_capacity_within_five_percent():
+    """Issue 22 (session 21, item a): doubling from a guess left brackets of [2, 4] and [6, 12]; from a
+    prior, steps of 10 % and bisection to 5 % resolve a capacity in a few points."""
+    s = capacity.search(synthetic(5.6), start=6.6, slo=SloTarget(1000, 50), max_points=5, tolerance=0.05, growth=1.1)
+    rates = [p.rate for p in s.points]
+    assert rates[:2] == [6.6, 7.26] and s.points[0].passed and not s.points[1].passed
+    lo, hi = s.bracket()
+    assert hi / lo - 1 <= 0.05 and lo <= 7.0 < hi  # synthetic(5.6): TPOT crosses 50 ms at 7.0
+    assert len(s.points) <= 3
+    down = capacity.search(synthetic(4.0), start=6.6, max_points=5, tolerance=0.05, growth=1.1)
+    assert [p.rate for p in down.points][:2] == [6.6, 6.0]
+
+
 def test_issue22_item2_a_point_passes_on_its_median_repeat_and_fails_on_any_failed_request():
     slo = SloTarget(1000, 50)
     assert capacity.judge([_rep(1, 900, 45), _rep(1, 2000, 45), _rep(1, 800, 40)], slo)  # one noisy repeat

@@ -87,13 +87,34 @@ def test_issue22_item3_deepep_choices_are_dropped_where_the_kernels_are_not_inst
 def test_issue22_item2_batching_budget_follows_the_slo_and_the_spec_wins():
     p = _plan("DeepSeek-R1-Distill-Qwen-32B", "H100 SXM", fp8=True, slo=SLO)
     args = p.engine_args()
-    assert args["max-num-batched-tokens"] == 2048 and 64 <= args["max-num-seqs"] <= 1024
+    assert args["max-num-batched-tokens"] == 512 and 64 <= args["max-num-seqs"] <= 512
     loose = _plan("DeepSeek-R1-Distill-Qwen-32B", "H100 SXM", fp8=True, slo=Slo(4.0, 100.0)).engine_args()
     assert loose["max-num-batched-tokens"] > args["max-num-batched-tokens"]
     assert loose["max-num-seqs"] >= args["max-num-seqs"]
     assert "max-num-seqs" not in _plan("DeepSeek-R1-Distill-Qwen-32B", "H100 SXM").engine_args()  # no SLO given
     pinned = _plan("DeepSeek-R1-Distill-Qwen-32B", "H100 SXM", fp8=True, slo=SLO, overrides={"max-num-seqs": 7})
     assert pinned.engine_args()["max-num-seqs"] == 7
+
+
+def test_issue22_item6_a_dense_models_prefill_chunk_fits_one_step_within_the_tpot_slo():
+    """Issue 22 (session 21, item a): a step carrying a prefill chunk is a decode step for every running
+    request; for a dense model the chunk is sized so that step stays within the TPOT SLO (512 tokens for
+    the 32B in FP8 on an H100 at 50 ms, was 2,048 by the TTFT rule), never below max_num_seqs (vLLM
+    refuses that); a MoE keeps the TTFT rule (its expert GEMMs stay memory-bound at a chunk's size)."""
+    from r1deploy.planner.recipe import COMPUTE_EFF, tflops
+
+    gpu = find_gpu("H100 SXM")
+    p = _plan("DeepSeek-R1-Distill-Qwen-32B", "H100 SXM", fp8=True, slo=SLO)
+    args = p.engine_args()
+    arch = ModelSpec.from_catalog("DeepSeek-R1-Distill-Qwen-32B").arch
+    ms_per_token = 2 * arch.total_params() / (tflops(gpu, True) * 1e12 * COMPUTE_EFF) * 1000
+    assert args["max-num-batched-tokens"] * ms_per_token <= SLO.tpot_ms < 2 * args["max-num-batched-tokens"] * ms_per_token
+    assert args["max-num-batched-tokens"] >= args["max-num-seqs"]
+    assert any("decodes ride on the compute-bound chunk" in r for r in p.reasons)
+    seven = _plan("DeepSeek-R1-Distill-Qwen-7B", "H100 SXM", fp8=True, slo=SLO).engine_args()
+    assert seven["max-num-batched-tokens"] == 2048 >= seven["max-num-seqs"]
+    r1 = _plan("DeepSeek-R1", "H200", 8, slo=SLO).engine_args()
+    assert r1["max-num-batched-tokens"] == 2048  # MoE: the TTFT rule, as before
 
 
 def test_issue22_item2_the_slo_batch_is_the_largest_whose_step_fits():

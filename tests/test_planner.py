@@ -268,8 +268,9 @@ def test_recipe_environment_follows_the_hardware():
 
 
 def test_spec_batched_tokens_and_max_num_seqs_shape_the_activation_reserve():
+    # vLLM's own 8,192-token budget pinned (the planned one follows the SLO: test_plan_speed.py)
     base = {**BASE, "model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "plan_gpu": "H100",
-            "plan_gpus_per_node": 1}
+            "plan_gpus_per_node": 1, "vllm_extra_args": {"max-num-batched-tokens": 8192}}
     default = plan_for_spec(spec_from_host_data("n", base))
     # vLLM 0.26: 8,192 tokens × (3 × 18,944 + 3 × 3,584) × 2 B through one MLP; the sampler profile
     # (1024 × 152,064 logits × ~6 B = 0.87 GiB) stays below it, and no CUDA graphs are reserved.

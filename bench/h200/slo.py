@@ -79,9 +79,33 @@ def wait_health(proc: subprocess.Popen, limit_s: float) -> bool:
     return False
 
 
+def variant(rendered: Path, config: str) -> Path:
+    """`rendered:key=value[:key=value]`: the rendered unit with engine args changed in its vllm.yaml
+    (an experiment beside the plan, e.g. rendered:max-num-batched-tokens=2048 for the old budget)."""
+    d = rendered.parent / f"unit-{dirname(config)}"
+    if d.exists():
+        return d
+    d.mkdir(parents=True)
+    text = (rendered / "vllm.yaml").read_text()
+    for kv in config.split(":")[1:]:
+        key, value = kv.split("=", 1)
+        line = f"{key}: {value}"
+        text, n = re.subn(rf"^{re.escape(key)}: .*$", line, text, flags=re.M)
+        text += "" if n else line + "\n"
+    for f in rendered.iterdir():
+        (d / f.name).write_text(text if f.name == "vllm.yaml" else f.read_text())
+    return d
+
+
+def dirname(config: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", config)
+
+
 def server_argv(config: str, ckpt: str, rendered: Path) -> tuple[list[str], dict[str, str], str]:
     env = parse_env_file((rendered / "vllm.env").read_text())  # the same env for all: cache dirs, no FlashInfer
-    if config == "rendered":
+    if config.startswith("rendered:"):
+        rendered = variant(rendered, config)
+    if config.startswith("rendered"):
         # The unit reads its files where the vllm stage puts them (/etc/r1deploy/current -> the release).
         current = Path("/etc/r1deploy/current")
         current.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +135,26 @@ def warm_up(name: str, d: Path) -> None:
     (d / "warmup.txt").write_text(" ".join(argv) + "\n" + done.stdout + done.stderr)
 
 
-def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: float) -> dict:
-    d = Path(args.out) / config
+def start_rate(spec: str, results: dict[str, dict]) -> float:
+    """A start rate: a number, or one that decides a ratio against a config measured before it:
+    `OTHER*K` = K x OTHER's lowest failing rate (the candidate passing there proves >= K x),
+    `OTHER/K` = OTHER's capacity / K (the baseline failing there proves the candidate >= K x);
+    `EXPR|RATE`: RATE where OTHER has no figure (it did not start)."""
+    spec, _, fallback = spec.partition("|")
+    m = re.fullmatch(r"(.+)([*/])([0-9.]+)", spec)
+    if not m:
+        return float(spec)
+    other, op, k = results.get(m[1], {}), m[2], float(m[3])
+    if not other.get("capacity_req_s") and not (other.get("bracket") or [None, None])[1]:
+        return float(fallback or 4.0)
+    if op == "*":
+        return round(k * (other["bracket"][1] or other["capacity_req_s"]), 3)
+    return round(other["capacity_req_s"] / k, 3)
+
+
+def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: float,
+               results: dict[str, dict]) -> dict:
+    d = Path(args.out) / dirname(config)
     d.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     argv, env, name = server_argv(config, args.ckpt, rendered)
@@ -147,7 +189,11 @@ def run_config(config: str, args: argparse.Namespace, rendered: Path, budget_s: 
                 f"{p.spread('tpot_p99_ms')[1]:.1f}) out {p.median('output_tok_s'):.0f} tok/s failed "
                 f"{sum(r.failed for r in p.repeats)}")
 
-        s = capacity.Search(args.starts[config], slo, args.points, args.tolerance)
+        s = capacity.Search(start_rate(args.starts[config], results), slo, args.points, args.tolerance,
+                            growth=args.growth)
+        result["start_rate"] = s.start
+        log(f"{config}: search from {s.start:g} req/s ({args.starts[config]}), growth {args.growth:g}, "
+            f"tolerance {args.tolerance:g}, at most {args.points} points")
         try:
             while (rate := s.next_rate()) is not None:
                 on_point(s.add(rate, measure(rate)))
@@ -192,6 +238,8 @@ def main() -> int:
     p.add_argument("--workload", default="random")
     p.add_argument("--points", type=int, default=4)
     p.add_argument("--tolerance", type=float, default=0.15)
+    p.add_argument("--growth", type=float, default=2.0, help="step while all pass / all fail (2: double)")
+    p.add_argument("--share", default="", help="config=weight,... of the call's budget (default equal)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--window", type=float, default=10)
     p.add_argument("--lead", type=float, default=4)
@@ -210,17 +258,19 @@ def main() -> int:
                    capture_output=True)
     rendered = render(args, out)
     configs = args.configs.split(",")
-    args.starts = {c: 4.0 for c in configs} | {k: float(v) for k, v in
-                                               (x.split("=") for x in args.start.split(",") if x)}
+    args.shares = {k: float(v) for k, v in (x.rsplit("=", 1) for x in args.share.split(",") if x)}
+    args.starts = {c: "4.0" for c in configs} | {k: v for k, v in
+                                                 (x.rsplit("=", 1) for x in args.start.split(",") if x)}
     results = {}
     for i, config in enumerate(configs):
         left = args.budget - (time.monotonic() - T0)
-        results[config] = run_config(config, args, rendered, left / (len(configs) - i))
+        share = args.shares.get(config, 1.0) / sum(args.shares.get(c, 1.0) for c in configs[i:])
+        results[config] = run_config(config, args, rendered, left * share, results)
     summary = {"model": args.model, "workload": args.workload, "slo_ms": [args.slo_ttft_ms, args.slo_tpot_ms],
                "capacity": {c: r.get("capacity_req_s") for c, r in results.items()}}
-    if "rendered" in results:
-        summary["ratios"] = {f"rendered/{c}": capacity.ratio(results["rendered"], r)
-                             for c, r in results.items() if c != "rendered" and r.get("capacity_req_s")}
+    summary["ratios"] = {f"{a}/{b}": capacity.ratio(ra, rb) for a, ra in results.items()
+                         if a.startswith("rendered") and ra.get("capacity_req_s") is not None
+                         for b, rb in results.items() if b != a and rb.get("capacity_req_s")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(json.dumps(summary))
     return 0

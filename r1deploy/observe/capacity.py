@@ -2,8 +2,8 @@
 found by a bounded search. Pure: the measurement is a function handed in (loadgen.measure_point on
 a server, recorded results in tests).
 
-Search: from a start rate, double while points pass (halve while they fail) until one pass and one
-fail bracket the capacity, then bisect (geometric mean) until the bracket is within ``tolerance``
+Search: from a start rate, grow by ``growth`` (2: double) while points pass (shrink by it while they
+fail) until one pass and one fail bracket the capacity, then bisect (geometric mean) until the bracket is within ``tolerance``
 or ``max_points`` points ran. A point is several repeats at one rate; it passes when the median
 repeat's p99s are within the SLO and no request failed (one noisy repeat neither makes nor breaks
 it; the spread is reported beside it).
@@ -68,6 +68,8 @@ class Search:
     min_rate: float = 0.05
     max_rate: float = 1000.0
     points: list[Point] = field(default_factory=list)
+    # 2 doubles from a guess; ~1.1 steps in fine strides from a good prior (a capacity measured before)
+    growth: float = 2.0
 
     def bracket(self) -> tuple[float | None, float | None]:
         fails = [p.rate for p in self.points if not p.passed]
@@ -82,10 +84,10 @@ class Search:
             return self.start
         lo, hi = self.bracket()
         if hi is None:
-            nxt = lo * 2
+            nxt = round(lo * self.growth, 3)
             return nxt if nxt <= self.max_rate else None
         if lo is None:
-            nxt = hi / 2
+            nxt = round(hi / self.growth, 3)
             return nxt if nxt >= self.min_rate else None
         if hi / lo - 1 <= self.tolerance:
             return None
@@ -102,8 +104,9 @@ class Search:
 
 
 def search(measure: Callable[[float], list[RepeatResult]], start: float, slo: SloTarget | None = None,
-           max_points: int = 6, tolerance: float = 0.1, on_point: Callable[[Point], None] | None = None) -> Search:
-    s = Search(start, slo or SloTarget(), max_points, tolerance)
+           max_points: int = 6, tolerance: float = 0.1, on_point: Callable[[Point], None] | None = None,
+           growth: float = 2.0) -> Search:
+    s = Search(start, slo or SloTarget(), max_points, tolerance, growth=growth)
     while (rate := s.next_rate()) is not None:
         point = s.add(rate, measure(rate))
         if on_point:

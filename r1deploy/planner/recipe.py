@@ -26,6 +26,13 @@ PREFILL_SHARE = 0.7
 # The TTFT SLO a prefill chunk may take: a chunk of max_num_batched_tokens is one step that every
 # running decode waits for; a quarter of the TTFT SLO leaves room for queueing.
 CHUNK_SHARE = 0.25
+# A dense model's step that carries a prefill chunk is also a decode step for every running request:
+# sized within the TPOT SLO, decodes ride on the compute-bound chunk instead of waiting a long step,
+# and no memory-bound decode-only step is spent beside it (bench/results/h200/slo-s21/: 32B FP8 on
+# an H100, 512 vs 2048 vs vLLM's 8192). Not for MoE: a chunk's tokens spread over the experts keep
+# the expert GEMMs memory-bound, so the TTFT rule stands there.
+STEP_SHARE = 1.0
+MIN_CHUNK = 256
 # KV tokens a running request holds on average (a chat turn with its reasoning).
 TYPICAL_TOKENS = 2048
 
@@ -91,18 +98,25 @@ def _pow2_floor(x: float) -> int:
 def batching_budget(arch: Architecture, gpu: GpuSpec, slo: Slo, batch: int, tp: int = 1, pp: int = 1,
                     fp8_compute: bool = False) -> tuple[dict[str, int], list[str]]:
     """max_num_batched_tokens: the prefill chunk one step may hold within CHUNK_SHARE of the TTFT
-    SLO; max_num_seqs: twice the SLO's decode batch (bursts queue for TTFT's slack instead of
-    slowing every running request past the TPOT SLO)."""
+    SLO and, for a dense model, a step within STEP_SHARE of the TPOT SLO; max_num_seqs: twice the SLO's
+    decode batch (bursts queue for TTFT's slack instead of slowing every running request past the TPOT
+    SLO). vLLM wants max_num_batched_tokens >= max_num_seqs: the chunk is never below it."""
     ms_per_token = _token_flops_per_gpu(arch, tp, pp) / (tflops(gpu, fp8_compute) * 1e12 * COMPUTE_EFF) * 1000
-    chunk = min(16384, max(2048, _pow2_floor(slo.ttft_s * 1000 * CHUNK_SHARE / ms_per_token)))
+    by_ttft = _pow2_floor(slo.ttft_s * 1000 * CHUNK_SHARE / ms_per_token)
+    by_tpot = _pow2_floor(slo.tpot_ms * STEP_SHARE / ms_per_token)
+    dense_step = not arch.is_moe and by_tpot < by_ttft
     seqs = min(1024, max(64, 2 ** math.ceil(math.log2(max(2 * batch, 1)))))
+    floor = max(MIN_CHUNK, seqs if batch else 0) if not arch.is_moe else 2048
+    chunk = min(16384, max(floor, by_tpot if dense_step else by_ttft))
+    share = (f"a step of ~{chunk * ms_per_token:.0f} ms with its decodes, within the TPOT SLO: decodes ride on "
+             "the compute-bound chunk" if dense_step else f"within {CHUNK_SHARE:.0%} of the TTFT SLO")
     if batch == 0:
         return {"max-num-batched-tokens": chunk}, [
             f"batching: max_num_batched_tokens {chunk:,} (a prefill chunk of ~{chunk * ms_per_token:.0f} ms); "
             f"max_num_seqs left to vLLM: one decode step of this layout takes longer than {PREFILL_SHARE:.0%} of "
             f"the TPOT SLO ({slo.tpot_ms:g} ms), so no batch meets it (a looser monitor_slo_tpot_p99_ms, or more GPUs)"]
     why = [f"batching for the SLO (TTFT p99 {slo.ttft_s:g} s, TPOT p99 {slo.tpot_ms:g} ms): max_num_batched_tokens "
-           f"{chunk:,} (a prefill chunk of ~{chunk * ms_per_token:.0f} ms, within {CHUNK_SHARE:.0%} of the TTFT SLO); "
+           f"{chunk:,} (a prefill chunk of ~{chunk * ms_per_token:.0f} ms, {share}); "
            f"max_num_seqs {seqs} (2 × the {batch}-request decode batch whose step stays within "
            f"{PREFILL_SHARE:.0%} of the TPOT SLO)"]
     return {"max-num-batched-tokens": chunk, "max-num-seqs": seqs}, why
