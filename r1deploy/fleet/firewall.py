@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from r1deploy.spec import FieldError, Spec
+from r1deploy.spec_strings import is_ip
 
 FAMILY, TABLE = "inet", "r1deploy"
 CONF = "/etc/nftables.conf"  # what Debian's nftables.service loads at boot
@@ -53,17 +54,9 @@ class Allow:
 
 def firewall_address(data: Mapping[str, Any], spec: Spec) -> str | None:
     for candidate in (spec.fleet.host_ip, data.get("vllm_host_ip"), data.get("ssh_hostname")):
-        if candidate and _is_ip(str(candidate)):
+        if candidate and is_ip(str(candidate)):
             return str(candidate)
     return None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _addrs(hosts: Iterable[FwHost]) -> tuple[str, ...]:

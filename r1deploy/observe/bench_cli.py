@@ -141,9 +141,9 @@ def run_sweep(args: argparse.Namespace, run_dir: Path) -> None:
     else:
         commands = [tool_argv(tool_command(args), args, c, r, result_dir) for c, r in _points(args)]
     timeout_s = args.run_timeout_s * (len(_points(args)) if args.tool_python else 1)
-    for argv in commands:
-        if not args.tool_python:
-            print(_label(args, *_points(args)[commands.index(argv)]), file=sys.stderr, flush=True)
+    for point, argv in zip(_points(args), commands, strict=False):  # (a sweep: one command)
+        if not args.tool_python:  # (the sweep runner prints its own labels)
+            print(_label(args, *point), file=sys.stderr, flush=True)
         if ssh is None:
             _run_showing_progress(argv, timeout_s, env)
         else:
