@@ -22,9 +22,25 @@ KEYS = EDGE / "keys"
 FIRST_CLIENTS = ("lab-user", "ci")
 
 
-def read_as_root() -> str:
-    """What the printed command reads a root-only file with: root needs (and may lack) no sudo."""
-    return "" if os.geteuid() == 0 else "sudo "
+def read_as_root(euid: int | None = None, sudo_user: str | None = None) -> str:
+    """What the printed commands read the lab's root-only files with. A root shell needs (and may
+    lack) no sudo; `sudo make lab` runs as root for a user whose own shell is not (SUDO_USER), and
+    that user has sudo."""
+    euid = os.geteuid() if euid is None else euid
+    sudo_user = os.environ.get("SUDO_USER", "") if sudo_user is None else sudo_user
+    return "sudo " if euid != 0 or sudo_user not in ("", "root") else ""
+
+
+def try_it(gateway_url: str, key_file: str, ca: str, body: str, sudo: str) -> str:
+    """The commands `lab report` prints, as they work in the user's shell: the key read with `sudo`
+    when that shell is not root, and then also the CA, which lies in the root-only edge directory."""
+    lines = [f"export R1_API_KEY=$({sudo}cat {key_file})"]
+    if sudo:
+        lines.append(f"sudo cat {ca} > r1lab-ca.crt")
+        ca = "r1lab-ca.crt"
+    lines.append(f"curl -s --cacert {ca} {gateway_url}/v1/chat/completions "
+                 f"-H \"Authorization: Bearer $R1_API_KEY\" -H 'Content-Type: application/json' -d '{body}'")
+    return "".join(f"\n  {line}" for line in lines)
 
 
 def _private(path: Path, text: str) -> None:
@@ -99,7 +115,5 @@ def report(info: dict) -> int:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Why is the sky blue?"}],
                        "max_tokens": 64})
     print(f"\nThe fleet answers at {edge['gateway_url']} (TLS by the lab's CA; an API key required)."
-          f"\nTry it:\n  export R1_API_KEY=$({read_as_root()}cat {key_file})"
-          f"\n  curl -s --cacert {edge['ca']} {edge['gateway_url']}/v1/chat/completions "
-          f"-H \"Authorization: Bearer $R1_API_KEY\" -H 'Content-Type: application/json' -d '{body}'\n")
+          f"\nTry it:{try_it(edge['gateway_url'], str(key_file), edge['ca'], body, read_as_root())}\n")
     return 0 if all(r.ok for r in reports) else 1

@@ -66,14 +66,35 @@ def test_router_admin_is_loopback_and_engine_binds_the_fleet_address():
     assert edge.engine_local_url(_spec(vllm_host="0.0.0.0"), "10.9.0.5") == "http://127.0.0.1:8000"
 
 
-def test_issue24_item4_make_labs_printed_key_command_works_as_root_without_sudo(monkeypatch):
-    """issue 24 item 4: `make lab` prints `export R1_API_KEY=$(cat …)` for root (sudo may be absent)
-    and `$(sudo cat …)` for anyone else (the key file is 0600 root)."""
-    import os
+def test_issue24_item4_make_labs_printed_key_command_works_as_root_without_sudo():
+    """issue 24 item 4: `make lab` prints `export R1_API_KEY=$(cat …)` in a root shell (sudo may be
+    absent) and `$(sudo cat …)` for anyone else, also after `sudo make lab` (the key file is 0600 root)."""
+    from lab import edge as lab_edge
+
+    assert lab_edge.read_as_root(0, "") == "" and lab_edge.read_as_root(0, "root") == ""
+    assert lab_edge.read_as_root(0, "alice") == "sudo " and lab_edge.read_as_root(1000, "") == "sudo "
+
+
+@pytest.mark.parametrize("sudo", ["", "sudo "])
+def test_issue24_item4_make_labs_printed_commands_run_as_printed(tmp_path, sudo):
+    """The printed lines, run by bash: with no sudo on PATH for a root shell; with one (that runs its
+    command) otherwise, where the CA of the root-only edge directory is copied out first."""
+    import subprocess
 
     from lab import edge as lab_edge
 
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert lab_edge.read_as_root() == ""
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert lab_edge.read_as_root() == "sudo "
+    bin_dir, key, ca = tmp_path / "bin", tmp_path / "lab-user", tmp_path / "ca.crt"
+    bin_dir.mkdir()
+    key.write_text("r1lab-secret\n")
+    ca.write_text("CA\n")
+    fake = {"curl": '[ -r "$3" ] || exit 77; echo "$@"'} | ({"sudo": '"$@"'} if sudo else {})
+    for name, body in fake.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    printed = lab_edge.try_it("https://10.77.0.9:8080", str(key), str(ca), '{"model": "m"}', sudo)
+    script = "set -e\n" + "\n".join(line.strip() for line in printed.splitlines() if line.strip())
+    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    assert "Bearer r1lab-secret" in run.stdout and "https://10.77.0.9:8080/v1/chat/completions" in run.stdout
+    assert ("sudo cat" in printed) == bool(sudo) and (tmp_path / "r1lab-ca.crt").exists() == bool(sudo)

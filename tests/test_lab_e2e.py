@@ -7,7 +7,6 @@ nothing is checked when the session's lab is torn down.
 """
 
 import json
-import os
 import re
 import subprocess
 
@@ -22,7 +21,7 @@ def lab(fleet):
     return fleet[0]
 
 
-def test_fleet_deploys_answers_and_reconverges(fleet):
+def test_fleet_deploys_answers_and_reconverges(fleet, tmp_path):
     lab, first = fleet
     assert first.returncode == 0, first.out[-8000:]
     # At pyinfra's normal verbosity (as `make lab` runs it): what each node's weights pull did.
@@ -33,10 +32,12 @@ def test_fleet_deploys_answers_and_reconverges(fleet):
     report = run(PY, "-m", "lab", "report", timeout=600)
     assert report.returncode == 0, report.stdout + report.stderr
     assert f"{len(lab['hosts'])}/{len(lab['hosts'])} answered" in report.stdout
-    curl = re.search(r"^  (curl .*)$", report.stdout, re.M).group(1)
-    # As the report tells a user: the key from an env var, the lab's CA for TLS.
-    env = {**os.environ, "R1_API_KEY": client_key(lab)}
-    reply = json.loads(subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=120, env=env).stdout)
+    # Every line the report tells a user to type, run as printed (the key read from its file, the
+    # lab's CA for TLS), in a directory of its own: a shell without sudo copies the CA out there.
+    printed = re.findall(r"^  (\S.*)$", report.stdout.split("Try it:", 1)[1], re.M)
+    assert printed[-1].startswith("curl ") and client_key(lab) not in report.stdout, printed
+    reply = json.loads(subprocess.run(["bash", "-c", "set -e\n" + "\n".join(printed)], cwd=tmp_path,
+                                      capture_output=True, text=True, timeout=120).stdout)
     message = reply["choices"][0]["message"]
     assert (message.get("reasoning") or message.get("content")), reply
     assert reply["usage"]["completion_tokens"] > 0

@@ -4,7 +4,7 @@ It configured no client keys (every client a 401 while the deploy's own smoke pa
 gateway for the distill nodes, `gpu_memory_utilization = 0.95` and `trust_remote_code` fleet-wide
 (the Llama distill needs neither), and `deepep_high_throughput` on the single-node R1 DP8 + EP
 host, a backend vLLM documents for multi-node prefill. Each value now is what vLLM's recipe for
-that model and layout uses (README, *Expert-parallel kernels*)."""
+that model and layout uses (docs/serving-groups.md, *Expert-parallel kernels*)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ vllm_device = "cuda"
 # vLLM's R1 recipe sets both, the Llama distill needs neither (vLLM's default 0.9, native arch).
 vllm_nccl_socket_ifname = "bond0"
 
-# The edge (README: The edge): clients' keys by name, each a reference resolved on the
+# The edge (r1deploy's docs/edge.md): clients' keys by name, each a reference resolved on the
 # controller (env:VAR or file:PATH, 0600), never the key; without keys every request is a 401.
 # Each gateway's TLS certificate is its own host data (inventories/prod.py).
 gateway_api_keys = {

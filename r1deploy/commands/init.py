@@ -50,7 +50,7 @@ Made by `r1deploy init` (r1deploy {version}). Edit `inventory.py` (your hosts) a
     r1deploy hostkey --inventory inventory.py        # pin the hosts' SSH keys
     pyinfra inventory.py bootstrap.py --data ssh_user=root   # once per new host
     pyinfra -y inventory.py deploy.py                # converge: bare hosts to a serving fleet
-    r1deploy smoke --inventory inventory.py          # real completions through the gateways
+    REQUESTS_CA_BUNDLE=ca.crt r1deploy smoke https://GATEWAY:8080 --model DeepSeek-R1 --api-key-file KEY
     r1deploy drift-run inventory.py                  # read-only drift check (exit 0/1/2)
     r1deploy rollback inventory.py                   # every node back one release, rolling
 

@@ -56,7 +56,7 @@ if _lab.get("model"):
     model_hub_endpoint = _lab["hub_url"]
     install_find_links = [_lab["wheels_url"]]
     vllm_cpu_kvcache_space_gib = _lab["kv_space_gib"]
-if _lab.get("edge"):  # lab/edge.py: made by `lab up`, as an operator would (see the README's edge)
+if _lab.get("edge"):  # lab/edge.py: made by `lab up`, as an operator would (see docs/edge.md)
     from lab.edge import client_keys as _client_keys
 
     gateway_api_keys = _client_keys(_lab["edge"])
