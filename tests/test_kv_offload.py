@@ -129,3 +129,29 @@ def test_r1deploy_plan_gives_the_reason_line_for_the_prod_distill():
     assert distill["kv_offload_gib"] == distill["engine_args"]["kv-offloading-size"] > 0
     assert any("KV offload to host RAM" in r and "host 2,048 GiB" in r for r in distill["reasons"])
     assert r1["kv_offload_gib"] is None and any("the host's RAM is unknown" in r for r in r1["reasons"])
+
+
+def test_long_chat_outgrows_a_tight_gpu_kv_cache_and_repeats_its_prefixes():
+    """The offload experiment's workload: at 8 req/s a point's chats hold ~370K tokens of prefixes."""
+    from r1deploy.observe import loadgen, workload
+
+    n = loadgen.arrivals_needed(8, 3, 10, 4)
+    wl = workload.make("long-chat", n, seed=1)
+    chats = {r.session for r in wl.requests}
+    assert len(chats) == -(-n // 8) and max(len(r.prompt) for r in wl.requests) == 1024 + 8 * 256 + 7 * 768
+    last = {r.session: len(r.prompt) for r in wl.requests}
+    assert sum(last.values()) > 350_000
+    assert all(r.cached_prefix > 1024 for r in wl.requests if r.turn > 0)
+
+
+def test_the_bench_drops_the_offload_keys_for_its_off_config(tmp_path):
+    from bench.h200.slo import variant
+
+    unit = tmp_path / "rendered"
+    unit.mkdir()
+    (unit / "vllm.yaml").write_text("max-model-len: 32768\nkv-offloading-size: 26\nkv-offloading-backend: \"native\"\n"
+                                    "enable-prefix-caching: true\n")
+    (unit / "r1-vllm.service").write_text("[Service]\n")
+    off = variant(unit, "rendered:-kv-offloading-size:-kv-offloading-backend")
+    assert (off / "vllm.yaml").read_text() == "max-model-len: 32768\nenable-prefix-caching: true\n"
+    assert (off / "r1-vllm.service").exists()
