@@ -7,7 +7,8 @@ its ``CPUOffloadingSpec`` splits that over the engine's workers (TP × PP: "the 
 across all TP ranks") and each worker allocates its share as one pinned ``torch.zeros`` at start. Blocks
 the GPU evicts stay in host RAM (LRU) and a request whose prefix is there loads it over PCIe instead of
 recomputing it: the gain is TTFT on prefix-heavy traffic (multi-turn chat) whose working set exceeds the
-GPU's KV cache. Each data-parallel rank is an engine of its own and allocates N again.
+GPU's KV cache. Each data-parallel rank is an engine of its own and allocates N again (vllm/v1/engine/
+core.py gives every DP rank its own kv_transfer_config, engine_id suffixed _dp<rank>).
 
 Pinned pages never swap and are not page cache: the size must leave the host's own room. The room kept:
 - the OS and the node's agents (exporters, journald, sshd, the drift check): OS_GIB or OS_SHARE of RAM;
