@@ -19,6 +19,7 @@ COMMANDS = [
     "r1deploy.fleet.hostkeys",
     "r1deploy.commands.dashboard",
     "r1deploy.commands.bench",
+    "r1deploy.commands.tune",
     "r1deploy.commands.init",
     "r1deploy.commands.docs",
 ]

@@ -214,6 +214,9 @@ class VllmSection(_Section):
     api_key_previous_env: str | None = None
     api_key_previous_file: str | None = None
     cpu_kvcache_space_gib: int = Field(default=1, ge=1)
+    # KV offload to host RAM (vLLM's --kv-offloading-size, GiB per engine, pinned): None sizes it from
+    # the host's RAM (r1deploy/planner/offload.py), 0 turns it off, a number is that size.
+    kv_offload_gib: float | None = Field(default=None, ge=0)
     cpu_omp_threads_bind: str | None = None
     # None: sized per model from the weights to load (minutes for 671B), see rollout.startup_timeout.
     startup_timeout_s: int | None = Field(default=None, ge=10)
@@ -410,6 +413,8 @@ class PlanSection(_Section):
     # FP8 where the GPU has it: weights of BF16 models (vLLM's online --quantization fp8) and the
     # KV cache where that raises the concurrency the SLO allows. Off: the plan only suggests it.
     fp8: bool = False
+    # The host's RAM where no fact says it (offline `r1deploy plan`); the host's MemTotal beats it.
+    host_memory_gib: int | None = Field(default=None, ge=1)
     capex_usd: float | None = Field(default=None, ge=0)
     power_kw: float | None = Field(default=None, ge=0)
     power_usd_per_kwh: float | None = Field(default=None, ge=0)
@@ -500,7 +505,21 @@ class Spec(_Section):
                              "prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
         for key, why in ep.spec_problems(self):
             raise KeyedError(key, why)
+        for key, why in _offload_problems(self.vllm):
+            raise KeyedError(key, why)
         return self
+
+
+def _offload_problems(v: VllmSection) -> list[tuple[str, str]]:
+    """vllm_kv_offload_gib is the one place the offload size is set, and only where it means something."""
+    out = []
+    if v.device == "cpu" and v.kv_offload_gib:
+        out.append(("vllm_kv_offload_gib", "the CPU backend's KV cache is in host RAM already: 0 or unset"))
+    for name in ("kv-offloading-size", "kv_offloading_size"):
+        if name in v.extra_args:
+            out.append((f"vllm_extra_args[{name!r}]", "set the KV offload size with vllm_kv_offload_gib "
+                        "(the planner checks it against the host's RAM)"))
+    return out
 
 
 SECTIONS: dict[str, str] = {name: name for name in Spec.model_fields}

@@ -11,6 +11,7 @@ from pyinfra.facts.server import LinuxDistribution
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from factharness import World, plan  # noqa: E402
+from r1deploy.roles._plan import HostMemory  # noqa: E402
 from r1deploy.roles.gpu_host import facts  # noqa: E402
 from r1deploy.roles.preflight import preflight  # noqa: E402
 from r1deploy.roles.preflight.facts import FreeBytes  # noqa: E402
@@ -28,11 +29,12 @@ def gpus(name: str, count: int, mib: int) -> gpu.GpuInventory:
         type(one)(**{**one.__dict__, "index": i, "name": name, "memory_total_mib": mib}) for i in range(count)))
 
 
-def host_world(inventory: gpu.GpuInventory, free_gib: float = 2000) -> World:
+def host_world(inventory: gpu.GpuInventory, free_gib: float = 2000, ram_gib: float = 2015.6) -> World:
     return World(facts={
         LinuxDistribution: {"name": "Ubuntu", "major": 24, "release_meta": {"VERSION": "24.04"}},
         FreeBytes: int(free_gib * 2**30),
         facts.Gpus: inventory,
+        HostMemory: ram_gib,
     })
 
 
@@ -46,6 +48,14 @@ def test_r1_refused_on_one_8x_h100_node_with_the_planners_reasons():
 
 def test_r1_accepted_on_8x_h200_as_nvidia_smi_reports_them():
     plan(preflight, {"gpu-h200": (R1, host_world(gpus("NVIDIA H200", 8, 143771)))})
+
+
+def test_a_kv_offload_the_hosts_ram_cannot_pin_is_refused_before_anything_is_installed():
+    """Issue 22 item 5: the host's MemTotal (not plan_host_memory_gib) checks vllm_kv_offload_gib."""
+    r1 = {**R1, "vllm_kv_offload_gib": 200, "plan_host_memory_gib": 4096}
+    with pytest.raises(DeployError) as exc:
+        plan(preflight, {"gpu-h200": (r1, host_world(gpus("NVIDIA H200", 8, 143771), ram_gib=1007.5))})
+    assert "does not run: vllm_kv_offload_gib 200 pins 1,600 GiB of host RAM" in str(exc.value)
 
 
 def test_disk_refused_with_the_numbers():

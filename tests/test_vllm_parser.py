@@ -123,6 +123,9 @@ def test_issue22_r1_recipe_and_fp8_plans_reach_vllms_engine_args(parsed):
     distill = parsed["gpu-h100-01"]["engine"]
     assert (distill["quantization"], distill["kv_cache_dtype"]) == ("fp8", "fp8")
     assert distill["max_num_batched_tokens"] and distill["max_num_seqs"]
+    # Issue 22 item 5: the distill's KV offload to host RAM (plan_host_memory_gib 2048), vLLM's native backend.
+    assert (distill["kv_offloading_size"], distill["kv_offloading_backend"]) == (288.0, "native")
+    assert parsed["gpu-h200-01"]["engine"]["kv_offloading_size"] is None
     assert parsed["gpu-h100-11"]["engine"]["kv_cache_dtype"] == "fp8"
 
 

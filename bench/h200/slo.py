@@ -81,13 +81,18 @@ def wait_health(proc: subprocess.Popen, limit_s: float) -> bool:
 
 def variant(rendered: Path, config: str) -> Path:
     """`rendered:key=value[:key=value]`: the rendered unit with engine args changed in its vllm.yaml
-    (an experiment beside the plan, e.g. rendered:max-num-batched-tokens=2048 for the old budget)."""
+    (an experiment beside the plan, e.g. rendered:max-num-batched-tokens=2048 for the old budget);
+    `rendered:-key` drops one (rendered:-kv-offloading-size:-kv-offloading-backend is the plan without
+    its KV offload: vLLM takes a size of 0 as "on" and refuses it)."""
     d = rendered.parent / f"unit-{dirname(config)}"
     if d.exists():
         return d
     d.mkdir(parents=True)
     text = (rendered / "vllm.yaml").read_text()
     for kv in config.split(":")[1:]:
+        if kv.startswith("-"):
+            text = re.sub(rf"^{re.escape(kv[1:])}: .*\n", "", text, flags=re.M)
+            continue
         key, value = kv.split("=", 1)
         line = f"{key}: {value}"
         text, n = re.subn(rf"^{re.escape(key)}: .*$", line, text, flags=re.M)
@@ -228,6 +233,12 @@ def render(args: argparse.Namespace, out: Path) -> Path:
     return rendered
 
 
+def mem_total_gib() -> float:
+    """This machine's RAM, as the converge's HostMemory fact reads it (MemTotal)."""
+    kib = re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M)
+    return int(kib[1]) / 2**20
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
@@ -235,7 +246,9 @@ def main() -> int:
     p.add_argument("--start", default="", help="config=rate,... first rate of each search")
     p.add_argument("--out", required=True)
     p.add_argument("--budget", type=float, default=540)
-    p.add_argument("--workload", default="random")
+    p.add_argument("--workload", default="random", choices=workload.NAMES)
+    p.add_argument("--host-memory-gib", type=float, help="plan_host_memory_gib for the rendered plan (its KV "
+                   "offload is sized from it; default: this machine's MemTotal)")
     p.add_argument("--points", type=int, default=4)
     p.add_argument("--tolerance", type=float, default=0.15)
     p.add_argument("--growth", type=float, default=2.0, help="step while all pass / all fail (2: double)")
@@ -250,7 +263,8 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(R1_H200_MODEL=args.model, R1_H200_FP8="1", R1_H200_SLO=f"{args.slo_ttft_ms},{args.slo_tpot_ms}")
+    os.environ.update(R1_H200_MODEL=args.model, R1_H200_FP8="1", R1_H200_SLO=f"{args.slo_ttft_ms},{args.slo_tpot_ms}",
+                      R1_H200_HOST_MEMORY_GIB=str(int(args.host_memory_gib or mem_total_gib())))
     from r1deploy.fleet.inventory import load_specs
 
     args.ckpt = load_specs("bench/h200/h200_node.py")["@local"].model.local_dir
@@ -271,6 +285,10 @@ def main() -> int:
     summary["ratios"] = {f"{a}/{b}": capacity.ratio(ra, rb) for a, ra in results.items()
                          if a.startswith("rendered") and ra.get("capacity_req_s") is not None
                          for b, rb in results.items() if b != a and rb.get("capacity_req_s")}
+    # Each config's lowest-rate point (with --points 1 and equal starts: the same rate for every config, the
+    # KV offload on/off comparison's TTFT p50/p99).
+    summary["ttft_ms"] = {c: {"rate": p["rate"], "p50": p["ttft_p50_ms"], "p99": p["ttft_p99_ms"]}
+                          for c, r in results.items() for p in r.get("points", [])[:1]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(json.dumps(summary))
     return 0

@@ -8,3 +8,5 @@ gpu_expected_model = "H100"
 gpu_expected_count = 8
 gpu_min_memory_mib = 80000
 gpu_fabric_manager = "yes"
+# The hosts' RAM for offline plans (the converge reads MemTotal): sizes the KV offload to host RAM.
+plan_host_memory_gib = 2048

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pp", type=int, help="fix pipeline-parallel size")
     p.add_argument("--dp", type=int, help="fix data-parallel size")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--host-memory-gib", type=float, help="the host's RAM: sizes the KV offload to it")
+    p.add_argument("--kv-offload-gib", type=float, help="KV offload per engine (0: off; unset: sized from "
+                   "--host-memory-gib)")
     p.add_argument("--cpu-kvcache-gib", type=float, default=4.0, help="VLLM_CPU_KVCACHE_SPACE for --device cpu")
     for flag in COST_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), type=float)
@@ -82,6 +85,7 @@ def _flag_plan(args: argparse.Namespace) -> Plan:
                 quantization=args.quantization, tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp,
                 data_parallel_size=args.dp, prefer=args.prefer, device=args.device,
                 cpu_kvcache_space_gib=args.cpu_kvcache_gib, target_concurrency=args.target_concurrency,
+                kv_offload_gib=args.kv_offload_gib, host_memory_gib=args.host_memory_gib,
                 costs=costs if any(v is not None for v in costs.values()) else None)
 
 
@@ -178,6 +182,8 @@ def render_table(p: Plan, title: str | None = None) -> str:
         ("KV cache tokens", f"{p.kv_cache_tokens:,} per replica"),
         ("max concurrency", f"{p.max_concurrency:g} × {p.max_model_len:,}-token requests"),
     ]
+    if p.kv_offload_gib:
+        rows.append(("KV offload", f"{p.kv_offload_gib:g} GiB host RAM per engine (--kv-offloading-size)"))
     if p.cost and p.cost.yearly_saving_usd is not None:
         payback = "never" if p.cost.months_to_payback is None else f"{p.cost.months_to_payback} months"
         rows.append(("yearly saving", f"${p.cost.yearly_saving_usd:,.0f} (payback {payback})"))

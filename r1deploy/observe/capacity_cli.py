@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--capacity", action="store_true", help="search the SLO capacity (highest Poisson rate within "
                    "the TTFT and TPOT p99 SLO) instead of the concurrency sweep")
-    p.add_argument("--workload", choices=["random", "multi-turn"], default="multi-turn")
+    p.add_argument("--workload", choices=workload.NAMES, default="multi-turn")
     p.add_argument("--start-rate", type=float, default=2.0)
     p.add_argument("--max-points", type=int, default=6)
     p.add_argument("--tolerance", type=float, default=0.1)

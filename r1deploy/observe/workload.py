@@ -10,6 +10,9 @@ without a tokenizer on the machine that sends them.
   prefix is cached where the conversation ran before (prefix caching, prefix-aware routing).
   Turns are interleaved across conversations: turn k of a chat is sent after turn k-1 of every
   other chat, as users who read an answer before they reply.
+- ``long-chat``: the same with long histories (8 turns of 256 in / 768 back behind a 1,024-token system
+  prompt: 8,448 tokens by the last turn) and so many chats that their prefixes outgrow a small GPU KV
+  cache before a chat comes back: the workload KV offload to host RAM is for (bench/results/h200/offload/).
 """
 
 from __future__ import annotations
@@ -70,10 +73,16 @@ def multi_turn(conversations: int, turns: int = 4, system_len: int = 512, user_l
     return Workload("multi-turn", out)
 
 
+NAMES = ("random", "multi-turn", "long-chat")
+
+
 def make(name: str, n: int, seed: int = 0, input_len: int = 1024, output_len: int = 256) -> Workload:
-    """By name, at least n requests (multi-turn: n/4 chats of 4 turns)."""
+    """By name, at least n requests (multi-turn: n/4 chats of 4 turns; long-chat: n/8 chats of 8)."""
     if name == "random":
         return random_workload(n, input_len, output_len, seed)
     if name == "multi-turn":
         return multi_turn(max(1, -(-n // 4)), output_len=output_len, seed=seed)
-    raise ValueError(f"unknown workload {name!r}: random or multi-turn")
+    if name == "long-chat":
+        return multi_turn(max(1, -(-n // 8)), turns=8, system_len=1024, user_len=256, answer_len=768,
+                          output_len=output_len, seed=seed)
+    raise ValueError(f"unknown workload {name!r}: {', '.join(NAMES)}")

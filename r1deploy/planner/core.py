@@ -69,6 +69,7 @@ class Plan:
     # What the serve stage renders of engine_args() where it drops kernels the host lacks (set by the
     # inventory's plan command, r1deploy/commands/plan.py); None: engine_args() as it is.
     rendered_engine_args: dict[str, Any] | None = None
+    kv_offload_gib: float | None = None  # --kv-offloading-size per engine (planner/offload.py); None: off
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,11 +124,13 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
          cuda_graphs: bool = True, device: str = "cuda", cpu_kvcache_space_gib: float = 4.0,
          costs: dict[str, float | None] | None = None, overrides: dict[str, Any] | None = None,
          target_concurrency: int | None = None, suggest: bool = True, fp8: bool = False,
-         slo: Slo | None = None) -> Plan:
+         slo: Slo | None = None, kv_offload_gib: float | None = None,
+         host_memory_gib: float | None = None) -> Plan:
     """A pure function: the memory plan of ``model`` on ``nodes`` × ``gpus_per_node`` × ``gpu``.
     ``fp8``: the operator's opt-in to FP8 weights/KV (plan_fp8); ``slo``: what the batching budget
     and the FP8 KV choice are sized for (monitor_slo_*); without it vLLM's own batching defaults stand
-    (the agreement tables compare with vLLM runs at its defaults)."""
+    (the agreement tables compare with vLLM runs at its defaults). ``kv_offload_gib`` (vllm_kv_offload_gib:
+    None plans it, 0 is off) and ``host_memory_gib`` (the host's RAM) size the KV offload (offload.py)."""
     _check_inputs(gpus_per_node=gpus_per_node, nodes=nodes, max_model_len=max_model_len,
                   tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
                   data_parallel_size=data_parallel_size, target_concurrency=target_concurrency,
@@ -144,6 +147,10 @@ def plan(model: ModelSpec, gpu: GpuSpec, gpus_per_node: int, nodes: int = 1, *,
         fixed = _fixed_layout(req, tensor_parallel_size, pipeline_parallel_size, data_parallel_size,
                               enable_expert_parallel)
         result = plan_for_speed(req, fixed, fp8, slo or Slo(), batching=slo is not None)
+        if result.fits:
+            from r1deploy.planner.offload import apply_offload
+
+            apply_offload(result, model.arch, kv_offload_gib, host_memory_gib, overrides)
     result.overrides = dict(overrides or {})
     if costs:
         result.cost = payback(**costs)

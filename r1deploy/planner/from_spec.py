@@ -35,9 +35,10 @@ SPEC_ARG_KEYS = {
 
 
 def plan_for_spec(spec: Any, gpu_name: str | None = None, gpu_count: int | None = None,
-                  gpu_memory_mib: int | None = None, model_config: dict | None = None) -> Plan:
-    """Plan one host's spec. Real GPU facts (nvidia-smi name/count/memory) beat spec.plan_*;
-    ``model_config`` (a real config.json) beats the catalog lookup by spec.model.repo_id."""
+                  gpu_memory_mib: int | None = None, model_config: dict | None = None,
+                  host_memory_gib: float | None = None) -> Plan:
+    """Plan one host's spec. Real GPU facts (nvidia-smi name/count/memory) and RAM (MemTotal) beat
+    spec.plan_*; ``model_config`` (a real config.json) beats the catalog lookup by spec.model.repo_id."""
     model = _spec_model(spec, model_config)
     v = spec.vllm
     costs = {k: getattr(spec.plan, k) for k in
@@ -59,7 +60,8 @@ def plan_for_spec(spec: Any, gpu_name: str | None = None, gpu_count: int | None 
     count = gpu_count or spec.plan.gpus_per_node or spec.gpu.expected_count or 1
     return plan(model, gpu, count, spec.plan.nodes, tensor_parallel_size=v.tensor_parallel_size,
                 pipeline_parallel_size=v.pipeline_parallel_size, data_parallel_size=v.data_parallel_size,
-                enable_expert_parallel=v.enable_expert_parallel, **common)
+                enable_expert_parallel=v.enable_expert_parallel, kv_offload_gib=v.kv_offload_gib,
+                host_memory_gib=host_memory_gib or spec.plan.host_memory_gib, **common)
 
 
 def _spec_model(spec: Any, model_config: dict | None) -> ModelSpec:
