@@ -182,3 +182,40 @@ def test_the_plain_router_unit_parses_too(pd_inventory):
     workers = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
     args = parse_router_args(_router_argv(render_router_unit(gw, "g"), render_router_workers("g", workers)))
     assert not args.vllm_pd_disaggregation and args.worker_urls == workers and args.policy == gw.gateway.policy
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def test_drift_sees_a_node_that_changed_side_and_a_router_out_of_pd_mode(pd_inventory):
+    """The drift check compares what is rendered now with the hosts' files: a node's side is in its
+    release files (vllm.yaml's kv_role), the router's P/D lists in its start list, its mode in its unit."""
+    from r1deploy.drift import checks as dc
+    from r1deploy.fleet.pd_sets import PdRoutes
+
+    decode = render_prod(pd_inventory, "pd-h200-decode-01").files
+    swapped = pd_inventory["pd-h200-decode-01"]
+    swapped = swapped.model_copy(update={"vllm": swapped.vllm.model_copy(update={"pd_role": "prefill"})})
+    live = {name: dc.sha256(content) for name, content in render_node(swapped, "pd-h200-decode-01", "10.30.0.21").files.items()}
+    [f] = dc.files_match("pd-h200-decode-01", "release-files", {"vllm.yaml": decode["vllm.yaml"]}, live, "/etc/r1deploy/current")
+    assert f.ok is False and "vllm.yaml differs" in f.detail
+
+    gw = pd_inventory["pd-gateway-01"]
+    routes = PdRoutes("r1-pd", ["http://10.30.0.11:8000"], ["http://10.30.0.21:8000"])
+    moved = PdRoutes("r1-pd", ["http://10.30.0.21:8000"], ["http://10.30.0.11:8000"])
+    want = {"router-workers.env": render_router_workers("g", [], routes), "vllm-router.service": render_router_unit(gw, "g", routes)}
+    live = {"router-workers.env": dc.sha256(render_router_workers("g", [], moved)),
+            "vllm-router.service": dc.sha256(render_router_unit(gw, "g"))}
+    [f] = dc.files_match("g", "gateway-files", want, live, "gateway")
+    assert f.ok is False and "router-workers.env differs" in f.detail and "vllm-router.service differs" in f.detail
+
+
+def test_the_firewall_lets_a_sets_members_move_kv_between_them(pd_inventory):
+    from r1deploy.fleet.firewall import FwHost, allows
+    from r1deploy.fleet.inventory import load_entries
+
+    data = {e.name: e.data for e in load_entries(str(REPO / "inventories" / "pd.py"), cwd=str(REPO))}
+    hosts = [FwHost(name, data[name], spec) for name, spec in pd_inventory.items()]
+    rules = {a.why: a for a in allows(hosts[0], hosts, None)}
+    pd_rule = rules["everything between members of P/D set r1-pd"]
+    assert (pd_rule.proto, pd_rule.sources) == ("any", ("10.30.0.21",))
