@@ -9,6 +9,12 @@ within DECODE_SHARE of the TPOT SLO, at most what its KV cache holds. A request 
 of a prefill replica and O/D of a decode replica, so x prefill and y decode replicas serve
 min(x P/I, y D/O) requests per second; the split is the x:y (x + y = replicas, both >= 1) that
 serves the most, ties to more decode (its steps set the TPOT everyone sees).
+
+A sanity check on the scale: DeepSeek's own P/D service (its inference system overview, 2025: H800
+nodes, 73.7k input tokens/s per prefill node counting prefix-cache hits, 14.8k output tokens/s per
+decode node at ~20 tokens/s per user). This model says ~79k prompt tokens/s per 8×H200 prefill replica
+and ~30k output tokens/s per decode replica at a 50 ms TPOT: about 1.4× DeepSeek's decode figure after
+H200's 1.43× memory bandwidth, so it leans a little toward too few decode replicas.
 """
 
 from __future__ import annotations
