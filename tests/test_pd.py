@@ -156,6 +156,7 @@ def _router_argv(unit: str, start_list: str) -> list[str]:
 
 def test_the_router_unit_in_pd_mode_is_what_the_pinned_router_parses(pd_inventory):
     from vllm_router.launch_router import parse_router_args
+    from vllm_router.router import Router
     from vllm_router.version import __version__
 
     assert __version__ == pd_inventory["pd-gateway-01"].install.router_version  # the dev pin is the deployed one
@@ -173,6 +174,7 @@ def test_the_router_unit_in_pd_mode_is_what_the_pinned_router_parses(pd_inventor
     assert args.prefill_urls == [("http://10.30.0.11:8000", None)] and args.decode_urls == ["http://10.30.0.21:8000"]
     assert (args.prefill_policy, args.decode_policy) == ("cache_aware", "power_of_two")
     assert not args.worker_urls and args.port == gw.gateway.router_port
+    assert Router.from_args(args) is not None  # the launcher's next step: the Rust core takes the config (nothing starts)
 
 
 def test_the_plain_router_unit_parses_too(pd_inventory):
