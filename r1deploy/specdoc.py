@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from r1deploy.spec import Spec
@@ -27,7 +28,16 @@ class Key:
 
 
 def _notes(cls: type) -> dict[str, str]:
-    """Each field's comment: the `#` lines right above it in the class body."""
+    """Each field's comment: the `#` lines right above it in the class body (its own, or a mixin's:
+    r1deploy/spec_pd.py's keys are fields of spec.py's sections)."""
+    notes: dict[str, str] = {}
+    for base in cls.__mro__[::-1]:
+        if issubclass(base, BaseModel) and base.__module__.startswith("r1deploy."):
+            notes.update(_class_notes(base))
+    return notes
+
+
+def _class_notes(cls: type) -> dict[str, str]:
     notes: dict[str, str] = {}
     pending: list[str] = []
     for line in inspect.getsource(cls).splitlines():
@@ -59,9 +69,11 @@ def keys() -> list[tuple[str, str, list[Key]]]:
     for section, info in Spec.model_fields.items():
         cls = info.annotation
         notes = _notes(cls)
+        own = cls.__dict__.get("__annotations__", {})  # the section's own keys first, then its mixins'
+        fields = sorted(cls.model_fields.items(), key=lambda item: item[0] not in own)
         out.append((section, inspect.cleandoc(cls.__doc__ or ""), [
             Key(section, f"{section}_{name}", _type(f.annotation), _default(f), notes.get(name, ""))
-            for name, f in cls.model_fields.items()]))
+            for name, f in fields]))
     return out
 
 

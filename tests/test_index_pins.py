@@ -26,9 +26,10 @@ UNREACHABLE = ("NewConnectionError", "Temporary failure in name resolution", "Ne
 def prod_pins() -> list[str]:
     from r1deploy.planner import plan_for_spec
 
-    specs = load_specs(str(REPO / "inventories" / "prod.py"), cwd=str(REPO))
+    # The prod fleet and the P/D example (issue 25: nixl on the P/D sides).
+    specs = [s for inv in ("prod.py", "pd.py") for s in load_specs(str(REPO / "inventories" / inv), cwd=str(REPO)).values()]
     pins: dict[str, None] = {}
-    for spec in specs.values():
+    for spec in specs:
         hardware = spec.vllm.device != "cpu" and (spec.plan.gpu or spec.gpu.expected_model)
         pins.update(dict.fromkeys(install_plan(spec, plan_for_spec(spec) if hardware else None)))
     return list(pins)
@@ -36,7 +37,7 @@ def prod_pins() -> list[str]:
 
 def test_issue21_item13_the_install_plan_pins_what_the_roles_install():
     pins = prod_pins()
-    assert "vllm==0.26.0" in pins and "vllm-router==0.1.17" in pins
+    assert "vllm==0.26.0" in pins and "vllm-router==0.1.17" in pins and "nixl==1.5.1" in pins
     assert not [p for p in pins if p.split("==")[0].replace("_", "-") in ("deep-gemm", "deep-ep")]
 
 

@@ -129,6 +129,16 @@ def test_issue22_r1_recipe_and_fp8_plans_reach_vllms_engine_args(parsed):
     assert parsed["gpu-h100-11"]["engine"]["kv_cache_dtype"] == "fp8"
 
 
+def test_issue25_pd_sides_reach_vllm_with_their_kv_connector(parsed):
+    """R1 671B P/D on 2×8×H200 (inventories/pd.py): each side's --kv-transfer-config is vLLM's KVTransferConfig."""
+    prefill, decode = parsed["pd-h200-prefill-01"], parsed["pd-h200-decode-01"]
+    assert prefill["ok"] and decode["ok"], (prefill, decode)
+    for side, role in ((prefill, "kv_producer"), (decode, "kv_consumer")):
+        config = str(side["engine"]["kv_transfer_config"])
+        assert "kv_connector='NixlConnector'" in config and f"kv_role='{role}'" in config, config
+        assert "kv_buffer_device='cuda'" in config and "'backends': ['UCX']" in config, config
+
+
 def test_a_key_vllm_does_not_know_fails(parsed):
     assert not parsed["typo"]["ok"]
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from r1deploy.planner import ModelSpec, Plan, plan, plan_for_spec
 from r1deploy.planner.catalog import GPUS, MODELS, custom_gpu, find_gpu
+from r1deploy.spec import PlanSection
+
+PLAN_DEFAULTS = PlanSection.model_fields  # the workload's defaults are the spec's (plan_input_tokens, ...)
 
 COST_FLAGS = ("capex_usd", "power_kw", "power_usd_per_kwh", "cloud_usd_per_mtok", "tokens_per_day")
 
@@ -44,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-kvcache-gib", type=float, default=4.0, help="VLLM_CPU_KVCACHE_SPACE for --device cpu")
     for flag in COST_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), type=float)
+    p.add_argument("--pd-nodes", type=int, metavar="N", help="also split N nodes into a P/D set's prefill:decode "
+                   "replicas for the workload below (issue 25)")
+    p.add_argument("--input-tokens", type=int, default=PLAN_DEFAULTS["input_tokens"].default,
+                   help="mean prompt length of the workload (plan_input_tokens)")
+    p.add_argument("--output-tokens", type=int, default=PLAN_DEFAULTS["output_tokens"].default,
+                   help="mean answer length, reasoning included (plan_output_tokens)")
     p.add_argument("--json", action="store_true", help="machine-readable output (stable keys)")
     p.add_argument("--bench", metavar="DIR", help="an `r1deploy bench` release directory: tokens/day and payback "
                    "from measured throughput (default: reports/bench/<fleet_release> when it exists)")
@@ -51,22 +60,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from r1deploy.commands.plan_pd import flag_split, inventory_splits
     from r1deploy.fleet.inventory import InventoryFileError
+    from r1deploy.planner.pd_split import render_split
     from r1deploy.spec import SpecError
 
     try:
         plans = _inventory_plans(args.inventory, args.config, args.bench) if args.inventory \
             else {"plan": _flag_plan(args)}
+        splits = inventory_splits(args.inventory, plans, args.config) if args.inventory else flag_split(args, plans["plan"])
     except (KeyError, ValueError, OSError, InventoryFileError, SpecError) as exc:
         print(f"r1deploy plan: {exc}", file=sys.stderr)
         return 2
     if args.json:
         body: Any = plans["plan"].to_dict() if not args.inventory else \
             {"hosts": {name: p.to_dict() for name, p in plans.items()}}
+        if splits:
+            body["pd_splits"] = {title: split.to_dict() for title, split in splits.items()}
         print(json.dumps(body, indent=2, ensure_ascii=False))
     else:
         for name, p in plans.items():
             print(render_table(p, title=None if name == "plan" else name))
+        for title, split in splits.items():
+            print(render_split(split, title))
     return 0 if all(p.fits for p in plans.values()) else 1
 
 

@@ -77,6 +77,10 @@ def allows(me: FwHost, hosts: list[FwHost], monitor: str | None) -> list[Allow]:
                          (me.spec.vllm.port,), tuple(sorted({*gateways, *members, *watcher}))))
         if members:  # vLLM/torch/NCCL between members: fixed and ephemeral ports alike
             out.append(Allow(f"everything between members of serving group {f.group}", "any", (), members))
+        pd_set = me.spec.vllm.pd_set
+        pd_peers = _addrs(h for h in others if pd_set and h.spec.vllm.pd_set == pd_set)
+        if pd_peers:  # NIXL's side channel (a port per DP rank) and UCX's KV (over TCP: ephemeral ports)
+            out.append(Allow(f"everything between members of P/D set {pd_set}", "any", (), pd_peers))
         if me.name in me.spec.model.seed_nodes:
             nodes = _addrs(h for h in others if h.role == "node")
             out.append(Allow("the LAN mirror (weights fan-out) from the nodes", "tcp", (me.spec.model.seed_port,), nodes))

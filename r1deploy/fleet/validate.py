@@ -162,6 +162,8 @@ def _services(entry: HostEntry, spec: Spec) -> list[tuple[str, int]]:
         return out + [("gateway_port", spec.gateway.port), ("gateway_router_port", spec.gateway.router_port),
                       ("gateway_prometheus_port", spec.gateway.prometheus_port)]
     out.append(("vllm_port", spec.vllm.port))
+    if spec.vllm.pd_role != "both":  # NIXL's handshake (r1deploy/serving/pd.py)
+        out.append(("vllm_kv_side_channel_port", spec.vllm.kv_side_channel_port))
     if entry.name in spec.model.seed_nodes:
         out.append(("model_seed_port", spec.model.seed_port))
     return out
@@ -308,8 +310,9 @@ def validate_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
     if errors:
         raise SpecError(errors)
     from r1deploy.fleet.groups import group_errors  # serving groups are checked across hosts
+    from r1deploy.fleet.pd_sets import pd_set_errors  # and P/D sets
 
-    if errors := group_errors(specs):
+    if errors := group_errors(specs) + pd_set_errors(specs):
         raise SpecError(errors)
     return specs
 
@@ -342,6 +345,11 @@ def validate_fleet(entries: Iterable[HostEntry], environ: Mapping[str, str] | No
         errors += [FieldError(*p) for rule in CROSS_HOST_RULES for p in rule(hosts)]
         errors += monitor_errors([(e.name, e.data) for e, _ in hosts], {e.name: s for e, s in hosts})
         errors += group_errors({e.name: s for e, s in hosts})
+        from r1deploy.fleet.pd_sets import pd_gateway_problems, pd_set_errors  # P/D sets and their gateway
+
+        errors += pd_set_errors({e.name: s for e, s in hosts})
+        errors += [FieldError(*p) for p in pd_gateway_problems([(e.name, s, fleet_address(e.name, e.data))
+                                                               for e, s in hosts])]
         from r1deploy.fleet.firewall import FwHost, firewall_errors
 
         errors += firewall_errors([FwHost(e.name, e.data, s) for e, s in hosts])

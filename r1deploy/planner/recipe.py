@@ -64,22 +64,26 @@ def _token_flops_per_gpu(arch: Architecture, tp: int, pp: int) -> float:
 
 
 def decode_step_ms(arch: Architecture, gpu: GpuSpec, weights_gib: float, kv_bytes_per_token: float,
-                   batch: int, tp: int = 1, pp: int = 1, fp8_compute: bool = False) -> float:
-    """One decode step of ``batch`` running requests on one GPU (roofline, see the module doc)."""
-    bytes_read = weights_gib * GIB + batch * TYPICAL_TOKENS * kv_bytes_per_token
+                   batch: int, tp: int = 1, pp: int = 1, fp8_compute: bool = False,
+                   context_tokens: int = TYPICAL_TOKENS) -> float:
+    """One decode step of ``batch`` running requests, each holding ``context_tokens`` of KV, on one GPU
+    (roofline, see the module doc)."""
+    bytes_read = weights_gib * GIB + batch * context_tokens * kv_bytes_per_token
     mem_s = bytes_read / (gpu.bandwidth_tbs * 1e12 * MEM_EFF)
     compute_s = batch * _token_flops_per_gpu(arch, tp, pp) / (tflops(gpu, fp8_compute) * 1e12 * COMPUTE_EFF)
     return (mem_s + compute_s) * 1000
 
 
 def slo_batch(arch: Architecture, gpu: GpuSpec, weights_gib: float, kv_bytes_per_token: float, slo: Slo,
-              tp: int = 1, pp: int = 1, fp8_compute: bool = False) -> int:
-    """The largest decode batch whose step stays within PREFILL_SHARE of the TPOT SLO (0: none)."""
-    budget = slo.tpot_ms * PREFILL_SHARE
+              tp: int = 1, pp: int = 1, fp8_compute: bool = False, context_tokens: int = TYPICAL_TOKENS,
+              share: float = PREFILL_SHARE) -> int:
+    """The largest decode batch whose step stays within ``share`` of the TPOT SLO (0: none): PREFILL_SHARE
+    where prefill chunks share the steps, all of it on a decode-only node (r1deploy/planner/pd_split.py)."""
+    budget = slo.tpot_ms * share
     lo, hi = 0, 8192
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if decode_step_ms(arch, gpu, weights_gib, kv_bytes_per_token, mid, tp, pp, fp8_compute) <= budget:
+        if decode_step_ms(arch, gpu, weights_gib, kv_bytes_per_token, mid, tp, pp, fp8_compute, context_tokens) <= budget:
             lo = mid
         else:
             hi = mid - 1

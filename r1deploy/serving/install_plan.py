@@ -9,8 +9,11 @@ from r1deploy.spec import Spec
 
 
 def engine_pins(spec: Spec) -> list[str]:
-    """The vLLM venv: vLLM and what is pinned next to it (roles/vllm)."""
-    return [f"{spec.install.vllm_package}=={spec.install.vllm_version}", *spec.install.vllm_with]
+    """The vLLM venv: vLLM, what is pinned next to it, and on a P/D node its KV connector's package
+    (install_pd_packages: nixl; r1deploy/serving/pd.py) (roles/vllm)."""
+    from r1deploy.serving.pd import pins as pd_pins
+
+    return [f"{spec.install.vllm_package}=={spec.install.vllm_version}", *spec.install.vllm_with, *pd_pins(spec)]
 
 
 # Triton builds its launcher in C when the engine starts (GPU kernels, also in eager mode) and torch's

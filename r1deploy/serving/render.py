@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from r1deploy.paths import TEMPLATES
+from r1deploy.serving import pd
 from r1deploy.serving.group import ServingGroup
 from r1deploy.serving.launch import Launch, group_engine_args, group_env, multi_gpu_args
 from r1deploy.spec import Spec
@@ -129,6 +130,7 @@ def engine_args(spec: Spec, planned: dict[str, Any] | None = None, host_ip: str 
     # On SIGTERM vLLM refuses new work and lets running requests finish for this long.
     args["shutdown-timeout"] = spec.rollout.shutdown_timeout_s
     args.update(multi_gpu_args(spec, args))  # before extra_args: the operator's word is last
+    args.update(pd.engine_args(spec))  # a P/D side's --kv-transfer-config (r1deploy/serving/pd.py)
     args.update(v.extra_args)
     # The plan may not move the model or the port the service is known by.
     args["model"], args["port"] = served_model_dir(spec), v.port
@@ -174,6 +176,7 @@ def service_env(spec: Spec, host_ip: str | None = None, planned_env: dict[str, s
     if not v.nvlink_multicast:
         env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     env.update(group_env(spec))
+    env.update(pd.env(spec, host_ip))  # NIXL's side channel and UCX's transports on a P/D side
     env.update(planned_env or {})  # the plan's recipe environment (VLLM_USE_DEEP_GEMM, ...)
     env.update(v.env)
     return env
@@ -282,12 +285,16 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
     return pe.args, pe.source
 
 
-def render_router_unit(spec: Spec, host: str) -> str:
-    """The router's unit: from gateway_* settings and the router's version only (no node setting)."""
+def render_router_unit(spec: Spec, host: str, routes: Any = None) -> str:
+    """The router's unit: from gateway_* settings and the router's version only (no node setting);
+    in front of a P/D set (`routes`, r1deploy.fleet.pd_sets.gateway_routes) in vllm-router's P/D mode."""
     return render_template("vllm-router.service.j2", spec=spec, host=host, user=ROUTER_USER,
                            router_bin=f"{router_venv(spec)}/bin/vllm-router", workers_env=ROUTER_WORKERS_ENV,
-                           startup_timeout_s=spec.gateway.worker_startup_timeout_s)
+                           startup_timeout_s=spec.gateway.worker_startup_timeout_s,
+                           pd_args=pd.router_mode_args(spec) if routes else None)
 
 
-def render_router_workers(host: str, workers: list[str]) -> str:
-    return render_template("router-workers.env.j2", host=host, workers=workers)
+def render_router_workers(host: str, workers: list[str], routes: Any = None) -> str:
+    """The start list: worker URLs, or a P/D set's --prefill/--decode arguments."""
+    return render_template("router-workers.env.j2", host=host, workers=workers, routes=routes,
+                           pd_line=pd.router_worker_line(routes.prefill, routes.decode) if routes else None)

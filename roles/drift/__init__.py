@@ -131,6 +131,8 @@ def _mirror(spec) -> list[Finding]:
 
 
 def _backends(spec) -> list[Finding]:
+    """The router's live workers. In P/D mode /list_workers lists both sides as one list (the router's
+    get_worker_urls), so this compares the set's replicas; which side each serves is the start list's."""
     from r1deploy.roles.gateway import _workers
 
     reply = host.get_fact(df.LocalJson, url=f"{router_admin(spec)}/list_workers")
@@ -140,22 +142,26 @@ def _backends(spec) -> list[Finding]:
 
 
 def _router_unit(spec) -> list[Finding]:
+    """The unit as the gateway stage renders it: in front of a P/D set, in the router's P/D mode."""
+    from r1deploy.roles.gateway import _routes
+
     from r1deploy.serving.render import render_router_unit
 
-    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name))
+    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name, _routes(spec)))
 
 
 def _gateway_files(spec) -> list[Finding]:
     """What the gateway stage renders besides the unit: the router's start list and the edge
     (nginx site, API keys, sandbox drop-in), as the spec and the controller's secrets say today."""
     from r1deploy.roles._secret import resolved
-    from r1deploy.roles.gateway import _workers
+    from r1deploy.roles.gateway import _routes, _workers
     from r1deploy.roles.gateway.edge import SANDBOX
 
     from r1deploy.serving import edge
     from r1deploy.serving.render import ROUTER_WORKERS_ENV, render_router_workers, render_template
 
-    want = {ROUTER_WORKERS_ENV: render_router_workers(host.name, _workers(spec)),
+    # The start list holds a P/D set's --prefill/--decode lists: its digest is the check of each side.
+    want = {ROUTER_WORKERS_ENV: render_router_workers(host.name, _workers(spec), _routes(spec)),
             edge.SITE_CONF: edge.render_site(spec, host.name, bool(spec.gateway.tls_cert_file)),
             edge.KEYS_CONF: edge.render_keys(resolved(lambda: edge.client_keys(spec)),
                                              resolved(lambda: edge.vllm_api_key(spec))),
@@ -172,12 +178,12 @@ def _edge_loaded() -> list[Finding]:
 
 
 def node_checks(spec, full: bool) -> list[Check]:
-    install = spec.install
+    from r1deploy.serving.install_plan import engine_pins
+
     checks: list[Check] = [
         ("release", partial(_release, spec)),
         ("unit", lambda: _unit(SERVICE, _rendered(spec).files[SERVICE])),
-        ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec),
-                                  [f"{install.vllm_package}=={install.vllm_version}", *install.vllm_with])),
+        ("vllm-packages", partial(_packages, "vllm-packages", vllm_venv(spec), engine_pins(spec))),  # nixl on P/D sides
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
         ("agent-version", partial(_agent_version, spec)),
         ("service", partial(_service, SERVICE)),

@@ -42,6 +42,13 @@ def _workers(spec) -> list[str]:
     return urls
 
 
+def _routes(spec):
+    """The P/D set's --prefill/--decode lists where this gateway fronts one, else None (issue 25)."""
+    from r1deploy.fleet.pd_sets import gateway_routes
+
+    return gateway_routes(spec, fleet_view()[2])
+
+
 def _same_node_key(spec) -> None:
     """nginx sends the gateway's vllm_api_key_* to the nodes: it must be theirs."""
     mine = (spec.vllm.api_key_env, spec.vllm.api_key_file)
@@ -92,16 +99,23 @@ def gateway() -> None:
     venv = router_venv(spec)
     _, installed = venv_packages(f"Install vllm-router=={spec.install.router_version}", venv,
                                  router_pins(spec), spec)
-    workers = _workers(spec)
-    # The start list apart from the unit: a new node list is a reconcile below, never a restart.
-    files.put(name="Router start list", dest=ROUTER_WORKERS_ENV, src=StringIO(render_router_workers(host.name, workers)),
-              mode="644")
+    workers, routes = _workers(spec), _routes(spec)
+    # The start list apart from the unit: a new node list is a reconcile below, never a restart
+    # (in P/D mode a restart: the P/D lists are not reconciled live yet).
+    start = files.put(name="Router start list", dest=ROUTER_WORKERS_ENV,
+                      src=StringIO(render_router_workers(host.name, workers, routes)), mode="644")
     unit = track(files.put(name=f"Unit {ROUTER_SERVICE}", dest=f"/etc/systemd/system/{ROUTER_SERVICE}",
-                           src=StringIO(render_router_unit(spec, host.name)), mode="644"))
+                           src=StringIO(render_router_unit(spec, host.name, routes)), mode="644"))
     systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
     track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
     restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
-                                restarted=True, _if=lambda: unit.did_change() or installed.did_change())
+                                restarted=True, _if=lambda: unit.did_change() or installed.did_change()
+                                or bool(routes and start.did_change()))
+    if routes:  # the rotation below adds plain workers: in P/D mode the start list is the rotation
+        host.log(f"P/D set {routes.pd_set}: router in P/D mode, prefill {' '.join(routes.prefill)}, "
+                 f"decode {' '.join(routes.decode)}")
+        nginx_edge(spec, workers)
+        return
     listed = host.get_fact(RouterWorkers, url=router_admin(spec))
     # After any restart too: the router starts with its whole start list, nodes the rollout left out included.
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,

@@ -31,7 +31,8 @@ def check(argv: list[str]) -> dict:
             "master_addr", "data_parallel_size_local", "data_parallel_start_rank", "data_parallel_address",
             "enable_expert_parallel", "disable_custom_all_reduce", "max_model_len", "enable_eplb", "enable_dbo",
             "all2all_backend", "quantization", "kv_cache_dtype", "speculative_config", "max_num_seqs",
-            "max_num_batched_tokens", "eplb_config", "kv_offloading_size", "kv_offloading_backend"]
+            "max_num_batched_tokens", "eplb_config", "kv_offloading_size", "kv_offloading_backend",
+            "kv_transfer_config"]
     seen = {k: getattr(engine, k, None) for k in keys}
     seen["headless"] = getattr(ns, "headless", None)
     passes = getattr(getattr(engine, "compilation_config", None), "pass_config", None)
