@@ -274,6 +274,15 @@ class GatewaySection(_Section):
         "consistent_hash", "sticky_least_loaded",
     ] = "cache_aware"
     prometheus_port: int = Field(default=29000, ge=1, le=65535)
+    # Blue/green (issue 23 item 1): a change of the router's unit (policy, version, flags) starts it
+    # as the other colour beside the live one, proves it, moves nginx's upstream to it with a
+    # graceful reload and stops the old one once drained. Blue listens on router_port and
+    # prometheus_port, green on these; nginx's upstream include says which one is live.
+    router_green_port: int = Field(default=8082, ge=1, le=65535)
+    prometheus_green_port: int = Field(default=29001, ge=1, le=65535)
+    # After the switch the old colour serves its in-flight requests (long streams) until none is
+    # left, at most this long; then it is stopped and what it still held counts as failed.
+    router_drain_timeout_s: int = Field(default=900, ge=0)
     # How long the router waits for a worker's health when it adds one (at its start and on
     # add_worker). A gateway setting, never derived from the nodes': a node-side change must not
     # restart the router (its restart re-admits every node of its start list).
@@ -299,8 +308,15 @@ class GatewaySection(_Section):
     def _edge(self) -> GatewaySection:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("TLS needs both gateway_tls_cert_file and gateway_tls_key_file")
-        if self.router_port == self.port:
-            raise ValueError(f"gateway_router_port {self.router_port} is the public port")
+        ports = {"gateway_port": self.port, "gateway_router_port": self.router_port,
+                 "gateway_router_green_port": self.router_green_port,
+                 "gateway_prometheus_port": self.prometheus_port,
+                 "gateway_prometheus_green_port": self.prometheus_green_port}
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{key} {port} is {seen[port]} too (the router's two colours run side by side)")
+            seen[port] = key
         return self
 
 
