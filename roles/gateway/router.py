@@ -148,6 +148,6 @@ def _drain(old: Colour, timeout_s: int) -> str:
     their requests (long streams too) are done, then exit."""
     out = remote(f"for i in $(seq 0 {timeout_s}); do n=$(ss -Htn state established '( dport = :{old.port} )' | wc -l); "
                  f"if [ \"$n\" = 0 ]; then echo drained $i; exit 0; fi; sleep 1; done; echo left $n", "drain")
-    word, count = (out.split() + ["", ""])[-2:]
+    word, count = ((out.strip().splitlines() or [""])[-1].split() + ["", ""])[:2]
     return (f"{old.name} drained in {count}s" if word == "drained" else
             f"{old.name} still had {count} connection(s) after {timeout_s}s: stopped")
