@@ -177,3 +177,16 @@ def test_the_facts_read_what_the_host_prints():
                     "active": {"vllm-router.service": False, "vllm-router-green.service": True}}
     assert RouterColours().process(["@@upstream", "@@absent"])["upstream"] is None
     assert RouterArgv().process(["/v/bin/python", "", "--policy", "x"]) == ["/v/bin/python", "--policy", "x"]
+
+
+def test_the_colours_fact_runs_in_a_real_shell(tmp_path):
+    """Its command as the host runs it (no unit files here, perhaps no systemd): nothing is read as present."""
+    include = tmp_path / "router-upstream.conf"
+    include.write_text(bg.render_upstream(bg.colours(_spec())[1]))
+    fact = RouterColours()
+    for upstream, live in ((include, "green"), (tmp_path / "absent.conf", "blue")):
+        out = subprocess.run(["sh", "-c", fact.command(upstream=str(upstream), units=["r1-no-such.service"])],
+                             capture_output=True, text=True).stdout.splitlines()
+        said = fact.process(out)
+        assert bg.live_colour(_spec(), said["upstream"]).name == live
+        assert said["units"].get("r1-no-such.service") is None and said["active"]["r1-no-such.service"] is False

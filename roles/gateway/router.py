@@ -126,7 +126,7 @@ def _prove(c: Colour, model: str, timeout_s: int) -> None:
     body = json.dumps({"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi"}]})
     out = remote(f"b=$(mktemp); c=$(curl -sS -m {timeout_s} -o \"$b\" -w '%{{http_code}}' {edge.curl_auth()} "
                  f"-H 'Content-Type: application/json' -d {shlex.quote(body)} {c.admin}/v1/chat/completions); "
-                 f"echo \"$c\"; head -c 300 \"$b\"; rm -f \"$b\"", f"chat through {c.service}")
+                 f"echo \"$c\"; head -c 2000 \"$b\"; rm -f \"$b\"", f"chat through {c.service}")
     code, _, reply = out.partition("\n")
     if code.strip() != "200" or '"choices"' not in reply:
         raise OperationError(f"{host.name}: {c.service} ({c.name}) did not answer a chat completion: HTTP "
