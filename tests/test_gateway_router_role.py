@@ -221,3 +221,66 @@ def test_the_nginx_switch_checks_the_config_first_and_puts_the_old_include_back_
     assert cmd.index("nginx -t -q") < cmd.index("systemctl reload nginx") < cmd.index(edge.LOADED_MARK)
     assert f"else mv {edge.ROUTER_UPSTREAM}.prev {edge.ROUTER_UPSTREAM}; exit 1" in cmd
     assert "server 127.0.0.1:8082;" in cmd and "restart nginx" not in cmd
+
+
+def test_the_rollouts_admin_calls_reach_the_live_colour_through_a_real_shell(tmp_path, monkeypatch):
+    """roles/serve/rollout._router's command, run by sh with curl against a router stand-in on the
+    port nginx's include names: the shell word of router_admin is expanded where the command runs."""
+    import importlib
+    import shutil
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    rollout = importlib.import_module("r1deploy.roles.serve.rollout")  # (the package's `rollout` is a deploy)
+
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed here")
+    seen: list[str] = []
+
+    class Router(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Router)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = _spec(gateway_router_green_port=server.server_port)
+        include, unit = tmp_path / "router-upstream.conf", tmp_path / "vllm-router.service"
+        include.write_text(bg.render_upstream(bg.colours(spec)[1]))
+        unit.write_text("")
+        monkeypatch.setattr(edge, "ROUTER_UPSTREAM", str(include))
+        monkeypatch.setattr(rollout, "ROUTER_UNIT", str(unit))
+        monkeypatch.setattr(rollout, "remote", lambda command, what, target=None: subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True).stdout.rstrip("\n"))
+        code, body = rollout._router(SimpleNamespace(name="gw"), "/remove_worker?url=http://10.0.0.11:8000",
+                                     edge.router_admin(spec), "POST")
+    finally:
+        server.shutdown()
+    assert (code, body) == ("200", "ok") and seen == ["/remove_worker?url=http://10.0.0.11:8000"]
+
+
+def test_the_window_reads_only_what_nginx_appended_meanwhile_through_a_real_shell(tmp_path, monkeypatch):
+    import subprocess
+    import time
+
+    log = tmp_path / "r1-gateway.access.log"
+    log.write_text(_line(502, time.time() - 60) + "\n")  # before the change: not its failure
+    monkeypatch.setattr(window, "ACCESS_LOG", str(log))
+    monkeypatch.setattr(window, "remote", lambda command, what, **_: subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, check=True).stdout.rstrip("\n"))
+    opened = window.open_window()
+    with log.open("a") as f:
+        f.write("\n".join([_line(200, time.time()), _line(504, time.time())]) + "\n")
+    report = window.close_window(opened, ["test"])
+    assert (report.requests, report.failed, report.unreadable) == (2, 1, 0)
+    log.write_text("")  # rotated meanwhile: what the new file holds is the window's
+    assert window.close_window(opened, ["test"]).requests == 0
+    log.unlink()  # nginx never served: nothing failed
+    assert window.close_window(opened, ["test"]).verdict == "ok"
