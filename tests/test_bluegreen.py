@@ -9,13 +9,12 @@ import hashlib
 import subprocess
 import time
 
-import pytest
 from r1deploy.roles.gateway.facts import RouterArgv, RouterColours
 
 from r1deploy.fleet import bluegreen as bg
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_router_unit
-from r1deploy.spec import SpecError, spec_from_host_data
+from r1deploy.spec import spec_from_host_data
 
 GW = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "model_revision": "a" * 40, "fleet_role": "gateway"}
 
@@ -38,13 +37,6 @@ def test_the_port_plan_keeps_blue_where_a_single_router_always_was():
     assert (green.service, green.port, green.metrics_port) == ("vllm-router-green.service", 8082, 29001)
     unit = render_router_unit(_spec(), "gw", "green")
     assert "--port 8082 " in unit and "--prometheus-port 29001 " in unit and "(green)" in unit
-
-
-@pytest.mark.parametrize("key", ["gateway_router_green_port", "gateway_prometheus_green_port"])
-def test_a_colour_port_on_another_port_of_the_gateway_is_refused_naming_it(key):
-    with pytest.raises(SpecError) as err:
-        _spec(**{key: 8081})
-    assert key in str(err.value)
 
 
 def test_the_live_colour_is_what_nginxs_upstream_include_says():
