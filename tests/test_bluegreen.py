@@ -182,3 +182,17 @@ def test_the_colours_fact_runs_in_a_real_shell(tmp_path):
         said = fact.process(out)
         assert bg.live_colour(_spec(), said["upstream"]).name == live
         assert said["units"].get("r1-no-such.service") is None and said["active"]["r1-no-such.service"] is False
+
+
+def test_drift_wants_nginxs_upstream_to_be_exactly_the_live_colours_render():
+    """nginx -T lists the include: a hand edit that sends traffic elsewhere is named, the render is not."""
+    from r1deploy.drift import intruder as di
+
+    spec = _spec()
+    green = bg.colours(spec)[1]
+    want = {edge.ROUTER_UPSTREAM: bg.render_upstream(green)}
+    assert di.nginx_live("gw", want, {edge.ROUTER_UPSTREAM: di.text_digest(bg.render_upstream(green))})[0].ok
+    rogue = "server 127.0.0.1:9999;\n"
+    hand = bg.render_upstream(bg.live_colour(spec, rogue))  # an unknown port reads as blue: not what is loaded
+    found = di.nginx_live("gw", {edge.ROUTER_UPSTREAM: hand}, {edge.ROUTER_UPSTREAM: di.text_digest(rogue)})[0]
+    assert found.ok is False and "router-upstream.conf differs from the render" in found.detail

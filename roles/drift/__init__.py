@@ -131,13 +131,9 @@ def _mirror(spec) -> list[Finding]:
 
 def _live(spec):
     """The router colour nginx routes to (blue/green, r1deploy.fleet.bluegreen), read on the host."""
-    from r1deploy.roles.gateway.facts import RouterColours
+    from r1deploy.roles.gateway.router import live_on_host
 
-    from r1deploy.fleet.bluegreen import colours, live_colour
-    from r1deploy.serving.edge import ROUTER_UPSTREAM
-
-    seen = host.get_fact(RouterColours, upstream=ROUTER_UPSTREAM, units=[c.service for c in colours(spec)])
-    return live_colour(spec, seen["upstream"])
+    return live_on_host(spec)
 
 
 def _router_live(spec) -> list[Finding]:

@@ -23,13 +23,27 @@ from r1deploy.roles.gateway.facts import RouterColours
 from r1deploy.roles.gateway.window import close_window, judge, open_window
 
 from r1deploy.drift.checks import router_workers
-from r1deploy.fleet.bluegreen import Colour, SwitchPlan, colours, plan_switch, reinstalled, render_upstream
+from r1deploy.fleet.bluegreen import (
+    Colour,
+    SwitchPlan,
+    colours,
+    live_colour,
+    plan_switch,
+    reinstalled,
+    render_upstream,
+)
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_router_unit
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def live_on_host(spec) -> Colour:
+    """The colour nginx routes to on this gateway (its upstream include, read now): for drift."""
+    seen = host.get_fact(RouterColours, upstream=edge.ROUTER_UPSTREAM, units=[c.service for c in colours(spec)])
+    return live_colour(spec, seen["upstream"])
 
 
 def router_plan(spec) -> tuple[SwitchPlan, dict[str, str], dict]:
