@@ -80,6 +80,12 @@ def test_a_policy_change_goes_to_the_standby_and_back():
     assert (back.live, back.target) == (green, blue)
 
 
+def test_a_change_of_the_routers_workers_is_no_unit_change():
+    """Workers reach the live router through its admin API (roles/gateway _reconcile): never a switch."""
+    spec, more = _spec(), _spec(gateway_workers=["http://10.0.0.11:8000", "http://10.0.0.12:8000"])
+    assert _desired(more) == _desired(spec)
+
+
 def test_a_router_version_change_is_a_unit_change():
     new = _spec(install_router_version="0.1.18")
     assert _desired(new)["blue"] != _desired(_spec())["blue"]
