@@ -133,8 +133,8 @@ def test_a_standby_left_running_by_a_switch_that_died_is_stopped():
 class Gateway:
     """Answers the switch's commands as a gateway would; records them in order."""
 
-    def __init__(self, chat: str = "200", log: list[str] | None = None):
-        self.chat, self.log, self.ran = chat, log or [], []
+    def __init__(self, chat: str = "200", log: list[str] | None = None, drain: str = "drained 3"):
+        self.chat, self.log, self.ran, self.drain = chat, log or [], [], drain
         self.workers = {8081: ["http://10.0.0.11:8000"], 8082: ["http://10.0.0.11:8000", "http://10.0.0.12:8000"]}
 
     def __call__(self, command: str, what: str, **_) -> str:
@@ -151,7 +151,7 @@ class Gateway:
         if what.startswith("chat through"):
             return f"{self.chat}\n" + ('{"choices": [{"message": {"content": "hi"}}]}' if self.chat == "200" else "")
         if what == "drain":
-            return "drained 3"
+            return self.drain
         return ""
 
 
@@ -284,3 +284,25 @@ def test_the_window_reads_only_what_nginx_appended_meanwhile_through_a_real_shel
     assert window.close_window(opened, ["test"]).requests == 0
     log.unlink()  # nginx never served: nothing failed
     assert window.close_window(opened, ["test"]).verdict == "ok"
+
+
+def test_a_drain_that_runs_out_stops_the_old_router_and_fails_the_converge_with_what_it_cut(gateway):
+    """A stream cut mid-way logs its 200: the connections left on the old router are counted as failed."""
+    gateway(Gateway(log=[_line(200, 1800000001.0)], drain="left 1 2"))
+    with pytest.raises(OperationError, match=r"0 of 1 requests failed \(5xx\).*2 cut when the old router stopped"):
+        _switch()
+
+
+def test_the_drain_probe_runs_in_a_real_shell_and_does_not_count_itself(monkeypatch):
+    """No nginx here: nothing is shutting down, so it is drained at once (the probe's own grep and
+    shell carry the pattern in their argv and must not be read as an nginx worker)."""
+    import subprocess
+
+    monkeypatch.setattr(stage, "remote", lambda command, what, **_: subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, check=True).stdout)
+    import socket
+
+    with socket.socket() as probe:  # a port nothing here connects to
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert stage._drain(bg.colours(_spec(gateway_router_port=port))[0], 2) == ("blue drained in 0s", 0)

@@ -135,6 +135,7 @@ class WindowReport:
     failed: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     unreadable: int = 0  # lines of the window that could not be read
+    cut: int = 0  # requests still open on an old router when it was stopped (a drain that ran out)
     checked: bool = True  # False: the access log could not be read at all
     changes: list[str] = field(default_factory=list)
 
@@ -142,7 +143,7 @@ class WindowReport:
     def verdict(self) -> str:
         if not self.checked:
             return "could not check"
-        return "ok" if self.failed == 0 else "failed"
+        return "ok" if self.failed == 0 and self.cut == 0 else "failed"
 
     def summary(self) -> str:
         what = "; ".join(self.changes) or "gateway change"
@@ -150,7 +151,8 @@ class WindowReport:
             return f"{what}: requests failed during it: could not check (nginx's access log unreadable)"
         codes = ", ".join(f"{c} x{n}" for c, n in sorted(self.statuses.items()) if c >= 500)
         return (f"{what}: {self.failed} of {self.requests} requests failed (5xx) in {self.end - self.start:.1f}s"
-                + (f" ({codes})" if codes else "") + (f"; {self.unreadable} log lines unreadable" if self.unreadable else ""))
+                + (f" ({codes})" if codes else "") + (f"; {self.cut} cut when the old router stopped" if self.cut else "")
+                + (f"; {self.unreadable} log lines unreadable" if self.unreadable else ""))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "verdict": self.verdict, "summary": self.summary()}

@@ -105,9 +105,11 @@ def switch(live: Colour, target: Colour, reason: str, model: str, startup_s: int
     except OperationError:
         remote(f"systemctl stop {target.service}", f"stop {target.service}")  # the live one never stopped
         raise
-    drained = _drain(live, drain_s)
+    drained, cut = _drain(live, drain_s)
     remote(f"systemctl disable --now {live.service} && systemctl enable {target.service}", "stop the old colour")
-    judge(close_window(window, [f"router {live.name} -> {target.name} ({reason})", drained]))
+    report = close_window(window, [f"router {live.name} -> {target.name} ({reason})", drained])
+    report.cut = cut  # streams cut mid-way log their 200: counted here, not among the 5xx
+    judge(report)
 
 
 def _wait_health(c: Colour, timeout_s: int) -> None:
@@ -157,11 +159,19 @@ def _point_nginx(c: Colour) -> None:
            f"nginx: upstream to {c.name}")
 
 
-def _drain(old: Colour, timeout_s: int) -> str:
-    """Wait until no connection to the old router is left: nginx's old workers keep theirs until
-    their requests (long streams too) are done, then exit."""
-    out = remote(f"for i in $(seq 0 {timeout_s}); do n=$(ss -Htn state established '( dport = :{old.port} )' | wc -l); "
-                 f"if [ \"$n\" = 0 ]; then echo drained $i; exit 0; fi; sleep 1; done; echo left $n", "drain")
-    word, count = ((out.strip().splitlines() or [""])[-1].split() + ["", ""])[:2]
-    return (f"{old.name} drained in {count}s" if word == "drained" else
-            f"{old.name} still had {count} connection(s) after {timeout_s}s: stopped")
+def _drain(old: Colour, timeout_s: int) -> tuple[str, int]:
+    """Wait until nothing is left on the old router: nginx's old workers (titled "worker process is
+    shutting down") keep their requests, long streams too, and exit when they are done; no TCP
+    connection to the old port is left (ss, where installed). Returns (what happened, requests cut:
+    the connections still open when the bound ran out; the old router is stopped under them)."""
+    pattern = "worker process is shutting dow[n]"  # (the bracket: grep's own argv does not match)
+    out = remote(f"for i in $(seq 0 {timeout_s}); do w=$(grep -sl '{pattern}' /proc/[0-9]*/cmdline | wc -l); "
+                 f"n=$(command -v ss >/dev/null && ss -Htn state established '( dport = :{old.port} )' | wc -l || echo 0); "
+                 f"if [ \"$w\" = 0 ] && [ \"$n\" = 0 ]; then echo drained $i; exit 0; fi; sleep 1; done; "
+                 f"echo left $w $n", "drain")
+    said = (out.strip().splitlines() or [""])[-1].split() + ["", "", ""]
+    if said[0] == "drained":
+        return f"{old.name} drained in {said[1]}s", 0
+    cut = int(said[2]) if said[2].isdigit() else 0
+    return (f"{old.name} not drained after {timeout_s}s (gateway_router_drain_timeout_s): stopped under "
+            f"{cut} open connection(s), {said[1]} nginx worker(s) still finishing"), cut
