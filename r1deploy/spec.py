@@ -282,6 +282,15 @@ class GatewaySection(_Section, pd.GatewayPdKeys):
         "consistent_hash", "sticky_least_loaded",
     ] = "cache_aware"
     prometheus_port: int = Field(default=29000, ge=1, le=65535)
+    # Blue/green (issue 23 item 1): a change of the router's unit (policy, version, flags) starts it
+    # as the other colour beside the live one, proves it, moves nginx's upstream to it with a
+    # graceful reload and stops the old one once drained. Blue listens on router_port and
+    # prometheus_port, green on these; nginx's upstream include says which one is live.
+    router_green_port: int = Field(default=8082, ge=1, le=65535)
+    prometheus_green_port: int = Field(default=29001, ge=1, le=65535)
+    # After the switch the old colour serves its in-flight requests (long streams) until none is
+    # left, at most this long; then it is stopped and what it still held counts as failed.
+    router_drain_timeout_s: int = Field(default=900, ge=0)
     # How long the router waits for a worker's health when it adds one (at its start and on
     # add_worker). A gateway setting, never derived from the nodes': a node-side change must not
     # restart the router (its restart re-admits every node of its start list).
@@ -309,6 +318,7 @@ class GatewaySection(_Section, pd.GatewayPdKeys):
             raise ValueError("TLS needs both gateway_tls_cert_file and gateway_tls_key_file")
         if self.router_port == self.port:
             raise ValueError(f"gateway_router_port {self.router_port} is the public port")
+        # (Every other port clash, the router's green ports included: r1deploy.fleet.validate, per machine.)
         return self
 
 

@@ -125,7 +125,8 @@ def second_gateway_beside(host: str) -> Callable[[Fleet], None]:
         f.groups["gateways"]["gateway-02"] = {
             "ssh_user": "ubuntu", "_sudo": True, "fleet_role": "gateway", "model_repo_id": LLAMA70[0],
             "model_revision": LLAMA70[1], "gateway_port": 8090, "gateway_router_port": 8091,
-            "gateway_prometheus_port": 29001, "gateway_workers": ["http://127.0.1.21:8000"]}
+            "gateway_prometheus_port": 29002, "gateway_router_green_port": 8092,
+            "gateway_prometheus_green_port": 29003, "gateway_workers": ["http://127.0.1.21:8000"]}
         f.ports["gateway-02"] = f.ports[host]
     return apply
 
@@ -232,6 +233,10 @@ CASES = [
     Case("two gateways on one machine (issue 21 item 15)", second_gateway_beside(GW), (("gateway-02", "ssh_hostname"),)),
     Case("gateway port twice on one host", on(GW, gateway_prometheus_port=8080),
          ((GW, "gateway_prometheus_port"),)),
+    Case("the router's green colour on blue's port (issue 23 item 1)", on(GW, gateway_router_green_port=8081),
+         ((GW, "gateway_router_green_port"),)),
+    Case("the green router's metrics on blue's metrics port", on(GW, gateway_prometheus_green_port=29000),
+         ((GW, "gateway_prometheus_green_port"),)),
     Case("seed mirror on the serving port",
          both(group("h100_nodes", model_seed_nodes=[H1], model_seed_token_file=SEED_TOKEN), on(H1, model_seed_port=8000)),
          ((H1, "model_seed_port"),)),

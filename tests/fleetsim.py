@@ -162,9 +162,9 @@ class SimGateway:
         if self.router == "absent" and "vllm-router.service ]; then echo router=none" in command:
             return "router=none"
         if self.router == "down":  # what roles/serve/rollout._router prints when curl cannot connect
-            return ("\n000\ncurl=7 inactive curl: (7) Failed to connect to 127.0.0.1 port 8081 after 0 ms: "
-                    "Couldn't connect to server ")
-        return self._answer(command) + "\ncurl=0 active "
+            return ("\n000\ncurl=7 inactive http://127.0.0.1:8081 curl: (7) Failed to connect to 127.0.0.1 port "
+                    "8081 after 0 ms: Couldn't connect to server ")
+        return self._answer(command) + "\ncurl=0 active http://127.0.0.1:8081 "
 
     def _answer(self, command: str) -> str:
         if "/list_workers" in command:  # vllm-router's shape

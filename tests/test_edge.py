@@ -50,7 +50,7 @@ def test_spec_refuses_keys_in_the_inventory_and_half_tls(data, key):
 
 def test_site_has_no_secret_and_proxies_only_openai_routes():
     site = edge.render_site(_spec(gateway_tls_cert_file="/c", gateway_tls_key_file="/k"), "gw", tls=True)
-    assert "listen 0.0.0.0:8080 ssl;" in site and "server 127.0.0.1:8081;" in site
+    assert "listen 0.0.0.0:8080 ssl;" in site and f"include {edge.ROUTER_UPSTREAM};" in site
     assert "^/v1/(chat/completions|completions|models)$" in site and "return 404" in site
     log_format = site[site.index("log_format"):site.index("upstream")]
     assert "proxy_buffering off;" in site and "$request " not in log_format and "$uri" in log_format
@@ -61,7 +61,7 @@ def test_site_has_no_secret_and_proxies_only_openai_routes():
 
 def test_router_admin_is_loopback_and_engine_binds_the_fleet_address():
     spec = _spec()
-    assert edge.router_admin(spec) == "http://127.0.0.1:8081"
+    assert edge.router_admin(spec).startswith("http://127.0.0.1:$(")  # the live colour's port, read on the host
     assert edge.engine_local_url(spec, "10.9.0.5") == "http://10.9.0.5:8000"
     assert edge.engine_local_url(_spec(vllm_host="0.0.0.0"), "10.9.0.5") == "http://127.0.0.1:8000"
 

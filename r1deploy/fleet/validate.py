@@ -160,7 +160,9 @@ def _services(entry: HostEntry, spec: Spec) -> list[tuple[str, int]]:
     out = [("ssh_port", int(ssh))] if str(ssh).isdigit() else []
     if spec.fleet.role == "gateway":
         return out + [("gateway_port", spec.gateway.port), ("gateway_router_port", spec.gateway.router_port),
-                      ("gateway_prometheus_port", spec.gateway.prometheus_port)]
+                      ("gateway_prometheus_port", spec.gateway.prometheus_port),
+                      ("gateway_router_green_port", spec.gateway.router_green_port),
+                      ("gateway_prometheus_green_port", spec.gateway.prometheus_green_port)]
     out.append(("vllm_port", spec.vllm.port))
     if spec.vllm.pd_role != "both":  # NIXL's handshake (r1deploy/serving/pd.py)
         out.append(("vllm_kv_side_channel_port", spec.vllm.kv_side_channel_port))

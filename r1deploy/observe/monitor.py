@@ -128,11 +128,14 @@ def scrape_jobs(hosts: Iterable[FleetHost], monitor: FleetHost) -> list[dict]:
             job["authorization"] = {"type": "Bearer", "credentials_file": api_key_file(key_env)}
         jobs.append(job)
     # The router binds its metrics port to loopback: reachable only from Prometheus on the same host.
+    # Both colours (blue/green, r1deploy.fleet.bluegreen): the live one answers, the standby is down
+    # by design (R1RouterDown fires when no colour of a gateway answers).
     gateways = [h for h in hosts if h.role == "gateway"]
     if gateways:
         jobs.append({"job_name": "router", "static_configs": [
-            _target("127.0.0.1" if h.name == monitor.name else h.address, h.spec.gateway.prometheus_port,
-                    gateway=h.name) for h in gateways]})
+            _target("127.0.0.1" if h.name == monitor.name else h.address, port, gateway=h.name, colour=colour)
+            for h in gateways for colour, port in (("blue", h.spec.gateway.prometheus_port),
+                                                   ("green", h.spec.gateway.prometheus_green_port))]})
     gpu_nodes = [h for h in nodes if h.gpu]
     if gpu_nodes:
         jobs.append({"job_name": "dcgm", "static_configs": [

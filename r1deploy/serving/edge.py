@@ -25,9 +25,11 @@ KEYS_CONF = f"{NGINX_DIR}/keys.conf"
 TLS_CERT = f"{NGINX_DIR}/tls.crt"
 TLS_KEY = f"{NGINX_DIR}/tls.key"
 ACCESS_LOG = "/var/log/nginx/r1-gateway.access.log"
+# The router colour nginx routes to (blue/green, r1deploy.fleet.bluegreen): the one record of it.
+ROUTER_UPSTREAM = f"{NGINX_DIR}/router-upstream.conf"
 # What nginx runs from: after every successful `nginx -t` + reload their digests are written to
 # LOADED_MARK, so a converge (and drift) knows whether the files on disk are the loaded ones.
-EDGE_FILES = (SITE_CONF, KEYS_CONF, TLS_CERT, TLS_KEY)
+EDGE_FILES = (SITE_CONF, KEYS_CONF, TLS_CERT, TLS_KEY, ROUTER_UPSTREAM)
 LOADED_MARK = f"{NGINX_DIR}/loaded.sha256"
 
 
@@ -107,8 +109,18 @@ def edge_local_url(spec: Spec) -> str:
 
 
 def router_admin(spec: Spec) -> str:
-    """Where a gateway's vllm-router answers, admin routes included: its loopback, asked on the host."""
-    return f"http://127.0.0.1:{spec.gateway.router_port}"
+    """Where a gateway's live vllm-router answers, admin routes included: its loopback, asked on
+    the host. A shell word (use it bare or inside double quotes): the port is read on the host
+    when the command runs, from nginx's upstream include (blue/green), so a command planned
+    before a colour switch still reaches the router that is live when it runs."""
+    return f"http://127.0.0.1:$({live_router_port_sh(spec)})"
+
+
+def live_router_port_sh(spec: Spec) -> str:
+    """Shell printing the live router's port: the include's, else blue's (a gateway from before
+    blue/green, or a first install: the single router on gateway_router_port)."""
+    return (f"sed -n 's/^ *server 127\\.0\\.0\\.1:\\([0-9]*\\);.*/\\1/p' {ROUTER_UPSTREAM} 2>/dev/null "
+            f"| grep -m1 . || echo {spec.gateway.router_port}")
 
 
 def engine_local_url(spec: Spec, host_ip: str | None) -> str:
@@ -144,7 +156,7 @@ def render_site(spec: Spec, host: str, tls: bool) -> str:
     """nginx's server for the gateway: no secret in it (keys live in KEYS_CONF)."""
     g = spec.gateway
     return render_template("r1-gateway.conf.j2", host=host, listen=f"{g.host}:{g.port}", tls=tls,
-                           router=f"127.0.0.1:{g.router_port}", read_timeout_s=g.read_timeout_s,
+                           router_upstream=ROUTER_UPSTREAM, read_timeout_s=g.read_timeout_s,
                            keys_conf=KEYS_CONF, tls_cert=TLS_CERT, tls_key=TLS_KEY, access_log=ACCESS_LOG)
 
 

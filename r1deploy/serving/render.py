@@ -285,12 +285,16 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
     return pe.args, pe.source
 
 
-def render_router_unit(spec: Spec, host: str, routes: Any = None) -> str:
+def render_router_unit(spec: Spec, host: str, routes: Any = None, colour: str = "blue") -> str:
     """The router's unit: from gateway_* settings and the router's version only (no node setting);
-    in front of a P/D set (`routes`, r1deploy.fleet.pd_sets.gateway_routes) in vllm-router's P/D mode."""
-    return render_template("vllm-router.service.j2", spec=spec, host=host, user=ROUTER_USER,
-                           router_bin=f"{router_venv(spec)}/bin/vllm-router", workers_env=ROUTER_WORKERS_ENV,
-                           startup_timeout_s=spec.gateway.worker_startup_timeout_s,
+    in front of a P/D set (`routes`, r1deploy.fleet.pd_sets.gateway_routes) in vllm-router's P/D mode.
+    Blue on gateway_router_port/prometheus_port, green on the *_green_port pair (blue/green)."""
+    g = spec.gateway
+    port, metrics = (g.router_port, g.prometheus_port) if colour == "blue" else \
+        (g.router_green_port, g.prometheus_green_port)
+    return render_template("vllm-router.service.j2", spec=spec, host=host, user=ROUTER_USER, colour=colour,
+                           port=port, metrics_port=metrics, router_bin=f"{router_venv(spec)}/bin/vllm-router",
+                           workers_env=ROUTER_WORKERS_ENV, startup_timeout_s=g.worker_startup_timeout_s,
                            pd_args=pd.router_mode_args(spec) if routes else None)
 
 

@@ -20,10 +20,9 @@ from r1deploy.roles.serve.facts import ServingHealth
 from r1deploy import AGENT_REQUIREMENTS, __version__
 from r1deploy.drift import checks as dc
 from r1deploy.drift.runs import Finding
-from r1deploy.serving.edge import engine_local_url, router_admin
+from r1deploy.serving.edge import engine_local_url
 from r1deploy.serving.render import (
     CONFIG_DIR,
-    ROUTER_SERVICE,
     SERVICE,
     agent_venv,
     router_venv,
@@ -130,12 +129,33 @@ def _mirror(spec) -> list[Finding]:
     return dc.mirror(host.name, enabled, active, listing["body"], m.revision)
 
 
+def _live(spec):
+    """The router colour nginx routes to (blue/green, r1deploy.fleet.bluegreen), read on the host."""
+    from r1deploy.roles.gateway.router import live_on_host
+
+    return live_on_host(spec)
+
+
+def _router_live(spec) -> list[Finding]:
+    """Issue 23 item 4: the live router's process (its argv: policy, port, version) against the spec."""
+    from r1deploy.roles.gateway import _routes
+    from r1deploy.roles.gateway.facts import RouterArgv
+
+    from r1deploy.fleet.bluegreen import router_drift
+
+    live = _live(spec)
+    wrong = router_drift(spec, live, host.get_fact(RouterArgv, service=live.service), pd_mode=bool(_routes(spec)))
+    return [Finding(host.name, "router-live", not wrong, "; ".join(wrong) or
+                    f"{live.service} ({live.name}) runs --policy {spec.gateway.policy}, "
+                    f"vllm-router {spec.install.router_version}")]
+
+
 def _backends(spec) -> list[Finding]:
     """The router's live workers. In P/D mode /list_workers lists both sides as one list (the router's
     get_worker_urls), so this compares the set's replicas; which side each serves is the start list's."""
     from r1deploy.roles.gateway import _workers
 
-    reply = host.get_fact(df.LocalJson, url=f"{router_admin(spec)}/list_workers")
+    reply = host.get_fact(df.LocalJson, url=f"{_live(spec).admin}/list_workers")
     if not reply["ok"]:
         return [Finding(host.name, "backends", None, f"/list_workers: {str(reply['body'])[:200]}")]
     return dc.backends_match(host.name, _workers(spec), reply["body"])
@@ -147,7 +167,8 @@ def _router_unit(spec) -> list[Finding]:
 
     from r1deploy.serving.render import render_router_unit
 
-    return _unit(ROUTER_SERVICE, render_router_unit(spec, host.name, _routes(spec)))
+    live = _live(spec)
+    return _unit(live.service, render_router_unit(spec, host.name, _routes(spec), live.name))
 
 
 def _gateway_files(spec) -> list[Finding]:
@@ -211,8 +232,9 @@ def gateway_checks(spec) -> list[Check]:
         ("router-packages", partial(_packages, "router-packages", router_venv(spec),
                                     [f"vllm-router=={spec.install.router_version}"])),
         ("agent-packages", partial(_packages, "agent-packages", agent_venv(spec), AGENT_REQUIREMENTS)),
-        ("service", partial(_service, ROUTER_SERVICE)),
-        ("answers", partial(_answers, router_admin(spec), spec.model.name)),
+        ("service", lambda: _service(_live(spec).service)),
+        ("router-live", partial(_router_live, spec)),
+        ("answers", lambda: _answers(_live(spec).admin, spec.model.name)),
         ("backends", partial(_backends, spec)),
     ]
 

@@ -54,7 +54,7 @@ def expected_modes(spec) -> dict[str, di.Mode]:
         from r1deploy.roles.gateway.edge import NGINX_GROUP
 
         want.update({edge.KEYS_CONF: ("root", NGINX_GROUP, "640"), edge.SITE_CONF: (*ROOT, "644"),
-                     f"/etc/systemd/system/{ROUTER_SERVICE}": (*ROOT, "644")})
+                     edge.ROUTER_UPSTREAM: (*ROOT, "644"), f"/etc/systemd/system/{ROUTER_SERVICE}": (*ROOT, "644")})
         if spec.gateway.tls_key_file:
             want[edge.TLS_KEY] = ("root", NGINX_GROUP, "640")
         if spec.gateway.api_keys:
@@ -109,10 +109,15 @@ def _monitor_files() -> list[Finding]:
 
 def _nginx_live(spec) -> list[Finding]:
     from r1deploy.roles._secret import resolved
+    from r1deploy.roles.gateway.router import live_on_host
+
+    from r1deploy.fleet.bluegreen import render_upstream
 
     want = {edge.SITE_CONF: edge.render_site(spec, host.name, bool(spec.gateway.tls_cert_file)),
             edge.KEYS_CONF: edge.render_keys(resolved(lambda: edge.client_keys(spec)),
-                                             resolved(lambda: edge.vllm_api_key(spec)))}
+                                             resolved(lambda: edge.vllm_api_key(spec))),
+            # The router colour nginx routes to (blue/green): exactly one colour's render, never another port.
+            edge.ROUTER_UPSTREAM: render_upstream(live_on_host(spec))}
     live = host.get_fact(df.NginxDigests)
     return di.nginx_live(host.name, want, live["digests"], live["error"])
 

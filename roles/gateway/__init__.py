@@ -13,26 +13,21 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import DeployError, deploy
-from pyinfra.operations import files, python, systemd
+from pyinfra.operations import files, python
 from r1deploy.roles._fleet import fleet_view
-from r1deploy.roles._rollout import remote, track
+from r1deploy.roles._rollout import remote
 from r1deploy.roles._secret import engine_key_files
 from r1deploy.roles._spec import host_spec
 from r1deploy.roles.base import venv_packages
 from r1deploy.roles.gateway.edge import nginx_edge
+from r1deploy.roles.gateway.router import restart_in_place, router_plan, router_stage
 from r1deploy.roles.serve.facts import RouterWorkers
 from r1deploy.roles.serve.rollout import ROLLOUT
 
 from r1deploy.fleet.rollout import gateway_workers, reconcile_wanted
 from r1deploy.serving.edge import router_admin
 from r1deploy.serving.install_plan import router_pins
-from r1deploy.serving.render import (
-    ROUTER_SERVICE,
-    ROUTER_WORKERS_ENV,
-    render_router_unit,
-    render_router_workers,
-    router_venv,
-)
+from r1deploy.serving.render import ROUTER_SERVICE, ROUTER_WORKERS_ENV, render_router_workers, router_venv
 
 
 def _workers(spec) -> list[str]:
@@ -80,13 +75,13 @@ def _reconcile(admin: str, workers: list[str], wait_s: int) -> None:
     listed = json.loads(remote(f"curl -fsS -m 5 {admin}/list_workers", "router workers"))["urls"]
     for url in listed:
         if url not in workers or url in failed_urls:
-            remote(f"curl -fsS -m 30 -X POST '{admin}/remove_worker?url={url}'", "remove worker")
+            remote(f"curl -fsS -m 30 -X POST \"{admin}/remove_worker?url={url}\"", "remove worker")
             host.log(f"rotation: removed {url}")
     for url in workers:
         if url in listed or url in failed_urls:
             continue
         if remote(f"curl -fsS -m 5 {url}/health >/dev/null && echo up || echo down", "worker health").strip() == "up":
-            remote(f"curl -sS -m 60 -X POST '{admin}/add_worker?url={url}'", "add worker")
+            remote(f"curl -sS -m 60 -X POST \"{admin}/add_worker?url={url}\"", "add worker")
             host.log(f"rotation: added {url}")
 
 
@@ -104,21 +99,21 @@ def gateway() -> None:
     # (in P/D mode a restart: the P/D lists are not reconciled live yet).
     start = files.put(name="Router start list", dest=ROUTER_WORKERS_ENV,
                       src=StringIO(render_router_workers(host.name, workers, routes)), mode="644")
-    unit = track(files.put(name=f"Unit {ROUTER_SERVICE}", dest=f"/etc/systemd/system/{ROUTER_SERVICE}",
-                           src=StringIO(render_router_unit(spec, host.name, routes)), mode="644"))
-    systemd.daemon_reload(name="systemd daemon-reload", _if=unit.did_change)
-    track(systemd.service(name=f"Enable {ROUTER_SERVICE}", service=ROUTER_SERVICE, running=True, enabled=True))
-    restarted = systemd.service(name=f"Restart {ROUTER_SERVICE} on change", service=ROUTER_SERVICE,
-                                restarted=True, _if=lambda: unit.did_change() or installed.did_change()
-                                or bool(routes and start.did_change()))
-    if routes:  # the rotation below adds plain workers: in P/D mode the start list is the rotation
+    # What runs where, read before the edge is rendered: nginx's site includes the live colour's
+    # upstream (written here when absent), so the edge is in place before any colour switch.
+    planned = router_plan(spec, routes)
+    if routes:  # P/D mode: the live colour restarts in place (no blue/green, no live reconcile yet)
+        plan, desired, _ = planned
+        nginx_edge(spec, workers)
+        restart_in_place(plan, desired[plan.live.name], installed, also=start.did_change)
         host.log(f"P/D set {routes.pd_set}: router in P/D mode, prefill {' '.join(routes.prefill)}, "
                  f"decode {' '.join(routes.decode)}")
-        nginx_edge(spec, workers)
         return
     listed = host.get_fact(RouterWorkers, url=router_admin(spec))
+    nginx_edge(spec, workers)
+    # A unit change is blue/green behind nginx (roles/gateway/router.py), never a restart of the live router.
+    restarted = router_stage(spec, installed, planned)
     # After any restart too: the router starts with its whole start list, nodes the rollout left out included.
     python.call(name="Rotation: the router routes to the serving nodes", function=_reconcile,
                 admin=router_admin(spec), workers=workers, wait_s=spec.gateway.worker_startup_timeout_s,
-                _if=lambda: reconcile_wanted(listed, workers, restarted.did_change(), ROLLOUT.out_of_rotation))
-    nginx_edge(spec, workers)
+                _if=lambda: reconcile_wanted(listed, workers, restarted(), ROLLOUT.out_of_rotation))

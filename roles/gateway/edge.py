@@ -15,12 +15,15 @@ from pyinfra.operations import apt, files, python, server, systemd
 from r1deploy.roles._rollout import track
 from r1deploy.roles._secret import resolved, secret_file
 from r1deploy.roles.gateway.facts import EdgeLoaded
+from r1deploy.roles.gateway.window import edge_closed, edge_opened
 
 from r1deploy.serving import edge
 from r1deploy.serving.render import render_template
 
 NGINX_GROUP = "www-data"
 SANDBOX = "/etc/systemd/system/nginx.service.d/r1deploy-sandbox.conf"
+# After a reload, old workers finish what they serve: failures among them are logged a moment later.
+RELOAD_SETTLE_S = 2
 
 
 def _read(path: str, what: str) -> str:
@@ -99,9 +102,13 @@ def nginx_edge(spec, workers: list[str] | None = None) -> None:
     # On state, not only on "changed in this run": files that landed while `nginx -t` failed or the
     # controller died before the reload are reloaded by the next converge (a revoked key stops working).
     loaded = host.get_fact(EdgeLoaded) == "loaded"
+    wanted = lambda: not loaded or any(op.did_change() for op in changed)  # noqa: E731 (asked when executing)
+    # Issue 23 item 1: every gateway change reports the requests that failed during it (window.py).
+    python.call(name="nginx: open the change window", function=edge_opened, _if=wanted)
     track(server.shell(name="nginx: check and reload (graceful)", commands=[
         f"nginx -t -q && systemctl reload nginx && {{ {edge.edge_digests_sh()}; }} > {edge.LOADED_MARK}.next "
-        f"&& mv {edge.LOADED_MARK}.next {edge.LOADED_MARK}"],
-        _if=lambda: not loaded or any(op.did_change() for op in changed)))
+        f"&& mv {edge.LOADED_MARK}.next {edge.LOADED_MARK}"], _if=wanted))
+    python.call(name="nginx: requests failed during the reload", function=edge_closed, settle_s=RELOAD_SETTLE_S,
+                _if=wanted)
     if previous:
         python.call(name="nginx: the nodes' key rotation is complete", function=_rotation_done, previous_set=True)

@@ -17,3 +17,40 @@ class EdgeLoaded(FactBase):
     def process(self, output):
         said = "\n".join(output).strip()
         return said if said in ("loaded", "stale", "unknown") else "unknown"
+
+
+class RouterColours(FactBase):
+    """Blue/green as the host has it: nginx's upstream include (None: absent) and, per colour's
+    unit, the sha256 of its unit file (None: absent) and whether it is active."""
+
+    def command(self, upstream: str, units: list[str]):
+        parts = [f"echo '@@upstream'; cat {upstream} 2>/dev/null || echo '@@absent'"]
+        parts += [f"echo '@@unit {u}'; sha256sum 2>/dev/null < /etc/systemd/system/{u} | cut -d' ' -f1; "
+                  f"echo \"@@active $(systemctl is-active {u} 2>/dev/null)\"" for u in units]
+        return "; ".join(parts)
+
+    def process(self, output):
+        out: dict = {"upstream": None, "units": {}, "active": {}}
+        section, upstream = None, []
+        for line in output:
+            if line == "@@upstream" or line.startswith("@@unit "):
+                section = line.removeprefix("@@unit ")
+            elif line.startswith("@@active "):
+                out["active"][section] = line.removeprefix("@@active ").strip() == "active"
+            elif section == "@@upstream":
+                upstream.append(line)
+            elif section:
+                out["units"][section] = line.strip() or None
+        out["upstream"] = None if upstream in ([], ["@@absent"]) else "\n".join(upstream)
+        return out
+
+
+class RouterArgv(FactBase):
+    """The argv a unit's running process started with (from /proc): [] when it runs none."""
+
+    def command(self, service: str):
+        return (f"p=$(systemctl show -p MainPID --value {service} 2>/dev/null); "
+                f"if [ \"${{p:-0}}\" -gt 0 ] 2>/dev/null; then tr '\\0' '\\n' < /proc/$p/cmdline; fi; true")
+
+    def process(self, output):
+        return [line for line in output if line]

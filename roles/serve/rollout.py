@@ -82,16 +82,18 @@ def _router(gateway, path: str, admin: str, method: str = "GET", timeout: int = 
     over SSH; status "none": no router is installed there yet (a first deploy: the gateway stage,
     which installs it, runs after the rollout; nothing routes through it). A router that is
     installed but does not answer raises RouterUnreachable, naming the gateway and curl's reason."""
-    out = remote(f"if [ ! -e {ROUTER_UNIT} ]; then echo router=none; exit 0; fi; err=$(mktemp); "
-                 f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' {shlex.quote(admin + path)} 2>\"$err\"; "
-                 f"rc=$?; echo; echo \"curl=$rc $(systemctl is-active {ROUTER_SERVICE}) "
+    # `admin` is a shell word that reads the live colour's port on the gateway (blue/green): the
+    # URL curl used is echoed back for the message.
+    out = remote(f"if [ ! -e {ROUTER_UNIT} ]; then echo router=none; exit 0; fi; err=$(mktemp); a=\"{admin}\"; "
+                 f"curl -sS -m {timeout} -X {method} -w '\\n%{{http_code}}' \"$a\"{shlex.quote(path)} 2>\"$err\"; "
+                 f"rc=$?; echo; echo \"curl=$rc $(systemctl is-active {ROUTER_SERVICE}) $a "
                  f"$(head -c 300 \"$err\" | tr '\\n' ' ')\"; rm -f \"$err\"", f"router {path}", target=gateway)
     if out.strip() == "router=none":
         return "none", ""
     reply, _, status = out.rpartition("\n")
-    rc, state, reason = (status.removeprefix("curl=").split(" ", 2) + ["", ""])[:3]
+    rc, state, used, reason = (status.removeprefix("curl=").split(" ", 3) + ["", "", ""])[:4]
     if rc != "0":
-        raise RouterUnreachable(f"{gateway.name}: its router's admin API ({admin}) does not answer "
+        raise RouterUnreachable(f"{gateway.name}: its router's admin API ({used}) does not answer "
                                 f"(curl exit {rc}: {reason.strip() or 'no detail'}; {ROUTER_SERVICE} is {state})")
     body, _, code = reply.rpartition("\n")
     return code.strip(), body

@@ -53,7 +53,8 @@ def _smoke(admin: str, startup_timeout_s: int) -> None:
     # router on loopback with the nodes' key, then as a client would: through nginx.
     wait_router(admin, startup_timeout_s)
     spec = host_spec()
-    ok, _ = run_smoke(spec, admin)
+    # `admin` reads the live colour's port on the host (blue/green): the agent gets the plain URL.
+    ok, _ = run_smoke(spec, remote(f'echo "{admin}"', "live router").strip())
     if not ok:
         raise OperationError(f"smoke test through the gateway failed on {host.name}; report in reports/")
     host.log(f"through nginx: {edge_smoke(spec)}")
