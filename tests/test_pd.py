@@ -163,7 +163,7 @@ def test_the_router_unit_in_pd_mode_is_what_the_pinned_router_parses(pd_inventor
     gw = pd_inventory["pd-gateway-01"]
     nodes = [(n, s, s.vllm.host_ip) for n, s in pd_inventory.items() if s.fleet.role == "node"]
     routes = gateway_routes(gw, nodes)
-    unit, start = render_router_unit(gw, "pd-gateway-01", routes), render_router_workers("pd-gateway-01", [], routes)
+    unit, start = render_router_unit(gw, "pd-gateway-01", routes=routes), render_router_workers("pd-gateway-01", [], routes)
     for name, content in (("vllm-router.service", unit), ("router-workers.env", start)):
         golden = GOLDEN / f"pd-gateway-01.{name}"
         if os.environ.get("R1DEPLOY_UPDATE_GOLDEN"):
@@ -205,7 +205,7 @@ def test_drift_sees_a_node_that_changed_side_and_a_router_out_of_pd_mode(pd_inve
     gw = pd_inventory["pd-gateway-01"]
     routes = PdRoutes("r1-pd", ["http://10.30.0.11:8000"], ["http://10.30.0.21:8000"])
     moved = PdRoutes("r1-pd", ["http://10.30.0.21:8000"], ["http://10.30.0.11:8000"])
-    want = {"router-workers.env": render_router_workers("g", [], routes), "vllm-router.service": render_router_unit(gw, "g", routes)}
+    want = {"router-workers.env": render_router_workers("g", [], routes), "vllm-router.service": render_router_unit(gw, "g", routes=routes)}
     live = {"router-workers.env": dc.sha256(render_router_workers("g", [], moved)),
             "vllm-router.service": dc.sha256(render_router_unit(gw, "g"))}
     [f] = dc.files_match("g", "gateway-files", want, live, "gateway")

@@ -285,7 +285,7 @@ def planned_engine_args(spec: Spec, gpu: str | None = None, gpus: int | None = N
     return pe.args, pe.source
 
 
-def render_router_unit(spec: Spec, host: str, routes: Any = None, colour: str = "blue") -> str:
+def render_router_unit(spec: Spec, host: str, colour: str = "blue", routes: Any = None) -> str:
     """The router's unit: from gateway_* settings and the router's version only (no node setting);
     in front of a P/D set (`routes`, r1deploy.fleet.pd_sets.gateway_routes) in vllm-router's P/D mode.
     Blue on gateway_router_port/prometheus_port, green on the *_green_port pair (blue/green)."""

@@ -168,7 +168,7 @@ def _router_unit(spec) -> list[Finding]:
     from r1deploy.serving.render import render_router_unit
 
     live = _live(spec)
-    return _unit(live.service, render_router_unit(spec, host.name, _routes(spec), live.name))
+    return _unit(live.service, render_router_unit(spec, host.name, live.name, _routes(spec)))
 
 
 def _gateway_files(spec) -> list[Finding]:

@@ -50,7 +50,7 @@ def router_plan(spec, routes=None) -> tuple[SwitchPlan, dict[str, str], dict]:
     """What the host has against what the spec renders: the plan and each colour's unit
     (`routes`: the P/D set the gateway fronts, r1deploy.fleet.pd_sets.gateway_routes)."""
     blue, green = colours(spec)
-    desired = {c.name: render_router_unit(spec, host.name, routes, c.name) for c in (blue, green)}
+    desired = {c.name: render_router_unit(spec, host.name, c.name, routes) for c in (blue, green)}
     seen = host.get_fact(RouterColours, upstream=edge.ROUTER_UPSTREAM, units=[blue.service, green.service])
     plan = plan_switch(spec, seen["upstream"], seen["units"], seen["active"],
                        {name: _sha(unit) for name, unit in desired.items()})
