@@ -344,3 +344,15 @@ def test_the_inventory_plan_shows_the_engine_args_the_serve_stage_renders(capsys
     engine = next(line for line in block.splitlines() if line.startswith("engine args:"))
     assert "--enable-eplb" in engine and "--all2all-backend" not in engine and "--enable-dbo" not in engine
     assert "DP + EP without DeepEP" in block
+
+
+def test_cli_inventory_plan_takes_the_gpu_flags_as_the_hosts_facts(capsys):
+    """`plan --inventory INV --gpu G --gpu-memory-mib M` plans what the serve stage renders on that GPU
+    (it printed the inventory's plan_gpu before, silently: seen in bench/results/h200/slo-s22)."""
+    assert main(["plan", "--inventory", "bench/h200/h200_node.py", "--json"]) == 0
+    inventory = json.loads(capsys.readouterr().out)["hosts"]["@local"]
+    assert main(["plan", "--inventory", "bench/h200/h200_node.py", "--gpu", "NVIDIA H100 80GB HBM3",
+                 "--gpu-memory-mib", "81559", "--json"]) == 0
+    on_h100 = json.loads(capsys.readouterr().out)["hosts"]["@local"]
+    assert inventory["gpu"].startswith("H200") and on_h100["gpu"].startswith("H100")
+    assert on_h100["kv_cache_tokens"] < inventory["kv_cache_tokens"]

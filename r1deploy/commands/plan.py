@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="a config.json to plan a model the catalog does not know")
     p.add_argument("--gpu", help=f"GPU name, fuzzy ({', '.join(g.name for g in GPUS)})")
     p.add_argument("--gpu-memory-mib", type=int, help="real per-GPU memory (nvidia-smi), overrides the catalog")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs per node")
+    p.add_argument("--gpus", type=int, help="GPUs per node (1 when planning a --model; with --inventory: the real count, which beats plan_gpu_count, as --gpu and --gpu-memory-mib beat plan_gpu)")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--max-model-len", type=int)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     from r1deploy.spec import SpecError
 
     try:
-        plans = _inventory_plans(args.inventory, args.config, args.bench) if args.inventory \
+        plans = _inventory_plans(args.inventory, args.config, args.bench, facts=_gpu_facts(args)) if args.inventory \
             else {"plan": _flag_plan(args)}
         splits = inventory_splits(args.inventory, plans, args.config) if args.inventory else flag_split(args, plans["plan"])
     except (KeyError, ValueError, OSError, InventoryFileError, SpecError) as exc:
@@ -96,7 +96,7 @@ def _flag_plan(args: argparse.Namespace) -> Plan:
         raise ValueError("give --inventory, or --model (or --config) with --gpu")
     gpu = _gpu(args)
     costs = {k: getattr(args, k) for k in COST_FLAGS}
-    return plan(model, gpu, args.gpus, args.nodes, max_model_len=args.max_model_len,
+    return plan(model, gpu, args.gpus or 1, args.nodes, max_model_len=args.max_model_len,
                 gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_dtype=args.kv_cache_dtype,
                 quantization=args.quantization, tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp,
                 data_parallel_size=args.dp, prefer=args.prefer, device=args.device,
@@ -116,8 +116,17 @@ def _gpu(args: argparse.Namespace):
     return known
 
 
-def _inventory_plans(path: str, config: str | None, bench: str | None = None) -> dict[str, Plan]:
-    """Every node host's plan; --config supplies the config.json of a model the catalog lacks."""
+def _gpu_facts(args: argparse.Namespace) -> dict:
+    """--gpu/--gpus/--gpu-memory-mib with --inventory: what nvidia-smi says on the host, as the serve
+    stage hands it to the planner (a plan of the inventory alone would silently ignore them)."""
+    return {"gpu_name": args.gpu, "gpu_count": args.gpus, "gpu_memory_mib": args.gpu_memory_mib,
+            "host_memory_gib": args.host_memory_gib}
+
+
+def _inventory_plans(path: str, config: str | None, bench: str | None = None,
+                     facts: dict | None = None) -> dict[str, Plan]:
+    """Every node host's plan; --config supplies the config.json of a model the catalog lacks;
+    `facts` (_gpu_facts) stand for the hosts' own GPU and RAM facts."""
     from r1deploy.fleet.inventory import load_specs
 
     model_config = json.loads(Path(config).read_text()) if config else None
@@ -125,7 +134,8 @@ def _inventory_plans(path: str, config: str | None, bench: str | None = None) ->
     nodes = {name: spec for name, spec in specs.items() if spec.fleet.role == "node"}
     measured, why, served = _measured_share(nodes, bench)
     try:
-        plans = {name: plan_for_spec(measured(spec) if name in served else spec, model_config=model_config)
+        plans = {name: plan_for_spec(measured(spec) if name in served else spec, model_config=model_config,
+                                   **(facts or {}))
                  for name, spec in nodes.items()}
     except KeyError as exc:
         raise KeyError(f"{exc.args[0]}; pass --config path/to/config.json for it") from None
