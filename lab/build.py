@@ -3,6 +3,8 @@ rootfs, the controller's SSH key, the hosts' wheelhouse and the tiny model on th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -16,6 +18,16 @@ from r1deploy import AGENT_REQUIREMENTS
 
 REPO = Path(__file__).resolve().parent.parent
 ROOTFS_PACKAGES = "openssh-server,python3,sudo,systemd,systemd-sysv,dbus,iproute2,curl,ca-certificates"
+
+
+@contextlib.contextmanager
+def cache_lock():
+    """CACHE is shared by every lab on the machine and its builds write in place (rootfs.tmp, the
+    wheelhouse, the model): two `lab up` at once (CI's and the GPU lab's) take turns building it."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def debian_mirror() -> str:

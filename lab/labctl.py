@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from lab import cpu, edge
 from lab.access import LOGIN_USER, add_login_user, fingerprint, host_keys, write_known_hosts
-from lab.build import build_model, build_rootfs, build_wheelhouse, debian_mirror, ssh_key
+from lab.build import build_model, build_rootfs, build_wheelhouse, cache_lock, debian_mirror, ssh_key
 from lab.procs import CGROUP_ROOTS, log, ok, pid_of, sh, spawn, stop, wait_gone, wait_port
 from lab.state import CACHE, LAB, STATE
 
@@ -224,9 +224,10 @@ def up(nodes: int, hosts_only: bool = False) -> dict:
     """hosts_only: the hosts and the apt proxy, without the serving stack's wheelhouse, model and
     Hub mirror (labs that provision hosts only, e.g. the SIMULATED GPU hosts of test_gpu_lab)."""
     STATE.mkdir(parents=True, exist_ok=True)
-    rootfs = build_rootfs()
-    wheelhouse = None if hosts_only else build_wheelhouse()
-    model = None if hosts_only else build_model()
+    with cache_lock():  # labs coming up at once (CI's and the GPU lab's) build the shared cache once
+        rootfs = build_rootfs()
+        wheelhouse = None if hosts_only else build_wheelhouse()
+        model = None if hosts_only else build_model()
     ensure_bridge()
     ensure_services(None if hosts_only else CACHE / "hub", wheelhouse)
     wanted = host_names(nodes)
@@ -362,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         down()
     elif args.cmd == "build":
-        build_rootfs(), build_wheelhouse(), build_model()
+        with cache_lock():
+            build_rootfs(), build_wheelhouse(), build_model()
     elif args.cmd == "report":
         return report()
     else:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.build import build_wheelhouse
+from lab.build import build_wheelhouse, cache_lock
 from lab.state import CACHE
 
 VERSION = "0.32.0"
@@ -28,7 +28,8 @@ def parser_venv() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once build it once
         if done.exists() and done.read_text() == wanted:
             return venv / "bin" / "python"
-        house = build_wheelhouse()
+        with cache_lock():
+            house = build_wheelhouse()
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         py = str(venv / "bin" / "python")

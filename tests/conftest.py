@@ -6,6 +6,25 @@ import os
 import labharness
 import pytest
 
+EARLY: list = []  # the shared lab's background bring-up, when this session started one
+
+
+def pytest_collection_finish(session):
+    """Start the shared lab's bring-up now when a selected test will use it (labharness.EarlyBringUp);
+    R1LAB_EARLY=0 brings it up at the first lab test instead."""
+    if (os.geteuid() != 0 or os.environ.get("R1LAB_EARLY", "1") == "0" or session.config.option.collectonly
+            or not any("fleet" in item.fixturenames for item in session.items)):
+        return
+    EARLY.append(labharness.EarlyBringUp())
+
+
+def pytest_sessionfinish(session):
+    """A bring-up that no lab test took (the run was interrupted before one): stop it, lab down."""
+    if EARLY and not EARLY[0].taken:
+        EARLY[0].abandon()
+        if not os.environ.get("R1LAB_KEEP"):
+            labharness.down()
+
 
 @pytest.fixture(scope="session")
 def fleet():
@@ -14,12 +33,16 @@ def fleet():
         pytest.skip("the lab needs root")
     keep = os.environ.get("R1LAB_KEEP")
     try:
-        lab = labharness.up()
+        if EARLY:  # started at collection (pytest_collection_finish): the unit tests ran beside it
+            lab, first = EARLY[0].result()
+        else:
+            lab = labharness.up()
     except BaseException:
         if not keep:  # a lab that came up but could not be read must not outlive the session
             labharness.down()
         raise
-    first = labharness.converge()
+    if not EARLY:
+        first = labharness.converge()
     yield lab, first
     if not keep:
         assert labharness.down() == [], "lab down left things behind"

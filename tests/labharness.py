@@ -8,10 +8,13 @@ inventory as it found it, so the order of modules does not matter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -158,3 +161,41 @@ def down() -> list[str]:
     done = run(PY, "-m", "lab", "down", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return labctl.leftovers()
+
+
+class EarlyBringUp:
+    """The shared lab's bring-up (`lab up`, then the first converge) started as soon as the session
+    knows a test will use it, so the unit tests before the first lab module run beside it: on CI's
+    2 cores the bring-up waits on apt, SSH and vLLM's start much of the time. One background shell,
+    its output in files (a process, not a thread: nothing in this gevent-patched process has to
+    drain its pipes); `result()` gives what up() and converge() would have."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="r1lab-bringup-"))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "R1DEPLOY_REPORTS": str(REPO / "reports")}
+        up_cmd = shlex.join([PY, "-m", "lab", "up", "--nodes", str(NODES)])
+        conv_cmd = shlex.join([PYINFRA, "-y", LAB_INVENTORY, "deploy/main.py"])
+        d = shlex.quote(str(self.dir))
+        script = (f"{up_cmd} >{d}/up.out 2>{d}/up.err; rc=$?; echo $rc >{d}/up.rc; [ $rc = 0 ] || exit $rc; "
+                  f"{conv_cmd} >{d}/converge.out 2>{d}/converge.err; echo $? >{d}/converge.rc")
+        self.proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, start_new_session=True)
+        self.taken = False
+
+    def result(self, timeout: int = 1500 + 2400) -> tuple[dict, subprocess.CompletedProcess]:
+        self.taken = True
+        self.proc.wait(timeout=timeout)
+        read = lambda name: (self.dir / name).read_text() if (self.dir / name).exists() else ""  # noqa: E731
+        up_rc = read("up.rc").strip()
+        assert up_rc == "0", f"lab up exited {up_rc or 'without a status'}: " + read("up.err")[-3000:]
+        out, err = read("converge.out"), read("converge.err")
+        first = subprocess.CompletedProcess(["pyinfra", LAB_INVENTORY], int(read("converge.rc") or 1), out, err)
+        first.out = out + err
+        return json.loads(read("up.out")), first
+
+    def abandon(self) -> None:
+        """The session ends without a lab test having taken the lab (interrupted, or every lab test
+        deselected later): stop the bring-up; the caller tears the lab down."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 15)
+            self.proc.wait(60)
