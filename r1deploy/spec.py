@@ -216,9 +216,11 @@ class VllmSection(_Section, pd.VllmPdKeys):
     api_key_previous_env: str | None = None
     api_key_previous_file: str | None = None
     cpu_kvcache_space_gib: int = Field(default=1, ge=1)
-    # KV offload to host RAM (vLLM's --kv-offloading-size, GiB per engine, pinned): None sizes it from
-    # the host's RAM (r1deploy/planner/offload.py), 0 turns it off, a number is that size.
-    kv_offload_gib: float | None = Field(default=None, ge=0)
+    # KV offload to host RAM (vLLM's --kv-offloading-size, GiB per engine, pinned at every start): unset
+    # (None) or 0 is off, and `r1deploy plan` says what "auto" would pin; "auto" sizes it from the host's
+    # RAM (r1deploy/planner/offload.py); a number is that size. Opt-in until measured on a GPU
+    # (bench/results/h200/offload/).
+    kv_offload_gib: float | Literal["auto"] | None = None
     cpu_omp_threads_bind: str | None = None
     # None: sized per model from the weights to load (minutes for 671B), see rollout.startup_timeout.
     startup_timeout_s: int | None = Field(default=None, ge=10)
@@ -257,6 +259,14 @@ class VllmSection(_Section, pd.VllmPdKeys):
         if (self.api_key_previous_env or self.api_key_previous_file) and not (self.api_key_env or self.api_key_file):
             raise ValueError("vllm_api_key_previous_* rotates a key: set the new one in vllm_api_key_env/_file")
         return self
+
+    @field_validator("kv_offload_gib", mode="before")
+    @classmethod
+    def _offload_size(cls, v: Any) -> Any:
+        """One clear message for the three forms (GiB, 0, "auto") instead of pydantic's per-branch errors."""
+        if v is None or v == "auto" or (isinstance(v, int | float) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError(f'{v!r}: give GiB per engine (a number greater than or equal to 0, 0 is off) or "auto"')
 
 
 class GatewaySection(_Section, pd.GatewayPdKeys):

@@ -21,7 +21,7 @@ DISTILL = {"model_repo_id": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "model_r
 def one_gpu(**kw) -> OffloadInput:
     """One engine on one GPU with 40 GiB of GPU KV and a 64 GiB checkpoint."""
     base = dict(host_memory_gib=256.0, checkpoint_gib=64.0, gpus_per_node=1, engines_per_node=1.0,
-                gpu_kv_gib_per_engine=40.0)
+                gpu_kv_gib_per_engine=40.0, requested_gib="auto")
     return OffloadInput(**{**base, **kw})
 
 
@@ -91,7 +91,7 @@ def test_meminfo_gives_gib_or_none():
 
 
 def test_plan_for_spec_renders_it_and_the_hosts_ram_beats_the_spec():
-    spec = spec_from_host_data("g", {**DISTILL, "plan_host_memory_gib": 512})
+    spec = spec_from_host_data("g", {**DISTILL, "plan_host_memory_gib": 512, "vllm_kv_offload_gib": "auto"})
     p = plan_for_spec(spec)
     assert p.fits and p.kv_offload_gib and p.engine_args()["kv-offloading-size"] == p.kv_offload_gib
     assert p.engine_args()["kv-offloading-backend"] == "native"
@@ -100,6 +100,14 @@ def test_plan_for_spec_renders_it_and_the_hosts_ram_beats_the_spec():
     assert fact.kv_offload_gib is None and "kv-offloading-size" not in fact.engine_args()
     off = plan_for_spec(spec_from_host_data("g", {**DISTILL, "plan_host_memory_gib": 512, "vllm_kv_offload_gib": 0}))
     assert off.kv_offload_gib is None and "kv-offloading-size" not in off.engine_args()
+
+
+def test_unset_is_off_and_says_what_auto_would_pin():
+    """Opt-in until measured on a GPU: an upgrade never starts pinning host RAM on its own."""
+    p = plan_for_spec(spec_from_host_data("g", {**DISTILL, "plan_host_memory_gib": 512}))
+    assert p.kv_offload_gib is None and "kv-offloading-size" not in p.engine_args()
+    line = next(r for r in p.reasons if r.startswith("KV offload off (vllm_kv_offload_gib unset"))
+    assert 'with "auto": KV offload to host RAM: --kv-offloading-size' in line
 
 
 def test_a_size_the_host_cannot_pin_makes_the_plan_refuse():

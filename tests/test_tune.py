@@ -83,7 +83,7 @@ def test_inventory_data_keeps_the_nodes_own_extra_args_and_maps_each_knob_to_its
     assert data == {"vllm_extra_args": {"load-format": "dummy", "max-num-batched-tokens": 512, "kv-cache-dtype": "auto"},
                     "vllm_max_num_seqs": 64, "vllm_kv_offload_gib": 0}
     assert tune.inventory_data({tune.OFFLOAD: True}, own, 40) == {"vllm_kv_offload_gib": 40}
-    assert tune.inventory_data({tune.OFFLOAD: True}, own, 0) == {"vllm_kv_offload_gib": None}  # the planner sizes it
+    assert tune.inventory_data({tune.OFFLOAD: True}, own, 0) == {"vllm_kv_offload_gib": "auto"}  # the planner sizes it
     assert tune.inventory_data({}, own, None) == {}
 
 

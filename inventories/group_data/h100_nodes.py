@@ -10,3 +10,4 @@ gpu_min_memory_mib = 80000
 gpu_fabric_manager = "yes"
 # The hosts' RAM for offline plans (the converge reads MemTotal): sizes the KV offload to host RAM.
 plan_host_memory_gib = 2048
+vllm_kv_offload_gib = "auto"  # opt in: the planner sizes it from the RAM

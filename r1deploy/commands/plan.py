@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dp", type=int, help="fix data-parallel size")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--host-memory-gib", type=float, help="the host's RAM: sizes the KV offload to it")
-    p.add_argument("--kv-offload-gib", type=float, help="KV offload per engine (0: off; unset: sized from "
-                   "--host-memory-gib)")
+    p.add_argument("--kv-offload-gib", type=_offload_gib, help="KV offload per engine: GiB, 0 (off), or auto "
+                   "(sized from --host-memory-gib); unset: off, with what auto would pin")
     p.add_argument("--cpu-kvcache-gib", type=float, default=4.0, help="VLLM_CPU_KVCACHE_SPACE for --device cpu")
     for flag in COST_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), type=float)
@@ -114,6 +114,11 @@ def _gpu(args: argparse.Namespace):
     if known is None:
         raise KeyError(f"unknown GPU {args.gpu!r}; known: {', '.join(g.name for g in GPUS)}")
     return known
+
+
+def _offload_gib(value: str) -> float | str:
+    """--kv-offload-gib: "auto" (sized from the host's RAM) or GiB per engine."""
+    return value if value == "auto" else float(value)
 
 
 def _gpu_facts(args: argparse.Namespace) -> dict:

@@ -137,7 +137,7 @@ def choose_winner(results: dict[str, float | None], candidates: list[Candidate],
                    f"({cap / base:.2f}×)" if base else f"{name}: {cap:g} req/s; the baseline passed nothing")
 
 
-def inventory_data(changes: dict[str, Any], extra_args: dict[str, Any], offload_gib: float | None) -> dict[str, Any]:
+def inventory_data(changes: dict[str, Any], extra_args: dict[str, Any], offload_gib: float | str | None) -> dict[str, Any]:
     """The spec keys that give a candidate's engine settings: what `pyinfra --data` and group_data take.
     ``extra_args`` and ``offload_gib`` are the node's own vllm_extra_args and vllm_kv_offload_gib."""
     data: dict[str, Any] = {}
@@ -150,8 +150,8 @@ def inventory_data(changes: dict[str, Any], extra_args: dict[str, Any], offload_
         elif knob == KV_DTYPE:
             extra[KV_DTYPE] = "fp8" if value else "auto"
         elif knob == OFFLOAD:
-            # On: the node's own size where it names one, else the planner's (None); off: 0.
-            data["vllm_kv_offload_gib"] = (offload_gib or None) if value else 0
+            # On: the node's own size where it names one, else the planner's ("auto"); off: 0.
+            data["vllm_kv_offload_gib"] = (offload_gib or "auto") if value else 0
     if extra != dict(extra_args):
         data["vllm_extra_args"] = extra
     return data

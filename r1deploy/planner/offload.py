@@ -23,7 +23,7 @@ The shares are judgment, not measurement: bench/results/h200/offload/ is where t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 OS_GIB = 16.0
 OS_SHARE = 0.05
@@ -46,7 +46,7 @@ class OffloadInput:
     gpus_per_node: int  # GPUs this node's engines use
     engines_per_node: float  # DP ranks per node (each allocates the whole buffer); < 1 when one spans nodes
     gpu_kv_gib_per_engine: float  # the GPU KV cache of one engine (all its workers)
-    requested_gib: float | None = None  # vllm_kv_offload_gib: None = plan it, 0 = off, > 0 = this size
+    requested_gib: float | str | None = None  # vllm_kv_offload_gib: "auto" = plan it, None/0 = off, > 0 = this size
     connector: bool = False  # the spec names its own kv-transfer-config
 
 
@@ -74,13 +74,17 @@ def choose_offload(inp: OffloadInput) -> OffloadChoice:
     """--kv-offloading-size for one engine (one DP rank), with its reason line."""
     if inp.requested_gib == 0:
         return OffloadChoice(None, ["KV offload off (vllm_kv_offload_gib: 0)"])
+    if inp.requested_gib is None:  # opt-in: say what "auto" would do, render nothing
+        auto = choose_offload(replace(inp, requested_gib="auto"))
+        return OffloadChoice(None, [f"KV offload off (vllm_kv_offload_gib unset; \"auto\" to opt in): "
+                                    f"with \"auto\": {auto.reasons[0]}"])
     if inp.connector:
-        if inp.requested_gib:
+        if inp.requested_gib != "auto":
             return OffloadChoice(None, ["does not run: vllm_kv_offload_gib and a kv-transfer-config in "
                                         "vllm_extra_args both set vLLM's KV connector"], fits=False)
         return OffloadChoice(None, ["KV offload not planned: vllm_extra_args names its own kv-transfer-config "
                                     "(vLLM's --kv-offloading-size would replace that connector)"])
-    if inp.requested_gib:
+    if inp.requested_gib != "auto":
         return _requested(inp, float(inp.requested_gib))
     if not inp.host_memory_gib:
         return OffloadChoice(None, ["KV offload not planned: the host's RAM is unknown (no facts yet; "
@@ -135,7 +139,7 @@ def checkpoint_gib(arch) -> float:
     return stage_weights_bytes(arch, Layout(1, 1, 1, False), 0, arch.layers, None) / GIB
 
 
-def apply_offload(result, arch, requested_gib: float | None, host_memory_gib: float | None,
+def apply_offload(result, arch, requested_gib: float | str | None, host_memory_gib: float | None,
                   overrides: dict | None) -> None:
     """Size the offload buffer of a GPU Plan in place: its engine args, reason line and fit."""
     world = result.tensor_parallel_size * result.pipeline_parallel_size
