@@ -13,9 +13,17 @@ def pytest_collection_finish(session):
     """Start the shared lab's bring-up now when a selected test will use it (labharness.EarlyBringUp);
     R1LAB_EARLY=0 brings it up at the first lab test instead."""
     if (os.geteuid() != 0 or os.environ.get("R1LAB_EARLY", "1") == "0" or session.config.option.collectonly
-            or not any("fleet" in item.fixturenames for item in session.items)):
+            or not any(_uses_shared_lab(item) for item in session.items)):
         return
     EARLY.append(labharness.EarlyBringUp())
+
+
+def _uses_shared_lab(item) -> bool:
+    """This file's `fleet` (through `lab` or directly), not a module's own fixture of that name
+    (test_prod_inventory's `fleet` is the prod inventory: a run of it must not touch any lab)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("fleet", ()) if info else ()
+    return bool(defs) and defs[-1].func.__module__ == __name__
 
 
 def pytest_sessionfinish(session):
