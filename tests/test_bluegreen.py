@@ -159,11 +159,25 @@ def test_the_live_routers_drift_is_read_from_its_argv():
     venv = f"{spec.install.root}/router-{spec.install.router_version}"
     argv = [f"{venv}/bin/python", f"{venv}/bin/vllm-router", "--host", "127.0.0.1", "--port", "8081",
             "--policy", "cache_aware"]
-    assert bg.router_drift(spec, blue, argv) == []
-    wrong = bg.router_drift(_spec(gateway_policy="round_robin", install_router_version="0.1.18"), blue, argv)
+    assert bg.router_drift(spec, blue, {"argv": argv}) == []
+    wrong = bg.router_drift(_spec(gateway_policy="round_robin", install_router_version="0.1.18"), blue, {"argv": argv})
     assert wrong == ["--policy cache_aware, the spec says round_robin",
                      "vllm-router 0.1.17, the spec says 0.1.18"]
-    assert bg.router_drift(spec, blue, []) == ["vllm-router.service (live, blue) runs no process"]
+    assert bg.router_drift(spec, blue, {}) == ["vllm-router.service (live, blue) runs no process"]
+
+
+def test_a_renamed_router_process_is_judged_by_its_venv_and_its_start_after_the_unit():
+    """vllm-router 0.1.17 renames its process to "vllm::router" (seen on the lab): no argv in /proc."""
+    spec = _spec()
+    blue, _ = bg.colours(spec)
+    venv = f"{spec.install.root}/router-{spec.install.router_version}/"
+    fine = {"argv": ["vllm::router"], "venvs": [venv], "started": 200, "unit_mtime": 100, "need_reload": False}
+    assert bg.router_drift(spec, blue, fine) == []
+    old = {**fine, "venvs": [f"{spec.install.root}/router-0.1.16/"]}
+    assert bg.router_drift(spec, blue, old) == ["vllm-router 0.1.16, the spec says 0.1.17"]
+    stale = bg.router_drift(spec, blue, {**fine, "started": 50})
+    assert stale and "runs since before its unit file was last written" in stale[0]
+    assert "not reloaded" in bg.router_drift(spec, blue, {**fine, "need_reload": True})[0]
 
 
 def test_the_facts_read_what_the_host_prints():
@@ -174,7 +188,11 @@ def test_the_facts_read_what_the_host_prints():
                     "units": {"vllm-router.service": "ab" * 32, "vllm-router-green.service": None},
                     "active": {"vllm-router.service": False, "vllm-router-green.service": True}}
     assert RouterColours().process(["@@upstream", "@@absent"])["upstream"] is None
-    assert RouterArgv().process(["/v/bin/python", "", "--policy", "x"]) == ["/v/bin/python", "--policy", "x"]
+    seen = RouterArgv().process(["@@argv", "vllm::router", "", "@@venv", "/opt/r1deploy/router-0.1.17/",
+                                 "@@started", "200", "@@unit", "100", "@@reload", "no"])
+    assert seen == {"argv": ["vllm::router"], "venvs": ["/opt/r1deploy/router-0.1.17/"], "started": 200,
+                    "unit_mtime": 100, "need_reload": False}
+    assert RouterArgv().process([]) == {}
 
 
 def test_the_colours_fact_runs_in_a_real_shell(tmp_path):

@@ -36,10 +36,9 @@ def _live(lab) -> str:
 
 
 def _argv(lab, colour: str) -> list[str]:
-    unit = UNITS[colour]
-    out = ssh(lab, GATEWAY, f"p=$(systemctl show -p MainPID --value {unit}); [ \"$p\" -gt 0 ] && "
-                            f"tr '\\0' '\\n' < /proc/$p/cmdline").stdout
-    return out.split()
+    """The colour's ExecStart as systemd loaded it (vllm-router renames its process: /proc has no argv)."""
+    out = ssh(lab, GATEWAY, f"systemctl show -p ExecStart --value {UNITS[colour]}").stdout
+    return out.replace(";", " ").split()
 
 
 def _active(lab, colour: str) -> str:

@@ -184,12 +184,17 @@ def count_failed(lines: list[str] | None, start: float, end: float, changes: lis
 
 # --- drift: the live router against the spec --------------------------------------------------
 
-def router_drift(spec: Spec, live: Colour, cmdline: list[str], pd_mode: bool = False) -> list[str]:
+def router_drift(spec: Spec, live: Colour, proc: dict, pd_mode: bool = False) -> list[str]:
     """What the live router's process runs that the spec does not say (empty: as the spec says).
-    `cmdline`: its argv from /proc (the flags it really started with, whatever its unit says now).
-    `pd_mode`: the gateway fronts a P/D set, where each side has its own policy flag."""
-    if not cmdline:
+    `proc`: roles/gateway/facts.RouterArgv. Its argv when /proc still has it (flags it really started
+    with); vllm-router renames its process, so otherwise: the router venv it mapped (its version) and
+    that it started after its unit file was last written and reloaded (it runs that file's flags,
+    which the `unit` check compares with the spec). `pd_mode`: each side has its own policy flag."""
+    if not proc:
         return [f"{live.service} (live, {live.name}) runs no process"]
+    cmdline = proc.get("argv", [])
+    if "--port" not in cmdline:
+        return _process_drift(spec, live, proc)
     flags = dict(zip(cmdline, cmdline[1:], strict=False))
     g = spec.gateway
     policies = {"--prefill-policy": g.pd_prefill_policy, "--decode-policy": g.pd_decode_policy} if pd_mode \
@@ -203,4 +208,20 @@ def router_drift(spec: Spec, live: Colour, cmdline: list[str], pd_mode: bool = F
         version = re.search(r"/router-([^/]+)/bin/", script)
         out.append(f"vllm-router {version.group(1) if version else script}, the spec says "
                    f"{spec.install.router_version}")
+    return out
+
+
+def _process_drift(spec: Spec, live: Colour, proc: dict) -> list[str]:
+    """A renamed router process: its version from the venv it mapped, its flags from its unit file."""
+    out = []
+    want = f"{router_venv(spec)}/"
+    venvs = proc.get("venvs", [])
+    if venvs and want not in venvs:
+        version = re.search(r"/router-([^/]+)/$", venvs[0])
+        out.append(f"vllm-router {version.group(1) if version else venvs[0]}, the spec says {spec.install.router_version}")
+    if proc.get("need_reload"):
+        out.append(f"{live.service}: its unit file changed and systemd was not reloaded")
+    elif proc.get("unit_mtime", 0) > proc.get("started", 0) > 0:
+        out.append(f"{live.service} (live, {live.name}) runs since before its unit file was last written: "
+                   "a restart or switch is pending")
     return out

@@ -46,11 +46,31 @@ class RouterColours(FactBase):
 
 
 class RouterArgv(FactBase):
-    """The argv a unit's running process started with (from /proc): [] when it runs none."""
+    """What a unit's running process is (from /proc and systemd): {} when it runs none. vllm-router
+    renames its process ("vllm::router": its argv is gone from /proc), so beside the argv come the
+    router venv its process mapped (the version it runs), whether it started after its unit file was
+    last written (then it runs that file's flags) and whether systemd still has to reload the file."""
 
     def command(self, service: str):
+        unit = f"/etc/systemd/system/{service}"
         return (f"p=$(systemctl show -p MainPID --value {service} 2>/dev/null); "
-                f"if [ \"${{p:-0}}\" -gt 0 ] 2>/dev/null; then tr '\\0' '\\n' < /proc/$p/cmdline; fi; true")
+                f"if [ \"${{p:-0}}\" -gt 0 ] 2>/dev/null; then echo @@argv; tr '\\0' '\\n' < /proc/$p/cmdline; echo; "
+                f"echo @@venv; grep -o '/[^ ]*/router-[^/ ]*/' /proc/$p/maps | sort -u; "
+                f"echo @@started; stat -c %Y /proc/$p; echo @@unit; stat -c %Y {unit} 2>/dev/null; "
+                f"echo @@reload; systemctl show -p NeedDaemonReload --value {service}; fi; true")
 
     def process(self, output):
-        return [line for line in output if line]
+        seen: dict = {}
+        key = None
+        for line in output:
+            if line.startswith("@@"):
+                key = line[2:]
+                seen[key] = []
+            elif key and line:
+                seen[key].append(line)
+        if not seen:
+            return {}
+        one = lambda k: (seen.get(k) or [""])[0]  # noqa: E731
+        return {"argv": seen.get("argv", []), "venvs": seen.get("venv", []),
+                "started": int(one("started") or 0), "unit_mtime": int(one("unit") or 0),
+                "need_reload": one("reload") == "yes"}
