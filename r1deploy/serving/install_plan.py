@@ -28,8 +28,12 @@ def engine_os_packages(spec: Spec) -> list[str]:
     """Debian packages the engine needs beside its venv (roles/vllm)."""
     if spec.vllm.device != "cpu":
         return list(JIT_TOOLCHAIN)
-    eager = bool(spec.vllm.extra_args.get("enforce-eager") or spec.vllm.extra_args.get("enforce_eager"))
-    return CPU_ENGINE_LIBS + ([] if eager else JIT_TOOLCHAIN)
+    v = spec.vllm
+    eager = bool(v.extra_args.get("enforce-eager") or v.extra_args.get("enforce_eager"))
+    # Tensor/pipeline-parallel CPU workers compile with inductor even when eager (a TP2 serving group's
+    # first request died on "InvalidCxxCompiler: No working C++ compiler found": tests/test_lab_group.py).
+    sharded = (v.tensor_parallel_size or 1) > 1 or (v.pipeline_parallel_size or 1) > 1
+    return CPU_ENGINE_LIBS + ([] if eager and not sharded else JIT_TOOLCHAIN)
 
 
 def router_pins(spec: Spec) -> list[str]:
