@@ -12,7 +12,7 @@ the R1 reasoning parser, NVLink multicast off (the device host is shared), the G
 
 Environment overrides (used by bench/h200/*.sh): R1_H200_MODEL (catalog repo id),
 R1_H200_MODEL_ROOT, R1_H200_MAX_MODEL_LEN, R1_H200_GPU_UTIL, R1_H200_FP8 (1: plan_fp8),
-R1_H200_SLO ("TTFT_MS,TPOT_MS", the monitor SLO the plan is sized for), R1_H200_HOST_MEMORY_GIB
+R1_H200_SLO ("TTFT_MS,TPOT_MS", the monitor SLO the plan is sized for), R1_H200_KV_OFFLOAD (auto | GiB), R1_H200_HOST_MEMORY_GIB
 (plan_host_memory_gib: the KV offload to host RAM is sized from it; unset: not planned).
 """
 
@@ -47,6 +47,9 @@ h200 = [
         "plan_fp8": _fp8,
         "plan_host_memory_gib": int(os.environ["R1_H200_HOST_MEMORY_GIB"]) if os.environ.get(
             "R1_H200_HOST_MEMORY_GIB") else None,
+        # KV offload is opt-in (vllm_kv_offload_gib): R1_H200_KV_OFFLOAD=auto (sized from RAM) or GiB.
+        "vllm_kv_offload_gib": (lambda v: None if not v else v if v == "auto" else float(v))(
+            os.environ.get("R1_H200_KV_OFFLOAD", "")),
         "monitor_slo_ttft_p99_s": _slo[0] / 1000,
         "monitor_slo_tpot_p99_ms": _slo[1],
         "plan_gpus_per_node": 1,
