@@ -96,7 +96,7 @@ def _flag_plan(args: argparse.Namespace) -> Plan:
         raise ValueError("give --inventory, or --model (or --config) with --gpu")
     gpu = _gpu(args)
     costs = {k: getattr(args, k) for k in COST_FLAGS}
-    return plan(model, gpu, args.gpus or 1, args.nodes, max_model_len=args.max_model_len,
+    return plan(model, gpu, 1 if args.gpus is None else args.gpus, args.nodes, max_model_len=args.max_model_len,
                 gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_dtype=args.kv_cache_dtype,
                 quantization=args.quantization, tensor_parallel_size=args.tp, pipeline_parallel_size=args.pp,
                 data_parallel_size=args.dp, prefer=args.prefer, device=args.device,
@@ -124,6 +124,8 @@ def _offload_gib(value: str) -> float | str:
 def _gpu_facts(args: argparse.Namespace) -> dict:
     """--gpu/--gpus/--gpu-memory-mib with --inventory: what nvidia-smi says on the host, as the serve
     stage hands it to the planner (a plan of the inventory alone would silently ignore them)."""
+    if args.gpus is not None and args.gpus < 1:
+        raise ValueError(f"gpus_per_node {args.gpus}: must be at least 1")
     return {"gpu_name": args.gpu, "gpu_count": args.gpus, "gpu_memory_mib": args.gpu_memory_mib,
             "host_memory_gib": args.host_memory_gib}
 
