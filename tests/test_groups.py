@@ -14,8 +14,8 @@ R1 = {"model_repo_id": "deepseek-ai/DeepSeek-R1", "model_revision": "56d4cbbb4d2
       "fleet_group": "r1-a", "fleet_group_head": "gpu-01"}
 
 
-def members(**changes):
-    hosts = {"gpu-01": {**R1, "vllm_host_ip": "10.0.0.1"}, "gpu-02": {**R1, "vllm_host_ip": "10.0.0.2"}}
+def apply_changes(hosts: dict, changes: dict) -> dict:
+    """`HOST__key=value` sets a host's key, `=None` removes it (tests/test_pd.py uses it too)."""
     for key, value in changes.items():
         host, _, field = key.partition("__")
         if value is None:
@@ -23,6 +23,11 @@ def members(**changes):
         else:
             hosts[host][field] = value
     return hosts
+
+
+def members(**changes):
+    hosts = {"gpu-01": {**R1, "vllm_host_ip": "10.0.0.1"}, "gpu-02": {**R1, "vllm_host_ip": "10.0.0.2"}}
+    return apply_changes(hosts, changes)
 
 
 def problems(hosts) -> list[str]:

@@ -13,6 +13,7 @@ import os
 import shlex
 
 import pytest
+from test_groups import apply_changes
 from test_render import GOLDEN, REPO, render_prod
 
 from r1deploy.fleet.inventory import load_specs
@@ -35,13 +36,7 @@ def pd_fleet(**changes) -> dict[str, dict]:
              "gw": {k: v for k, v in R1.items() if k.startswith("model_")} | {"fleet_role": "gateway"}}
     for data in hosts.values():
         data["fleet_firewall"] = False  # the firewall's own rules are tests/test_firewall.py's
-    for key, value in changes.items():
-        host, _, field = key.partition("__")
-        if value is None:
-            hosts[host].pop(field, None)
-        else:
-            hosts[host][field] = value
-    return hosts
+    return apply_changes(hosts, changes)
 
 
 def problems(hosts: dict[str, dict]) -> list[str]:
